@@ -1,0 +1,1 @@
+//! `tern-hub`: the gateway daemon.
