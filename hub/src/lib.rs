@@ -1,1 +1,3 @@
 //! `tern-hub`: the gateway daemon.
+
+pub mod router;

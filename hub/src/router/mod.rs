@@ -1,0 +1,1 @@
+//! Subscription routing and retained messages.
