@@ -1,1 +1,162 @@
-fn main() {}
+//! `tern`: command line of the Tern hub. Parses arguments, installs logging, loads the
+//! configuration and calls [`tern_hub::run`]; nothing else lives here.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tern_hub::config::{Config, DEFAULT_TOML, ListenerConfig};
+use tracing_subscriber::EnvFilter;
+
+/// Tern: edge MQTT message hub.
+#[derive(Debug, Parser)]
+#[command(name = "tern", version, about)]
+struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG takes precedence.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve MQTT (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Validate a configuration file: prints "ok" or the first error.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Print the default configuration, with every key documented.
+    GenerateConfig,
+}
+
+#[derive(Debug, Default, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (without it, built-in defaults).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Listen on this address instead of the configured listeners (port 0 picks a free one).
+    #[arg(short, long)]
+    listen: Option<SocketAddr>,
+    /// Directory for durable state, overrides `data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => match Config::load(&file) {
+            Ok(_) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::GenerateConfig) => {
+            print!("{DEFAULT_TOML}");
+            ExitCode::SUCCESS
+        }
+        Some(Command::Serve(args)) => serve_main(cli.verbose, args),
+        None => serve_main(cli.verbose, ServeArgs::default()),
+    }
+}
+
+fn serve_main(verbose: u8, args: ServeArgs) -> ExitCode {
+    init_tracing(verbose);
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tern: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let fallback = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(fallback));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(file) => Config::load(file)?,
+        None => Config::default(),
+    };
+    if let Some(addr) = args.listen {
+        let max_connections = config
+            .listener
+            .first()
+            .map_or(ListenerConfig::default().max_connections, |l| {
+                l.max_connections
+            });
+        config.listener = vec![ListenerConfig {
+            bind: addr,
+            max_connections,
+        }];
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        tern_hub::prepare_data_dir(&config)?;
+        let listeners = tern_hub::bind_listeners(&config).await?;
+        let mut stdout = std::io::stdout().lock();
+        for listener in &listeners {
+            // The integration tests and supervisors read this line to learn the bound port.
+            writeln!(stdout, "listening on {}", listener.local_addr()?)?;
+        }
+        stdout.flush()?;
+        drop(stdout);
+        tern_hub::run(listeners, config, shutdown).await?;
+        Ok(())
+    })
+}
+
+/// Installs the SIGINT and SIGTERM handlers now and returns a future that completes when
+/// either arrives. Installing before the `listening on` line means a supervisor that signals
+/// right after reading it always gets a graceful shutdown, never the default kill.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        }
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
+}

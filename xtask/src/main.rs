@@ -1,1 +1,406 @@
-fn main() {}
+//! `cargo xtask`: the project's one entry point for checks, fuzzing and benchmarks.
+//!
+//! ```text
+//! cargo xtask test [--quick]   prerequisites, fmt, clippy, no_std builds, tests, short fuzz runs
+//! cargo xtask fuzz [SECS]      every fuzz target for SECS seconds each (default 60)
+//! cargo xtask bench [ARGS..]   criterion benchmarks (`cargo bench --workspace --bench '*' -- ARGS`)
+//! ```
+//!
+//! `--quick` skips clippy and fuzzing. Every step prints a header and its duration; the first
+//! failing step stops the run with a non-zero exit status that names it.
+//!
+//! Prerequisites are installed when that is possible and stop the run with a message naming
+//! what is missing otherwise: the cross targets (via `rustup target add`), the mosquitto
+//! broker and command-line clients used by the interop tests (via `apt-get` when running as
+//! root), and `cargo-fuzz` (via `cargo install`) before fuzzing.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Targets the no_std and wasm builds need (also listed in `rust-toolchain.toml`).
+const TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "wasm32-unknown-unknown"];
+/// Executables the integration tests run, and where apt finds them.
+const MOSQUITTO_TOOLS: [&str; 3] = ["mosquitto", "mosquitto_pub", "mosquitto_sub"];
+const MOSQUITTO_PACKAGES: [&str; 2] = ["mosquitto", "mosquitto-clients"];
+/// Seconds each fuzz target runs inside `cargo xtask test`.
+const TEST_FUZZ_SECS: u64 = 30;
+/// Default seconds per target for `cargo xtask fuzz`.
+const FUZZ_SECS: u64 = 60;
+/// Folders (relative to the workspace root) whose `fuzz/` directory holds cargo-fuzz targets.
+const FUZZ_CRATES: [&str; 3] = ["mqtt", "firmware-client", "hub"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("\nxtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage:
+  cargo xtask test [--quick]   fmt, clippy, no_std builds, tests, short fuzz runs
+  cargo xtask fuzz [SECS]      run every fuzz target for SECS seconds (default 60)
+  cargo xtask bench [ARGS..]   criterion benchmarks; ARGS go to criterion";
+
+fn run(args: &[String]) -> Result<()> {
+    let root = workspace_root()?;
+    let mut steps = Steps::default();
+    match args.first().map(String::as_str) {
+        Some("test") => {
+            let quick = match &args[1..] {
+                [] => false,
+                [flag] if flag == "--quick" => true,
+                other => bail!("unexpected arguments {other:?}\n{USAGE}"),
+            };
+            test(&root, quick, &mut steps)?;
+        }
+        Some("fuzz") => {
+            let secs = match &args[1..] {
+                [] => FUZZ_SECS,
+                [secs] => secs
+                    .parse()
+                    .with_context(|| format!("SECS must be a number, got {secs:?}"))?,
+                other => bail!("unexpected arguments {other:?}\n{USAGE}"),
+            };
+            fuzz(&root, secs, &mut steps)?;
+        }
+        Some("bench") => {
+            let mut cmd = cargo(&root);
+            // Only the criterion bench targets: libtest harnesses would reject criterion flags.
+            cmd.args(["bench", "--workspace", "--bench", "*"]);
+            // `cargo xtask bench -- ARGS` and `cargo xtask bench ARGS` both reach criterion.
+            let extra = match &args[1..] {
+                [dashes, rest @ ..] if dashes == "--" => rest,
+                rest => rest,
+            };
+            if !extra.is_empty() {
+                cmd.arg("--").args(extra);
+            }
+            steps.run("criterion benchmarks", &mut cmd)?;
+        }
+        Some("help" | "--help" | "-h") | None => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Some(other) => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+    steps.summary();
+    Ok(())
+}
+
+fn test(root: &Path, quick: bool, steps: &mut Steps) -> Result<()> {
+    steps.step("prerequisites", prerequisites)?;
+    steps.run(
+        "rustfmt",
+        cargo(root).args(["fmt", "--all", "--", "--check"]),
+    )?;
+    if !quick {
+        steps.run(
+            "clippy",
+            cargo(root).args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+    }
+    steps.run(
+        "no_std build: tern-mqtt",
+        cargo(root).args([
+            "build",
+            "-p",
+            "tern-mqtt",
+            "--no-default-features",
+            "--target",
+            "thumbv7em-none-eabihf",
+        ]),
+    )?;
+    steps.run(
+        "no_std check: tern-client",
+        cargo(root).args([
+            "check",
+            "-p",
+            "tern-client",
+            "--no-default-features",
+            "--target",
+            "thumbv7em-none-eabihf",
+        ]),
+    )?;
+    let filters = root.join("filters");
+    if filters.join("Cargo.toml").is_file() {
+        // Run inside filters/ so its own .cargo/config.toml (wasm target, profile) applies.
+        steps.run(
+            "filters: wasm build",
+            cargo(&filters).args(["build", "--release"]),
+        )?;
+    } else {
+        println!("note: no filters/Cargo.toml yet; skipping the wasm filter build");
+    }
+    steps.run("tests", cargo(root).args(["test", "--workspace"]))?;
+    if !quick {
+        fuzz(root, TEST_FUZZ_SECS, steps)?;
+    }
+    Ok(())
+}
+
+/// Runs every cargo-fuzz target of every fuzz crate for `secs` seconds.
+fn fuzz(root: &Path, secs: u64, steps: &mut Steps) -> Result<()> {
+    let mut targets = Vec::new();
+    for krate in FUZZ_CRATES {
+        let dir = root.join(krate).join("fuzz");
+        let target_dir = dir.join("fuzz_targets");
+        if !target_dir.is_dir() {
+            continue;
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&target_dir)
+            .with_context(|| format!("reading {}", target_dir.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension() == Some(OsStr::new("rs")))
+            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        for name in names {
+            targets.push((format!("{krate}/fuzz"), name));
+        }
+    }
+    if targets.is_empty() {
+        println!(
+            "note: no fuzz targets found (expected e.g. mqtt/fuzz/fuzz_targets/decode.rs); skipping fuzzing"
+        );
+        return Ok(());
+    }
+    let toolchain = steps.step("fuzz prerequisites", fuzz_prerequisites)?;
+    for (dir, target) in targets {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(root);
+        match &toolchain {
+            FuzzToolchain::Nightly => {
+                cmd.arg("+nightly");
+            }
+            FuzzToolchain::Bootstrap => {
+                cmd.env("RUSTC_BOOTSTRAP", "1");
+            }
+        }
+        cmd.args(["fuzz", "run", &target, "--fuzz-dir", &dir, "--"])
+            .arg(format!("-max_total_time={secs}"));
+        steps.run(&format!("fuzz {dir}:{target} ({secs}s)"), &mut cmd)?;
+    }
+    Ok(())
+}
+
+/// How cargo-fuzz gets the nightly-only compiler flags it needs.
+enum FuzzToolchain {
+    /// A nightly toolchain is installed: `cargo +nightly fuzz`.
+    Nightly,
+    /// Only the pinned stable toolchain: unlock its `-Z` flags with `RUSTC_BOOTSTRAP=1`.
+    Bootstrap,
+}
+
+fn fuzz_prerequisites() -> Result<FuzzToolchain> {
+    let nightly = Command::new("cargo")
+        .args(["+nightly", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let toolchain = if nightly {
+        FuzzToolchain::Nightly
+    } else {
+        println!("note: no nightly toolchain; running cargo-fuzz with RUSTC_BOOTSTRAP=1");
+        FuzzToolchain::Bootstrap
+    };
+    let has_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_fuzz {
+        println!("installing cargo-fuzz (cargo install cargo-fuzz --locked)");
+        let status = Command::new("cargo")
+            .args(["install", "cargo-fuzz", "--locked"])
+            .stdin(Stdio::null())
+            .status()
+            .context("running cargo install")?;
+        if !status.success() {
+            bail!("cargo-fuzz is missing and `cargo install cargo-fuzz --locked` failed");
+        }
+    }
+    Ok(toolchain)
+}
+
+/// Installs what the tests need, or fails naming what is missing and how to get it.
+fn prerequisites() -> Result<()> {
+    let installed = capture(Command::new("rustup").args(["target", "list", "--installed"]))
+        .context("`rustup` is needed to add the cross-compilation targets (https://rustup.rs)")?;
+    let missing: Vec<&str> = TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if !missing.is_empty() {
+        println!("adding rust targets: {}", missing.join(" "));
+        let status = Command::new("rustup")
+            .args(["target", "add"])
+            .args(&missing)
+            .stdin(Stdio::null())
+            .status()
+            .context("running rustup")?;
+        if !status.success() {
+            bail!(
+                "missing rust targets {missing:?}; `rustup target add {}` failed",
+                missing.join(" ")
+            );
+        }
+    }
+
+    let missing: Vec<&str> = MOSQUITTO_TOOLS
+        .iter()
+        .copied()
+        .filter(|t| find_executable(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let install_hint = format!(
+        "missing {}: the interop tests need the mosquitto broker and clients.\n\
+         Install them with `sudo apt-get install mosquitto mosquitto-clients` \
+         (Debian/Ubuntu), `brew install mosquitto` (macOS) or your system's package manager, \
+         then run `cargo xtask test` again.",
+        missing.join(", ")
+    );
+    let is_root = capture(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0");
+    if !is_root || find_executable("apt-get").is_none() {
+        bail!("{install_hint}");
+    }
+    println!("installing {} with apt-get", MOSQUITTO_PACKAGES.join(" "));
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(MOSQUITTO_PACKAGES);
+    for args in [vec!["update"], install] {
+        let status = Command::new("apt-get")
+            .args(&args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("`apt-get {}` failed\n{install_hint}", args.join(" "));
+        }
+    }
+    let still: Vec<&str> = MOSQUITTO_TOOLS
+        .iter()
+        .copied()
+        .filter(|t| find_executable(t).is_none())
+        .collect();
+    if !still.is_empty() {
+        bail!(
+            "apt-get finished but {} is still not found",
+            still.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Looks `name` up in `PATH`, plus the sbin directories (the broker lives in /usr/sbin and
+/// non-root `PATH`s often lack it).
+fn find_executable(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Runs `cmd` and returns its stdout; fails if it cannot start or exits non-zero.
+fn capture(cmd: &mut Command) -> Result<String> {
+    let out = cmd.stdin(Stdio::null()).stderr(Stdio::inherit()).output()?;
+    if !out.status.success() {
+        bail!("{cmd:?} exited with {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask manifest directory has no parent")
+}
+
+/// A cargo command in the workspace root, using the cargo that runs xtask.
+fn cargo(root: &Path) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root).stdin(Stdio::null());
+    cmd
+}
+
+/// The steps run so far, with their durations, for the closing summary.
+#[derive(Default)]
+struct Steps {
+    done: Vec<(String, Duration)>,
+    started: Option<Instant>,
+}
+
+impl Steps {
+    /// Runs one named step, printing a header and its duration.
+    fn step<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.started.get_or_insert_with(Instant::now);
+        println!("\n==> {name}");
+        let start = Instant::now();
+        let result = f();
+        let took = start.elapsed();
+        match result {
+            Ok(v) => {
+                println!("<== {name}: ok ({:.1}s)", took.as_secs_f64());
+                self.done.push((name.to_string(), took));
+                Ok(v)
+            }
+            Err(err) => Err(err.context(format!(
+                "step `{name}` failed after {:.1}s",
+                took.as_secs_f64()
+            ))),
+        }
+    }
+
+    /// Runs a command as a step; a non-zero exit fails the step.
+    fn run(&mut self, name: &str, cmd: &mut Command) -> Result<()> {
+        let shown = format!("{cmd:?}");
+        self.step(name, || {
+            println!("$ {shown}");
+            let status = cmd
+                .status()
+                .with_context(|| format!("cannot start {shown}"))?;
+            if !status.success() {
+                bail!("{shown} exited with {status}");
+            }
+            Ok(())
+        })
+    }
+
+    fn summary(&self) {
+        if self.done.is_empty() {
+            return;
+        }
+        println!("\nxtask summary:");
+        for (name, took) in &self.done {
+            println!("  {:>7.1}s  {name}", took.as_secs_f64());
+        }
+        if let Some(start) = self.started {
+            println!("  {:>7.1}s  total", start.elapsed().as_secs_f64());
+        }
+    }
+}

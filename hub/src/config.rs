@@ -1,0 +1,394 @@
+//! The hub's configuration tree: one serde struct per module, loaded from TOML.
+//!
+//! Every key is optional; the defaults are the values documented in `hub/default.toml`
+//! (printed by `tern generate-config`). Unknown keys are rejected, and every error names
+//! the file, the dotted key path and the reason, e.g.
+//! ``tern.toml: key `session.max_packet_size`: invalid size "12 parsecs"``.
+//!
+//! Sizes accept an integer number of bytes or a string with a binary unit (`"64KiB"`,
+//! `"1MiB"`, `"2GiB"`); durations accept `"500ms"`, `"10s"`, `"5m"`, `"7d"`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+/// The embedded default configuration, printed by `tern generate-config`.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// The whole configuration of one hub process.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for durable state; created at start-up if missing.
+    pub data_dir: PathBuf,
+    /// TCP listeners; each `bind` address gets its own accept loop.
+    pub listener: Vec<ListenerConfig>,
+    /// Per-session protocol limits.
+    pub session: SessionConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./tern-data"),
+            listener: vec![ListenerConfig::default()],
+            session: SessionConfig::default(),
+        }
+    }
+}
+
+/// One TCP listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Address to bind, `ip:port`.
+    pub bind: SocketAddr,
+    /// Connections beyond this are closed right after accept (counted and logged).
+    pub max_connections: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// What a full per-session queue does with one more message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueOverflow {
+    /// Drop the oldest queued message to make room for the new one.
+    DropOldest,
+    /// Keep the queue as it is and drop the new message.
+    DropNew,
+}
+
+/// Per-session protocol limits, announced to v5 clients in CONNACK where MQTT has a property.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Largest inbound packet accepted; announced as v5 Maximum Packet Size.
+    pub max_packet_size: ByteSize,
+    /// Inbound QoS 1/2 publishes a client may have unacknowledged (v5 Receive Maximum).
+    pub receive_maximum: u16,
+    /// Outbound QoS 1/2 window per session, further capped by the client's Receive Maximum.
+    pub max_inflight: u16,
+    /// Bound on a session's queue (online backlog plus offline queue).
+    pub max_queued_messages: usize,
+    /// Policy when the queue is full.
+    pub queue_overflow: QueueOverflow,
+    /// Keep alive imposed on clients (v5 Server Keep Alive); zero accepts the client's.
+    pub server_keep_alive: HumanDuration,
+    /// Cap on the session expiry interval a v5 client may ask for.
+    pub max_session_expiry: HumanDuration,
+    /// Inbound topic aliases accepted from a v5 client (v5 Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
+    /// Time allowed between TCP accept and a complete CONNECT.
+    pub connect_timeout: HumanDuration,
+    /// Period of the `$SYS/broker/...` publish; zero disables it.
+    pub sys_interval: HumanDuration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            max_packet_size: ByteSize(1024 * 1024),
+            receive_maximum: 64,
+            max_inflight: 64,
+            max_queued_messages: 10_000,
+            queue_overflow: QueueOverflow::DropOldest,
+            server_keep_alive: HumanDuration(Duration::ZERO),
+            max_session_expiry: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
+            topic_alias_maximum: 64,
+            connect_timeout: HumanDuration(Duration::from_secs(10)),
+            sys_interval: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// A size in bytes, written as an integer or as a string with a unit (`"64KiB"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `"1024"`, `"64KiB"`, `"1MiB"`, `"2GiB"`, `"10kB"`, `"5MB"` (SI units are powers of 1000).
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let number: u64 = digits.parse().ok()?;
+        let factor: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "kB" | "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            _ => return None,
+        };
+        number.checked_mul(factor).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: integer bytes or a string like \"64KiB\" or \"1MiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("size must not be negative, got {v}")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).ok_or_else(|| {
+                    E::custom(format!(
+                        "invalid size {v:?} (expected e.g. 65536, \"64KiB\", \"1MiB\")"
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// A duration written as `"500ms"`, `"10s"`, `"5m"`, `"7d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map(HumanDuration).map_err(|err| {
+            de::Error::custom(format!(
+                "invalid duration {text:?}: {err} (expected e.g. \"500ms\", \"10s\", \"5m\", \"7d\")"
+            ))
+        })
+    }
+}
+
+/// A configuration that could not be loaded: where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// The file that was named.
+        file: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// A key is unknown, has the wrong type, or fails validation.
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid {
+        /// The file (or `<default>` for the embedded one).
+        file: PathBuf,
+        /// Dotted key path, e.g. `session.max_packet_size` or `listener[0].bind`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The text is not TOML.
+    #[error("{file}: {reason}")]
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message, with line and column.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, file)
+    }
+
+    /// Parses and validates TOML text; `file` only labels the errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|err| ConfigError::Syntax {
+            file: file.to_path_buf(),
+            reason: err.to_string().trim_end().to_owned(),
+        })?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let key = err.path().to_string();
+            let inner = err.into_inner();
+            ConfigError::Invalid {
+                file: file.to_path_buf(),
+                key: if key == "." {
+                    String::from("(top level)")
+                } else {
+                    key
+                },
+                reason: inner.message().to_owned(),
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                file: file.to_path_buf(),
+                key: key.to_owned(),
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    /// Cross-field and range checks serde cannot express. Returns `(key, reason)`.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let s = &self.session;
+        if self.listener.is_empty() {
+            return Err(("listener", "at least one [[listener]] is required".into()));
+        }
+        if self.listener.iter().any(|l| l.max_connections == 0) {
+            return Err(("listener.max_connections", "must be at least 1".into()));
+        }
+        // MQTT caps packets at 268 435 460 bytes (4-byte remaining length + header).
+        if s.max_packet_size.0 < 64 || s.max_packet_size.0 > 268_435_460 {
+            return Err((
+                "session.max_packet_size",
+                format!(
+                    "must be between 64 B and 256MiB, got {}",
+                    s.max_packet_size.0
+                ),
+            ));
+        }
+        if s.receive_maximum == 0 {
+            return Err(("session.receive_maximum", "must be at least 1".into()));
+        }
+        if s.max_inflight == 0 {
+            return Err(("session.max_inflight", "must be at least 1".into()));
+        }
+        if s.max_queued_messages == 0 {
+            return Err(("session.max_queued_messages", "must be at least 1".into()));
+        }
+        if s.server_keep_alive.0.as_secs() > u64::from(u16::MAX) {
+            return Err(("session.server_keep_alive", "must be at most 65535s".into()));
+        }
+        if s.connect_timeout.0.is_zero() {
+            return Err((
+                "session.connect_timeout",
+                "must be greater than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The session expiry cap in seconds, as MQTT v5 counts it (`u32::MAX` = never expires).
+    pub fn max_session_expiry_secs(&self) -> u32 {
+        u32::try_from(self.session.max_session_expiry.0.as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Inbound packet limit as the u32 MQTT announces (the range is validated at load).
+    pub fn max_packet_size(&self) -> u32 {
+        u32::try_from(self.session.max_packet_size.0).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("tern.toml"))
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_equals_built_in_defaults() {
+        let parsed = parse(DEFAULT_TOML).expect("default.toml parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse("").expect("empty parses"), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_and_reason() {
+        let err = parse("[session]\nmax_packet_sise = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("tern.toml: key `session"), "{err}");
+        assert!(err.contains("unknown field `max_packet_sise`"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_file_key_and_reason() {
+        let err = parse("[session]\nmax_packet_size = \"12 parsecs\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("tern.toml: key `session.max_packet_size`: invalid size"),
+            "{err}"
+        );
+
+        let err = parse("[session]\nconnect_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("key `session.connect_timeout`: invalid duration"),
+            "{err}"
+        );
+
+        let err = parse("[[listener]]\nbind = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key `listener[0].bind`"), "{err}");
+
+        let err = parse("[session]\nqueue_overflow = \"drop-all\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key `session.queue_overflow`"), "{err}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_key() {
+        let err = parse("[session]\nreceive_maximum = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "tern.toml: key `session.receive_maximum`: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        let config = parse(
+            "[session]\nmax_packet_size = \"64KiB\"\nconnect_timeout = \"500ms\"\n\
+             max_session_expiry = \"5m\"\n",
+        )
+        .expect("parses");
+        assert_eq!(config.session.max_packet_size, ByteSize(65_536));
+        assert_eq!(config.session.connect_timeout.0, Duration::from_millis(500));
+        assert_eq!(config.max_session_expiry_secs(), 300);
+        assert_eq!(
+            parse("[session]\nmax_packet_size = 2048\n")
+                .unwrap()
+                .max_packet_size(),
+            2048
+        );
+        assert_eq!(ByteSize::parse("1MiB"), Some(ByteSize(1 << 20)));
+        assert_eq!(ByteSize::parse("1 XB"), None);
+    }
+}

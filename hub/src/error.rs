@@ -1,0 +1,38 @@
+//! The crate's error type: what can stop the hub as a whole.
+//!
+//! Per-connection failures (malformed packets, protocol violations, socket errors) are
+//! [`crate::session::SessionError`]; they end one connection, are logged once and counted,
+//! and never surface here.
+
+use std::path::PathBuf;
+
+/// Failure of the hub process as a whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration could not be loaded.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {dir}: {source}")]
+    DataDir {
+        /// The configured directory.
+        dir: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// Another I/O failure outside a connection.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

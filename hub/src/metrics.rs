@@ -1,0 +1,225 @@
+//! Process-wide counters, and their periodic publication under `$SYS/broker/...`.
+//!
+//! Counters are relaxed atomics bumped on the hot path; nothing here takes a lock. Every
+//! `sys_interval` the broker publishes each one as a retained message, so an operator reads
+//! them with `mosquitto_sub -t '$SYS/#' -v`. Topics (payload: decimal ASCII):
+//!
+//! | topic | meaning |
+//! | --- | --- |
+//! | `$SYS/broker/version` | hub version |
+//! | `$SYS/broker/uptime` | seconds since start |
+//! | `$SYS/broker/clients/connected` | clients connected now |
+//! | `$SYS/broker/clients/total` | sessions known (online + offline) |
+//! | `$SYS/broker/connections/accepted` | TCP connections accepted |
+//! | `$SYS/broker/connections/refused` | connections refused at accept (`max_connections`) |
+//! | `$SYS/broker/messages/received` | PUBLISH packets received |
+//! | `$SYS/broker/messages/sent` | PUBLISH packets sent |
+//! | `$SYS/broker/messages/dropped` | messages dropped (queue overflow, expiry, client max packet size) |
+//! | `$SYS/broker/messages/retained/count` | retained messages stored |
+//! | `$SYS/broker/packets/received` | packets received, all kinds |
+//! | `$SYS/broker/packets/sent` | packets sent, all kinds |
+//! | `$SYS/broker/bytes/received` | bytes read from clients |
+//! | `$SYS/broker/bytes/sent` | bytes written to clients |
+//! | `$SYS/broker/errors/malformed` | malformed packets and protocol violations |
+//! | `$SYS/broker/errors/keepalive_timeouts` | clients disconnected for exceeding 1.5× keep alive |
+//! | `$SYS/broker/subscriptions/count` | subscriptions held |
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// One monotonically increasing (or, for gauges, up-and-down) counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds a length (bytes read or written).
+    pub fn add_len(&self, n: usize) {
+        self.add(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// Subtracts one (gauges only), saturating at zero.
+    pub fn dec(&self) {
+        // A failed update means the gauge is already zero, which is where it should stay.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// All counters of one hub instance.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    /// TCP connections accepted.
+    pub connections_accepted: Counter,
+    /// Connections closed at accept because the listener was at `max_connections`.
+    pub connections_refused: Counter,
+    /// Clients that completed CONNECT and are still connected (gauge).
+    pub clients_connected: Counter,
+    /// Packets decoded from clients.
+    pub packets_received: Counter,
+    /// Packets encoded to clients.
+    pub packets_sent: Counter,
+    /// PUBLISH packets received.
+    pub publishes_received: Counter,
+    /// PUBLISH packets sent.
+    pub publishes_sent: Counter,
+    /// Bytes read from sockets.
+    pub bytes_received: Counter,
+    /// Bytes written to sockets.
+    pub bytes_sent: Counter,
+    /// Malformed packets and protocol violations.
+    pub malformed: Counter,
+    /// Messages dropped: queue overflow, expiry, or too big for the client.
+    pub messages_dropped: Counter,
+    /// Clients disconnected for exceeding 1.5× keep alive.
+    pub keepalive_timeouts: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            connections_accepted: Counter::default(),
+            connections_refused: Counter::default(),
+            clients_connected: Counter::default(),
+            packets_received: Counter::default(),
+            packets_sent: Counter::default(),
+            publishes_received: Counter::default(),
+            publishes_sent: Counter::default(),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            malformed: Counter::default(),
+            messages_dropped: Counter::default(),
+            keepalive_timeouts: Counter::default(),
+        }
+    }
+}
+
+/// Gauges owned by the broker state rather than by counters, sampled at publish time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BrokerGauges {
+    /// Sessions known, online and offline.
+    pub sessions: u64,
+    /// Retained messages stored.
+    pub retained: u64,
+    /// Subscriptions held.
+    pub subscriptions: u64,
+}
+
+impl Metrics {
+    /// The `$SYS/broker/...` topics and payloads for one publication round.
+    pub fn sys_topics(&self, gauges: BrokerGauges) -> Vec<(&'static str, String)> {
+        vec![
+            ("$SYS/broker/version", env!("CARGO_PKG_VERSION").to_owned()),
+            (
+                "$SYS/broker/uptime",
+                self.started.elapsed().as_secs().to_string(),
+            ),
+            (
+                "$SYS/broker/clients/connected",
+                self.clients_connected.get().to_string(),
+            ),
+            ("$SYS/broker/clients/total", gauges.sessions.to_string()),
+            (
+                "$SYS/broker/connections/accepted",
+                self.connections_accepted.get().to_string(),
+            ),
+            (
+                "$SYS/broker/connections/refused",
+                self.connections_refused.get().to_string(),
+            ),
+            (
+                "$SYS/broker/messages/received",
+                self.publishes_received.get().to_string(),
+            ),
+            (
+                "$SYS/broker/messages/sent",
+                self.publishes_sent.get().to_string(),
+            ),
+            (
+                "$SYS/broker/messages/dropped",
+                self.messages_dropped.get().to_string(),
+            ),
+            (
+                "$SYS/broker/messages/retained/count",
+                gauges.retained.to_string(),
+            ),
+            (
+                "$SYS/broker/packets/received",
+                self.packets_received.get().to_string(),
+            ),
+            (
+                "$SYS/broker/packets/sent",
+                self.packets_sent.get().to_string(),
+            ),
+            (
+                "$SYS/broker/bytes/received",
+                self.bytes_received.get().to_string(),
+            ),
+            ("$SYS/broker/bytes/sent", self.bytes_sent.get().to_string()),
+            (
+                "$SYS/broker/errors/malformed",
+                self.malformed.get().to_string(),
+            ),
+            (
+                "$SYS/broker/errors/keepalive_timeouts",
+                self.keepalive_timeouts.get().to_string(),
+            ),
+            (
+                "$SYS/broker/subscriptions/count",
+                gauges.subscriptions.to_string(),
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauge_never_goes_below_zero() {
+        let counter = Counter::default();
+        counter.dec();
+        assert_eq!(counter.get(), 0);
+        counter.add(3);
+        counter.dec();
+        assert_eq!(counter.get(), 2);
+    }
+
+    #[test]
+    fn sys_topics_report_counters() {
+        let metrics = Metrics::default();
+        metrics.malformed.inc();
+        let topics = metrics.sys_topics(BrokerGauges {
+            sessions: 4,
+            ..BrokerGauges::default()
+        });
+        let get = |name: &str| {
+            topics
+                .iter()
+                .find(|(t, _)| *t == name)
+                .map(|(_, v)| v.clone())
+                .expect(name)
+        };
+        assert_eq!(get("$SYS/broker/errors/malformed"), "1");
+        assert_eq!(get("$SYS/broker/clients/total"), "4");
+        assert!(topics.iter().all(|(t, _)| t.starts_with("$SYS/broker/")));
+    }
+}

@@ -1,0 +1,175 @@
+//! Bounded per-session message queue and its overflow policy.
+//!
+//! The queue holds messages routed to a session that are not in flight yet: the backlog of an
+//! online client behind its in-flight window, and everything queued for an offline persistent
+//! session. Entries hold `Arc<Message>`; a durable store replaces them with store positions
+//! (sequence numbers) without changing the queue's contract.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::config::QueueOverflow;
+use crate::message::QueuedMessage;
+
+/// What [`SessionQueue::push`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Queued; nothing dropped.
+    Queued,
+    /// Queued after dropping the oldest queued message (policy `drop-oldest`).
+    DroppedOldest,
+    /// Not queued: the queue was full (policy `drop-new`).
+    DroppedNew,
+}
+
+impl PushOutcome {
+    /// Whether a message was lost.
+    pub fn dropped(self) -> bool {
+        !matches!(self, Self::Queued)
+    }
+}
+
+/// FIFO of messages for one session, never longer than its capacity.
+#[derive(Debug)]
+pub struct SessionQueue {
+    items: VecDeque<QueuedMessage>,
+    capacity: usize,
+    overflow: QueueOverflow,
+}
+
+impl SessionQueue {
+    /// An empty queue holding at most `capacity` messages (at least one).
+    pub fn new(capacity: usize, overflow: QueueOverflow) -> Self {
+        Self {
+            items: VecDeque::new(),
+            capacity: capacity.max(1),
+            overflow,
+        }
+    }
+
+    /// Appends a message, applying the overflow policy when full.
+    pub fn push(&mut self, item: QueuedMessage) -> PushOutcome {
+        if self.items.len() < self.capacity {
+            self.items.push_back(item);
+            return PushOutcome::Queued;
+        }
+        match self.overflow {
+            QueueOverflow::DropNew => PushOutcome::DroppedNew,
+            QueueOverflow::DropOldest => {
+                self.items.pop_front();
+                self.items.push_back(item);
+                PushOutcome::DroppedOldest
+            }
+        }
+    }
+
+    /// Takes the oldest message that has not expired at `now`; expired ones are discarded
+    /// and counted in `expired`.
+    pub fn pop(&mut self, now: Instant, expired: &mut u64) -> Option<QueuedMessage> {
+        while let Some(item) = self.items.pop_front() {
+            if item.message.is_expired(now) {
+                *expired += 1;
+                continue;
+            }
+            return Some(item);
+        }
+        None
+    }
+
+    /// Drops every QoS 0 message (they are not kept for an offline session).
+    pub fn retain_qos_above_zero(&mut self) {
+        self.items
+            .retain(|item| item.qos != tern_mqtt::QoS::AtMostOnce);
+    }
+
+    /// Number of queued messages.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tern_mqtt::QoS;
+
+    use super::*;
+    use crate::message::{Expiry, Message, MessageProperties};
+
+    fn item(payload: &'static str, expiry: Option<Expiry>) -> QueuedMessage {
+        QueuedMessage {
+            message: Arc::new(Message {
+                topic: "t".into(),
+                payload: Bytes::from_static(payload.as_bytes()),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: MessageProperties::default(),
+                expiry,
+                publisher: Arc::from("p"),
+            }),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Default::default(),
+        }
+    }
+
+    fn drain(queue: &mut SessionQueue) -> Vec<Bytes> {
+        let mut expired = 0;
+        std::iter::from_fn(|| queue.pop(Instant::now(), &mut expired))
+            .map(|i| i.message.payload.clone())
+            .collect()
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest() {
+        let mut queue = SessionQueue::new(2, QueueOverflow::DropOldest);
+        assert_eq!(queue.push(item("a", None)), PushOutcome::Queued);
+        assert_eq!(queue.push(item("b", None)), PushOutcome::Queued);
+        assert_eq!(queue.push(item("c", None)), PushOutcome::DroppedOldest);
+        assert_eq!(drain(&mut queue), ["b", "c"]);
+    }
+
+    #[test]
+    fn drop_new_keeps_the_oldest() {
+        let mut queue = SessionQueue::new(2, QueueOverflow::DropNew);
+        queue.push(item("a", None));
+        queue.push(item("b", None));
+        assert_eq!(queue.push(item("c", None)), PushOutcome::DroppedNew);
+        assert_eq!(drain(&mut queue), ["a", "b"]);
+    }
+
+    #[test]
+    fn expired_messages_are_skipped_and_counted() {
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(10));
+        let Some(received_at) = long_ago else { return };
+        let mut queue = SessionQueue::new(10, QueueOverflow::DropOldest);
+        queue.push(item(
+            "old",
+            Some(Expiry {
+                received_at,
+                interval_secs: 5,
+            }),
+        ));
+        queue.push(item(
+            "fresh",
+            Some(Expiry {
+                received_at,
+                interval_secs: 60,
+            }),
+        ));
+        let mut expired = 0;
+        let next = queue
+            .pop(Instant::now(), &mut expired)
+            .expect("fresh message");
+        assert_eq!(next.message.payload, "fresh");
+        assert_eq!(expired, 1);
+    }
+}

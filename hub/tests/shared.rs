@@ -1,0 +1,147 @@
+//! Shared subscriptions `$share/{group}/{filter}`: each message to exactly one member.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+
+/// Receives every PUBLISH arriving until the hub is quiet, acknowledging each.
+async fn drain(c: &mut RawClient) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while let Some(p) = c.try_recv_publish(QUIET).await {
+        c.ack(&p).await;
+        got.push(p.payload);
+    }
+    got
+}
+
+/// Each message goes to exactly one member; together the members receive all of them.
+#[tokio::test]
+async fn each_message_to_exactly_one_member() {
+    let hub = Hub::start();
+    let mut members = Vec::new();
+    for (i, level) in [V5, V5, V311].into_iter().enumerate() {
+        let (mut m, _) = RawClient::connect_ok(
+            hub.addr(),
+            Connect {
+                level,
+                ..Connect::v4(&format!("member-{i}"))
+            },
+        )
+        .await;
+        m.subscribe("$share/workers/jobs/+", 1).await;
+        members.push(m);
+    }
+    let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    for i in 0..30u8 {
+        publ.publish(Pub::new("jobs/new", &[i]).qos(1, 0)).await;
+    }
+    let mut seen = Vec::new();
+    for m in &mut members {
+        let got = drain(m).await;
+        seen.extend(got);
+    }
+    seen.sort();
+    let want: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i]).collect();
+    assert_eq!(seen, want, "every message exactly once across the group");
+    hub.finish();
+}
+
+/// Groups are independent: every group gets every message once, and an ordinary
+/// subscription to the same filter gets all of them too.
+#[tokio::test]
+async fn groups_are_independent_of_each_other_and_of_plain_subscriptions() {
+    let hub = Hub::start();
+    let mut groups: Vec<Vec<RawClient>> = Vec::new();
+    for g in ["a", "b"] {
+        let mut members = Vec::new();
+        for i in 0..2 {
+            let (mut m, _) =
+                RawClient::connect_ok(hub.addr(), Connect::v5(&format!("{g}-{i}"))).await;
+            m.subscribe(&format!("$share/{g}/data/#"), 1).await;
+            members.push(m);
+        }
+        groups.push(members);
+    }
+    let (mut plain, _) = RawClient::connect_ok(hub.addr(), Connect::v5("plain")).await;
+    plain.subscribe("data/#", 1).await;
+    let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v5("data-pub")).await;
+    for i in 0..10u8 {
+        publ.publish(Pub::new("data/x", &[i]).qos(1, 0)).await;
+    }
+    let want: BTreeSet<Vec<u8>> = (0..10u8).map(|i| vec![i]).collect();
+    for members in &mut groups {
+        let mut seen = Vec::new();
+        for m in members.iter_mut() {
+            seen.extend(drain(m).await);
+        }
+        assert_eq!(seen.len(), 10, "no duplicates within a group");
+        assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), want);
+    }
+    assert_eq!(
+        drain(&mut plain).await.into_iter().collect::<BTreeSet<_>>(),
+        want
+    );
+    hub.finish();
+}
+
+/// A member that unsubscribes or disconnects no longer receives; the rest get everything.
+#[tokio::test]
+async fn remaining_members_receive_after_one_leaves() {
+    let hub = Hub::start();
+    let (mut stay, _) = RawClient::connect_ok(hub.addr(), Connect::v5("stay")).await;
+    stay.subscribe("$share/g/leave/t", 1).await;
+    let (mut leave, _) = RawClient::connect_ok(hub.addr(), Connect::v5("leave")).await;
+    leave.subscribe("$share/g/leave/t", 1).await;
+    let (mut gone, _) = RawClient::connect_ok(hub.addr(), Connect::v4("gone")).await;
+    gone.subscribe("$share/g/leave/t", 1).await;
+    assert_eq!(leave.unsubscribe("$share/g/leave/t").await, vec![0]);
+    gone.disconnect().await;
+    let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v5("leave-pub")).await;
+    for i in 0..5u8 {
+        publ.publish(Pub::new("leave/t", &[i]).qos(1, 0)).await;
+    }
+    assert_eq!(drain(&mut stay).await.len(), 5);
+    leave.expect_no_publish(QUIET).await;
+    hub.finish();
+}
+
+/// MQTT 5.0 §4.8.2: retained messages are not sent when a shared subscription is made.
+#[tokio::test]
+async fn retained_not_sent_to_new_shared_subscription() {
+    let hub = Hub::start();
+    let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v5("sr-pub")).await;
+    publ.publish(Pub::new("sr/t", b"retained").qos(1, 0).retain(true))
+        .await;
+    let (mut m, _) = RawClient::connect_ok(hub.addr(), Connect::v5("sr-member")).await;
+    m.subscribe("$share/g/sr/t", 1).await;
+    m.expect_no_publish(QUIET).await;
+    publ.publish(Pub::new("sr/t", b"live").qos(1, 0)).await;
+    assert_eq!(m.recv_publish_acked().await.payload, b"live");
+    hub.finish();
+}
+
+/// Malformed share names (no filter, wildcard in the group name) are not granted.
+#[tokio::test]
+async fn malformed_share_names_not_granted() {
+    let hub = Hub::start();
+    for filter in ["$share/g", "$share/g+/t", "$share//t"] {
+        let (mut c, _) = RawClient::connect_ok(hub.addr(), Connect::v5("bad-share")).await;
+        let pid = c.pid();
+        c.send(&subscribe_packet(V5, pid, &[(filter, 1)], &Props::new()))
+            .await;
+        match c.try_recv(RECV_TIMEOUT).await {
+            Ok(Incoming::SubAck { codes, .. }) => {
+                assert!(
+                    codes.len() == 1 && codes[0] >= 0x80,
+                    "{filter} granted: {codes:?}"
+                );
+            }
+            Ok(Incoming::Disconnect { reason, .. }) => assert!(reason >= 0x80, "{filter}"),
+            Err(RecvError::Closed) => {}
+            other => panic!("{filter}: unexpected answer {other:?}"),
+        }
+    }
+    hub.finish();
+}
