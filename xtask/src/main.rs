@@ -22,7 +22,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 /// Targets the no_std and wasm builds need (also listed in `rust-toolchain.toml`).
-const TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "wasm32-unknown-unknown"];
+const TARGETS: [&str; 3] = [
+    "thumbv7em-none-eabihf",
+    "riscv32imc-unknown-none-elf",
+    "wasm32-unknown-unknown",
+];
 /// Executables the integration tests run, and where apt finds them.
 const MOSQUITTO_TOOLS: [&str; 3] = ["mosquitto", "mosquitto_pub", "mosquitto_sub"];
 const MOSQUITTO_PACKAGES: [&str; 2] = ["mosquitto", "mosquitto-clients"];
@@ -30,8 +34,10 @@ const MOSQUITTO_PACKAGES: [&str; 2] = ["mosquitto", "mosquitto-clients"];
 const TEST_FUZZ_SECS: u64 = 30;
 /// Default seconds per target for `cargo xtask fuzz`.
 const FUZZ_SECS: u64 = 60;
+/// Crates of the filters workspace whose tests run on the host (`cargo xtask test`).
+const FILTER_NATIVE_CRATES: [&str; 1] = ["tern-sql92"];
 /// Folders (relative to the workspace root) whose `fuzz/` directory holds cargo-fuzz targets.
-const FUZZ_CRATES: [&str; 3] = ["mqtt", "firmware-client", "hub"];
+const FUZZ_CRATES: [&str; 4] = ["mqtt", "firmware-client", "hub", "filters/sql92"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -125,16 +131,24 @@ fn test(root: &Path, quick: bool, steps: &mut Steps) -> Result<()> {
             "thumbv7em-none-eabihf",
         ]),
     )?;
+    for target in ["thumbv7em-none-eabihf", "riscv32imc-unknown-none-elf"] {
+        steps.run(
+            &format!("no_std check: tern-client ({target})"),
+            cargo(root).args([
+                "check",
+                "-p",
+                "tern-client",
+                "--no-default-features",
+                "--target",
+                target,
+            ]),
+        )?;
+    }
+    // A real Cortex-M firmware image (connect + QoS 1 publish + subscribe) must link; its
+    // section sizes are what `docs/benchmarks.md` reports.
     steps.run(
-        "no_std check: tern-client",
-        cargo(root).args([
-            "check",
-            "-p",
-            "tern-client",
-            "--no-default-features",
-            "--target",
-            "thumbv7em-none-eabihf",
-        ]),
+        "firmware size-check build",
+        cargo(&root.join("firmware-client").join("size-check")).args(["build", "--release"]),
     )?;
     let filters = root.join("filters");
     if filters.join("Cargo.toml").is_file() {
@@ -143,6 +157,37 @@ fn test(root: &Path, quick: bool, steps: &mut Steps) -> Result<()> {
             "filters: wasm build",
             cargo(&filters).args(["build", "--release"]),
         )?;
+        // The pure libraries behind the guests also run their tests natively. The explicit
+        // host `--target` overrides the wasm default from filters/.cargo/config.toml.
+        let host = host_triple()?;
+        steps.run(
+            "filters: rustfmt",
+            cargo(&filters).args(["fmt", "--all", "--", "--check"]),
+        )?;
+        if !quick {
+            steps.run(
+                "filters: clippy (wasm)",
+                cargo(&filters).args(["clippy", "--release", "--", "-D", "warnings"]),
+            )?;
+            steps.run(
+                "filters: clippy (host, all targets)",
+                cargo(&filters).args([
+                    "clippy",
+                    "--target",
+                    &host,
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+            )?;
+        }
+        let mut cmd = cargo(&filters);
+        cmd.args(["test", "--target", &host]);
+        for krate in FILTER_NATIVE_CRATES {
+            cmd.args(["-p", krate]);
+        }
+        steps.run("filters: native tests", &mut cmd)?;
     } else {
         println!("note: no filters/Cargo.toml yet; skipping the wasm filter build");
     }
@@ -310,6 +355,16 @@ fn prerequisites() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The host target triple, from `rustc -vV` (the rustc cargo would use).
+fn host_triple() -> Result<String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let info = capture(Command::new(rustc).arg("-vV")).context("running `rustc -vV`")?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(|h| h.trim().to_string())
+        .context("`rustc -vV` printed no `host:` line")
 }
 
 /// Looks `name` up in `PATH`, plus the sbin directories (the broker lives in /usr/sbin and

@@ -1,0 +1,201 @@
+//! Blocking driver over `embedded_io::{Read, Write}`.
+
+use embedded_io::{Error as _, ErrorKind, Read, Write};
+use tern_mqtt::QoS;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::state::{Buffers, ConnectInfo, CoreError, Event, Session};
+
+/// Blocking MQTT client: a [`Session`] plus the read/write loop.
+///
+/// `N` is the QoS 1 in-flight window (and the incoming QoS 2 table). Every
+/// method takes the transport, so the application keeps ownership of it and
+/// can replace it on reconnect while the session (and its unacknowledged
+/// publishes) lives on.
+///
+/// A read that fails with [`ErrorKind::TimedOut`] or [`ErrorKind::Interrupted`]
+/// is "no data yet": give the socket a read timeout shorter than the
+/// keep-alive so [`Client::poll`] returns regularly.
+#[derive(Debug)]
+pub struct Client<'a, const N: usize> {
+    session: Session<'a, N>,
+}
+
+pub(crate) fn lift<E>(e: CoreError) -> Error<E> {
+    e.map_transport(|never| match never {})
+}
+
+/// Writes all of `bytes`, then flushes. A write of zero bytes means closed.
+fn send<T: Write>(io: &mut T, mut bytes: &[u8]) -> Result<(), Error<T::Error>> {
+    while !bytes.is_empty() {
+        match io.write(bytes) {
+            Ok(0) => return Err(Error::ConnectionClosed),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(e) => return Err(Error::Transport(e)),
+        }
+    }
+    io.flush().map_err(Error::Transport)
+}
+
+/// One read into the session. `Ok(false)`: the transport timed out.
+fn fill<T: Read, const N: usize>(
+    io: &mut T,
+    session: &mut Session<'_, N>,
+) -> Result<bool, Error<T::Error>> {
+    let buf = session.rx_free().map_err(lift)?;
+    match io.read(buf) {
+        Ok(0) => {
+            session.connection_lost();
+            Err(Error::ConnectionClosed)
+        }
+        Ok(n) => {
+            session.rx_filled(n);
+            Ok(true)
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Interrupted) => Ok(false),
+        Err(e) => {
+            session.connection_lost();
+            Err(Error::Transport(e))
+        }
+    }
+}
+
+impl<'a, const N: usize> Client<'a, N> {
+    /// A disconnected client.
+    pub fn new(config: Config<'a>, buffers: Buffers<'a>) -> Self {
+        Self {
+            session: Session::new(config, buffers),
+        }
+    }
+
+    /// The sans-IO session (state queries, deadlines).
+    pub fn session(&self) -> &Session<'a, N> {
+        &self.session
+    }
+
+    /// Sends CONNECT, waits for CONNACK, then resends every unacknowledged
+    /// QoS 1 publish with DUP set. A read timeout while waiting is
+    /// [`Error::Timeout`].
+    pub fn connect<T: Read + Write>(
+        &mut self,
+        io: &mut T,
+        now_ms: u64,
+    ) -> Result<ConnectInfo, Error<T::Error>> {
+        let bytes = self.session.connect(now_ms).map_err(lift)?;
+        send(io, bytes)?;
+        let info = loop {
+            if !self.session.frame_ready().map_err(lift)? {
+                if !fill(io, &mut self.session)? {
+                    self.session.connection_lost();
+                    return Err(Error::Timeout);
+                }
+                continue;
+            }
+            if let Some(Event::Connected(info)) = self.session.handle(now_ms).map_err(lift)?.event {
+                break info;
+            }
+        };
+        let mut i = 0;
+        while let Some(bytes) = self.session.resend(i) {
+            send(io, bytes)?;
+            i += 1;
+        }
+        Ok(info)
+    }
+
+    /// Publishes `payload` to `topic` with optional user properties. Returns
+    /// the packet identifier at QoS 1 (its PUBACK arrives as
+    /// [`Event::Published`]), 0 at QoS 0. A QoS 1 publish whose write fails
+    /// stays in flight and is resent by the next [`Client::connect`].
+    pub fn publish<T: Write>(
+        &mut self,
+        io: &mut T,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        user_properties: &[(&str, &str)],
+        now_ms: u64,
+    ) -> Result<u16, Error<T::Error>> {
+        let (id, bytes) = self
+            .session
+            .publish(topic, payload, qos, user_properties, now_ms)
+            .map_err(lift)?;
+        send(io, bytes)?;
+        Ok(id)
+    }
+
+    /// Serializes `value` with postcard into `scratch` and publishes it.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "mirrors publish plus the value and its scratch buffer"
+    )]
+    pub fn publish_postcard<T: Write, V: serde::Serialize + ?Sized>(
+        &mut self,
+        io: &mut T,
+        topic: &str,
+        value: &V,
+        qos: QoS,
+        user_properties: &[(&str, &str)],
+        scratch: &mut [u8],
+        now_ms: u64,
+    ) -> Result<u16, Error<T::Error>> {
+        let payload = postcard::to_slice(value, scratch).map_err(|_| Error::Serialize)?;
+        self.publish(io, topic, payload, qos, user_properties, now_ms)
+    }
+
+    /// Subscribes to up to [`crate::MAX_FILTERS`] filters; the SUBACK arrives
+    /// as [`Event::Subscribed`] with this packet identifier.
+    pub fn subscribe<T: Write>(
+        &mut self,
+        io: &mut T,
+        filters: &[(&str, QoS)],
+        now_ms: u64,
+    ) -> Result<u16, Error<T::Error>> {
+        let (id, bytes) = self.session.subscribe(filters, now_ms).map_err(lift)?;
+        send(io, bytes)?;
+        Ok(id)
+    }
+
+    /// Unsubscribes; the UNSUBACK arrives as [`Event::Unsubscribed`].
+    pub fn unsubscribe<T: Write>(
+        &mut self,
+        io: &mut T,
+        filters: &[&str],
+        now_ms: u64,
+    ) -> Result<u16, Error<T::Error>> {
+        let (id, bytes) = self.session.unsubscribe(filters, now_ms).map_err(lift)?;
+        send(io, bytes)?;
+        Ok(id)
+    }
+
+    /// Sends PINGREQ when due, reads once (unless a whole packet is already
+    /// buffered) and handles one packet: acknowledges it and returns its event.
+    /// `Ok(None)`: nothing to report yet.
+    pub fn poll<T: Read + Write>(
+        &mut self,
+        io: &mut T,
+        now_ms: u64,
+    ) -> Result<Option<Event<'_>>, Error<T::Error>> {
+        if let Some(ping) = self.session.poll_keepalive(now_ms).map_err(lift)? {
+            send(io, ping)?;
+        }
+        if !self.session.frame_ready().map_err(lift)?
+            && (!fill(io, &mut self.session)? || !self.session.frame_ready().map_err(lift)?)
+        {
+            return Ok(None);
+        }
+        let step = self.session.handle(now_ms).map_err(lift)?;
+        if !step.reply.is_empty() {
+            send(io, step.reply)?;
+        }
+        Ok(step.event)
+    }
+
+    /// Sends DISCONNECT (the broker discards the will). Unacknowledged QoS 1
+    /// publishes are kept for the next connect.
+    pub fn disconnect<T: Write>(&mut self, io: &mut T) -> Result<(), Error<T::Error>> {
+        let bytes = self.session.disconnect().map_err(lift)?;
+        send(io, bytes)
+    }
+}
