@@ -11,11 +11,17 @@
 //! channel between router and session; a router task behind an mpsc would add a task switch
 //! per message on the ingest path, which is what the QoS 1 ingest target cannot afford.
 //!
-//! # Store hook
+//! # Store
 //!
-//! The durable store (a later module) appends the message in [`Broker::publish`] before it
-//! returns; the session sends PUBACK/PUBREC only after `publish` returns, so acknowledged
-//! means stored.
+//! With a durable [`Store`] attached, [`Broker::publish_batch`] submits the batch's messages
+//! (and any state ops the session adds) as one store submission, then routes them: online
+//! subscribers get the `Arc<Message>` directly; for persistent sessions each QoS 1/2
+//! delivery is also recorded as a queue entry (`QueuePush`, a log position, not a copy) in a
+//! second submission made *before* the message enters the subscriber's mailbox, so the
+//! subscriber's later `QueueRemove` is always ordered after it. The caller acknowledges the
+//! publishes only once every returned ticket has committed. Sessions with an expiry are
+//! upserted on attach, detach and subscription changes and deleted when they end. `$SYS`
+//! messages are never stored.
 //!
 //! # Session lifecycle
 //!
@@ -27,6 +33,7 @@
 //! came back first; the entry's `generation` tells a timer whether it is stale.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -45,8 +52,12 @@ use crate::router::{
     SubscriptionTree, TopicFilter,
 };
 use crate::session::queue::{PushOutcome, SessionQueue};
-use crate::session::state::SessionState;
+use crate::session::state::{OutboundStage, SessionState};
 use crate::shutdown::Shutdown;
+use crate::store::{
+    OutboundState, Recovered, Seq, SessionRecord, Store, StoreError, SubscriptionRecord, Ticket,
+    WriteOp, now_millis,
+};
 
 /// How long a new connection waits for the connection it takes over to park its session.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,10 +91,16 @@ impl Mailbox {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn push(&self, item: QueuedMessage) -> PushOutcome {
-        let outcome = self.queue().push(item);
+    /// Queues `item`; also returns the seqs of tracked entries the queue dropped meanwhile
+    /// (overflow, expiry), whose store records the caller removes.
+    fn push(&self, item: QueuedMessage) -> (PushOutcome, Vec<Seq>) {
+        let (outcome, discarded) = {
+            let mut queue = self.queue();
+            let outcome = queue.push(item);
+            (outcome, queue.take_discarded())
+        };
         self.notify.notify_one();
-        outcome
+        (outcome, discarded)
     }
 
     /// Counts one dropped message; returns the session's total when it is worth a log line
@@ -143,6 +160,13 @@ struct SessionEntry {
     generation: u64,
     /// A will waiting for its delay to pass (cancelled by a reconnect).
     pending_will: Option<Will>,
+    /// Whether the store holds this session (session expiry > 0): its QoS 1/2 deliveries
+    /// are tracked there and it is restored after a restart.
+    stored: bool,
+    /// Protocol level of the last connection (4 = 3.1.1, 5 = 5.0), for the session record.
+    protocol_level: u8,
+    /// Session expiry in force, seconds (`u32::MAX` = never).
+    session_expiry: u32,
 }
 
 /// Router and registry, guarded together so routing sees a consistent online set.
@@ -164,6 +188,19 @@ pub struct Attached {
     pub session_present: bool,
     /// This connection's handle (to detach with).
     pub connection: ConnectionRef,
+    /// Whether the store tracks this session's deliveries and in-flight state.
+    pub stored: bool,
+}
+
+/// What a new connection asks of its session, for [`Broker::attach`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// Clean Start / clean session: discard any existing session.
+    pub clean_start: bool,
+    /// Session expiry granted, seconds (`u32::MAX` = never, 0 = ends with the connection).
+    pub session_expiry: u32,
+    /// Protocol level (4 = 3.1.1, 5 = 5.0).
+    pub protocol_level: u8,
 }
 
 /// How a connection ended, for [`Broker::detach`].
@@ -182,13 +219,60 @@ pub struct Detach {
 struct Target {
     mailbox: Arc<Mailbox>,
     online: bool,
+    stored: bool,
     delivery: Delivery<ClientId>,
 }
 
-/// Reusable buffer for [`Broker::publish_with`]; one per session task.
+/// Reusable buffers for [`Broker::publish_batch`]; one per session task.
 #[derive(Debug, Default)]
 pub struct PublishScratch {
     targets: Vec<Target>,
+    /// Deliveries computed but not yet pushed into their mailboxes.
+    pending: Vec<(Arc<Mailbox>, ClientId, QueuedMessage)>,
+}
+
+/// Outcome of [`Broker::publish_batch`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Store submissions the batch made; acknowledge only once all have committed.
+    pub tickets: Vec<Ticket>,
+    /// Deliveries queued (sessions reached, summed over the batch).
+    pub queued: usize,
+}
+
+/// Outcome of the locked part of [`Broker::attach`].
+enum AttachStep {
+    /// Another connection holds the session: take it over, then try again.
+    Wait(ConnectionRef),
+    /// Attached; `ops` go to the store, `ended_will` is published.
+    Done {
+        attached: Attached,
+        ops: Vec<WriteOp>,
+        ended_will: Box<Option<Will>>,
+    },
+}
+
+/// What the locked part of [`Broker::detach`] leaves to do.
+#[derive(Default)]
+struct DetachPlan {
+    ops: Vec<WriteOp>,
+    will: Option<Will>,
+    expiry_timer: Option<(u64, Duration)>,
+}
+
+/// What [`Broker::restore`] rebuilt, for the start-up log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    /// Persistent sessions restored.
+    pub sessions: usize,
+    /// Sessions whose expiry passed while the hub was down (deleted).
+    pub expired_sessions: usize,
+    /// Queued messages restored.
+    pub queued: usize,
+    /// Outbound in-flight messages restored.
+    pub inflight: usize,
+    /// Retained messages restored.
+    pub retained: usize,
 }
 
 /// Everything the hub shares between tasks.
@@ -199,6 +283,37 @@ pub struct Broker {
     state: Mutex<State>,
     retained: Mutex<RetainedStore<Arc<Message>>>,
     next_connection_id: AtomicU64,
+    /// The durable store; `None` only for in-memory brokers in unit tests.
+    store: Option<Store>,
+}
+
+/// Whether messages on `topic` go to the store (`$SYS` statistics are rebuilt every
+/// interval and never stored).
+fn is_stored_topic(topic: &str) -> bool {
+    !topic.starts_with("$SYS/")
+}
+
+/// The store's record of a subscription.
+fn subscription_record(filter: &str, options: SubscriptionOptions) -> SubscriptionRecord {
+    SubscriptionRecord {
+        filter: filter.to_owned(),
+        qos: options.qos,
+        no_local: options.no_local,
+        retain_as_published: options.retain_as_published,
+        retain_handling: options.retain_handling as u8,
+        identifier: options.identifier.map(NonZeroU32::get),
+    }
+}
+
+/// Subscription options from a stored record (`None` for values no build writes).
+fn subscription_options(record: &SubscriptionRecord) -> Option<SubscriptionOptions> {
+    Some(SubscriptionOptions {
+        qos: record.qos,
+        no_local: record.no_local,
+        retain_as_published: record.retain_as_published,
+        retain_handling: RetainHandling::from_u8(record.retain_handling)?,
+        identifier: record.identifier.and_then(NonZeroU32::new),
+    })
 }
 
 impl std::fmt::Debug for Broker {
@@ -221,7 +336,227 @@ impl Broker {
             }),
             retained: Mutex::new(RetainedStore::new()),
             next_connection_id: AtomicU64::new(1),
+            store: None,
         }
+    }
+
+    /// A broker backed by the durable `store`; call [`Broker::restore`] with what the store
+    /// recovered before accepting connections.
+    pub fn with_store(config: Config, shutdown: Shutdown, store: Store) -> Self {
+        Self {
+            store: Some(store),
+            ..Self::new(config, shutdown)
+        }
+    }
+
+    /// The durable store, if any.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Submits `ops` to the store; `None` when there is nothing to submit or no store.
+    pub async fn submit(&self, ops: Vec<WriteOp>) -> Result<Option<Ticket>, StoreError> {
+        match &self.store {
+            Some(store) if !ops.is_empty() => Ok(Some(store.submit(ops).await?.ticket)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Submits `ops` whose loss in a crash costs at most a redelivery: failures are logged.
+    async fn submit_logged(&self, ops: Vec<WriteOp>, what: &'static str) {
+        if let Err(err) = self.submit(ops).await {
+            warn!(cause = %err, what, "store write failed");
+        }
+    }
+
+    /// The stored record of a session, as it stands in `state`.
+    fn session_record(
+        router: &SubscriptionTree<ClientId>,
+        client_id: &ClientId,
+        entry: &SessionEntry,
+        expires_at_ms: Option<u64>,
+    ) -> SessionRecord {
+        SessionRecord {
+            client_id: client_id.to_string(),
+            protocol_level: entry.protocol_level,
+            session_expiry_secs: entry.session_expiry,
+            expires_at_ms,
+            subscriptions: router
+                .subscriptions_of(client_id)
+                .map(|s| subscription_record(s.filter, s.options))
+                .collect(),
+            will: None,
+        }
+    }
+
+    /// Writes `client_id`'s session record (subscriptions changed). Returns the ticket to
+    /// wait for before confirming the change, `None` for sessions the store does not hold.
+    pub async fn persist_session(
+        &self,
+        client_id: &ClientId,
+    ) -> Result<Option<Ticket>, StoreError> {
+        let op =
+            {
+                let guard = self.lock();
+                match guard.sessions.get(client_id) {
+                    Some(entry) if entry.stored => Some(WriteOp::SessionUpsert(
+                        Self::session_record(&guard.router, client_id, entry, None),
+                    )),
+                    _ => None,
+                }
+            };
+        match op {
+            Some(op) => self.submit(vec![op]).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Rebuilds persistent sessions (subscriptions, queues, in-flight state, expiry timers)
+    /// and retained messages from what the store recovered at open. Queued and in-flight
+    /// messages are read from the log by seq; entries whose message is gone (trimmed or
+    /// expired) are dropped from the store.
+    pub async fn restore(
+        self: &Arc<Self>,
+        recovered: Recovered,
+    ) -> Result<RestoreSummary, StoreError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(RestoreSummary::default());
+        };
+        let now = Instant::now();
+        let now_ms = now_millis();
+        let mut summary = RestoreSummary::default();
+        let mut ops = Vec::new();
+        let mut timers = Vec::new();
+        for (topic, stored) in recovered.retained {
+            let message = Message::from_stored(stored, now, now_ms);
+            self.lock_retained().set(&topic, Arc::new(message));
+            summary.retained += 1;
+        }
+        for (client, session) in recovered.sessions {
+            let record = session.record;
+            let client_id = ClientId::from(client.as_str());
+            let deadline_ms = match record.expires_at_ms {
+                Some(at) => Some(at),
+                // Connected when the hub stopped: the session counts as disconnected now.
+                None if record.session_expiry_secs == u32::MAX => None,
+                None => Some(now_ms.saturating_add(u64::from(record.session_expiry_secs) * 1000)),
+            };
+            if deadline_ms.is_some_and(|at| at <= now_ms) {
+                ops.push(WriteOp::SessionDelete { client });
+                summary.expired_sessions += 1;
+                continue;
+            }
+            let mailbox = Arc::new(Mailbox::new(&self.config));
+            for entry in session.queue {
+                match store.get(entry.seq)? {
+                    Some(stored) => {
+                        let item = QueuedMessage {
+                            message: Arc::new(Message::from_stored(stored, now, now_ms)),
+                            qos: entry.delivery.qos,
+                            retain: entry.delivery.retain,
+                            subscription_ids: entry.delivery.subscription_ids,
+                            seq: Some(entry.seq),
+                        };
+                        let (_, discarded) = mailbox.push(item);
+                        summary.queued += 1;
+                        for seq in discarded {
+                            ops.push(WriteOp::QueueRemove {
+                                client: client.clone(),
+                                seq,
+                            });
+                        }
+                    }
+                    None => ops.push(WriteOp::QueueRemove {
+                        client: client.clone(),
+                        seq: entry.seq,
+                    }),
+                }
+            }
+            let mut inflight = Vec::with_capacity(session.inflight_out.len());
+            for (packet_id, flight) in session.inflight_out {
+                let stage = match (flight.state, flight.delivery.qos) {
+                    (OutboundState::PubrelSent, _) => OutboundStage::AwaitPubComp,
+                    (OutboundState::PublishSent, QoS::ExactlyOnce) => OutboundStage::AwaitPubRec,
+                    (OutboundState::PublishSent, _) => OutboundStage::AwaitPubAck,
+                };
+                let message = match store.get(flight.seq)? {
+                    Some(stored) => Message::from_stored(stored, now, now_ms),
+                    // A PUBREL needs only the packet id; a PUBLISH whose message is gone
+                    // (expired or trimmed) cannot be resent.
+                    None if stage == OutboundStage::AwaitPubComp => Message {
+                        topic: String::new(),
+                        payload: Bytes::new(),
+                        qos: flight.delivery.qos,
+                        retain: false,
+                        properties: MessageProperties::default(),
+                        expiry: None,
+                        publisher: ClientId::from(""),
+                    },
+                    None => {
+                        ops.push(WriteOp::InflightOutRemove {
+                            client: client.clone(),
+                            packet_id,
+                        });
+                        continue;
+                    }
+                };
+                let item = QueuedMessage {
+                    message: Arc::new(message),
+                    qos: flight.delivery.qos,
+                    retain: flight.delivery.retain,
+                    subscription_ids: flight.delivery.subscription_ids,
+                    seq: Some(flight.seq),
+                };
+                inflight.push((packet_id, item, stage));
+                summary.inflight += 1;
+            }
+            let parked = SessionState::restore(inflight, session.inflight_in);
+            {
+                let mut guard = self.lock();
+                let state = &mut *guard;
+                for sub in &record.subscriptions {
+                    let restored = subscription_options(sub).and_then(|options| {
+                        state
+                            .router
+                            .subscribe(Arc::clone(&client_id), &sub.filter, options)
+                            .ok()
+                    });
+                    if restored.is_none() {
+                        warn!(client_id = %client_id, filter = %sub.filter, "stored subscription not restored");
+                    }
+                }
+                state.sessions.insert(
+                    Arc::clone(&client_id),
+                    SessionEntry {
+                        mailbox,
+                        connection: None,
+                        parked: Some(parked),
+                        generation: 0,
+                        pending_will: None,
+                        stored: true,
+                        protocol_level: record.protocol_level,
+                        session_expiry: record.session_expiry_secs,
+                    },
+                );
+            }
+            if record.expires_at_ms != deadline_ms {
+                ops.push(WriteOp::SessionUpsert(SessionRecord {
+                    expires_at_ms: deadline_ms,
+                    ..record
+                }));
+            }
+            if let Some(at) = deadline_ms {
+                timers.push((client_id, Duration::from_millis(at.saturating_sub(now_ms))));
+            }
+            summary.sessions += 1;
+        }
+        for (client_id, after) in timers {
+            self.spawn_expiry_timer(client_id, 0, after);
+        }
+        if let Some(ticket) = self.submit(ops).await? {
+            store.wait_durable(ticket).await?;
+        }
+        Ok(summary)
     }
 
     /// The configuration.
@@ -258,76 +593,158 @@ impl Broker {
     }
 
     /// Attaches a new connection to `client_id`'s session, taking it over from a connected
-    /// client first. `clean_start` discards any existing session.
-    pub async fn attach(self: &Arc<Self>, client_id: &ClientId, clean_start: bool) -> Attached {
+    /// client first. `request.clean_start` discards any existing session. The store learns
+    /// of the session (upsert, or delete when it no longer persists) before this returns.
+    pub async fn attach(
+        self: &Arc<Self>,
+        client_id: &ClientId,
+        request: AttachRequest,
+    ) -> Attached {
         let connection = ConnectionRef {
             id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
             kick: CancellationToken::new(),
             gone: CancellationToken::new(),
         };
+        let stored = self.store.is_some() && request.session_expiry > 0;
         loop {
-            let wait_for = {
+            let step = self.attach_locked(client_id, request, stored, &connection);
+            let (attached, ops, ended_will) = match step {
+                AttachStep::Done {
+                    attached,
+                    ops,
+                    ended_will,
+                } => (attached, ops, ended_will),
+                AttachStep::Wait(old) => {
+                    self.wait_takeover(client_id, old).await;
+                    continue;
+                }
+            };
+            self.submit_logged(ops, "session attach").await;
+            if let Some(will) = *ended_will {
+                // The old session ended now: its delayed will goes out.
+                self.publish(will.into_message()).await;
+            }
+            return attached;
+        }
+    }
+
+    /// Waits for the connection being taken over to park its session.
+    async fn wait_takeover(&self, client_id: &ClientId, old: ConnectionRef) {
+        info!(client_id = %client_id, "session taken over by a new connection");
+        old.kick.cancel();
+        if tokio::time::timeout(TAKEOVER_TIMEOUT, old.gone.cancelled())
+            .await
+            .is_err()
+        {
+            warn!(client_id = %client_id, "previous connection did not stop in time");
+            let mut guard = self.lock();
+            if let Some(entry) = guard
+                .sessions
+                .get_mut(client_id)
+                .filter(|e| e.connection.as_ref().is_some_and(|c| c.id == old.id))
+            {
+                entry.connection = None;
+            }
+        }
+    }
+
+    /// The locked part of [`Broker::attach`].
+    fn attach_locked(
+        &self,
+        client_id: &ClientId,
+        request: AttachRequest,
+        stored: bool,
+        connection: &ConnectionRef,
+    ) -> AttachStep {
+        {
+            {
                 let mut guard = self.lock();
                 let state = &mut *guard;
                 match state.sessions.get_mut(client_id) {
-                    Some(entry) if entry.connection.is_some() => entry.connection.clone(),
-                    Some(entry) if !clean_start => {
+                    Some(entry) if entry.connection.is_some() => AttachStep::Wait(
+                        entry
+                            .connection
+                            .clone()
+                            .unwrap_or_else(|| connection.clone()),
+                    ),
+                    Some(entry) if !request.clean_start => {
                         entry.generation += 1;
                         entry.pending_will = None;
                         entry.connection = Some(connection.clone());
-                        return Attached {
+                        let was_stored = entry.stored;
+                        entry.stored = stored;
+                        entry.protocol_level = request.protocol_level;
+                        entry.session_expiry = request.session_expiry;
+                        let attached = Attached {
                             mailbox: Arc::clone(&entry.mailbox),
                             state: entry.parked.take().unwrap_or_default(),
                             session_present: true,
-                            connection,
+                            connection: connection.clone(),
+                            stored,
                         };
+                        let op = if stored {
+                            Some(WriteOp::SessionUpsert(Self::session_record(
+                                &state.router,
+                                client_id,
+                                entry,
+                                None,
+                            )))
+                        } else if was_stored {
+                            Some(WriteOp::SessionDelete {
+                                client: client_id.to_string(),
+                            })
+                        } else {
+                            None
+                        };
+                        AttachStep::Done {
+                            attached,
+                            ops: op.into_iter().collect(),
+                            ended_will: Box::new(None),
+                        }
                     }
                     existing => {
                         // New session (or clean start over an offline one).
                         let ended_will = existing.and_then(|e| e.pending_will.take());
-                        if state.sessions.remove(client_id).is_some() {
+                        let mut ops = Vec::new();
+                        if let Some(old) = state.sessions.remove(client_id) {
                             state.router.remove_client(client_id);
+                            if old.stored {
+                                ops.push(WriteOp::SessionDelete {
+                                    client: client_id.to_string(),
+                                });
+                            }
                         }
                         let mailbox = Arc::new(Mailbox::new(&self.config));
-                        state.sessions.insert(
-                            Arc::clone(client_id),
-                            SessionEntry {
-                                mailbox: Arc::clone(&mailbox),
-                                connection: Some(connection.clone()),
-                                parked: None,
-                                generation: 0,
-                                pending_will: None,
-                            },
-                        );
-                        drop(guard);
-                        if let Some(will) = ended_will {
-                            // The old session ended now: its delayed will goes out.
-                            self.publish(will.into_message());
-                        }
-                        return Attached {
-                            mailbox,
-                            state: SessionState::default(),
-                            session_present: false,
-                            connection,
+                        let entry = SessionEntry {
+                            mailbox: Arc::clone(&mailbox),
+                            connection: Some(connection.clone()),
+                            parked: None,
+                            generation: 0,
+                            pending_will: None,
+                            stored,
+                            protocol_level: request.protocol_level,
+                            session_expiry: request.session_expiry,
                         };
-                    }
-                }
-            };
-            if let Some(old) = wait_for {
-                info!(client_id = %client_id, "session taken over by a new connection");
-                old.kick.cancel();
-                if tokio::time::timeout(TAKEOVER_TIMEOUT, old.gone.cancelled())
-                    .await
-                    .is_err()
-                {
-                    warn!(client_id = %client_id, "previous connection did not stop in time");
-                    let mut guard = self.lock();
-                    if let Some(entry) = guard
-                        .sessions
-                        .get_mut(client_id)
-                        .filter(|e| e.connection.as_ref().is_some_and(|c| c.id == old.id))
-                    {
-                        entry.connection = None;
+                        if stored {
+                            ops.push(WriteOp::SessionUpsert(Self::session_record(
+                                &state.router,
+                                client_id,
+                                &entry,
+                                None,
+                            )));
+                        }
+                        state.sessions.insert(Arc::clone(client_id), entry);
+                        AttachStep::Done {
+                            attached: Attached {
+                                mailbox,
+                                state: SessionState::default(),
+                                session_present: false,
+                                connection: connection.clone(),
+                                stored,
+                            },
+                            ops,
+                            ended_will: Box::new(ended_will),
+                        }
                     }
                 }
             }
@@ -335,12 +752,31 @@ impl Broker {
     }
 
     /// Detaches a connection: parks or ends its session and schedules will and expiry.
-    pub fn detach(
+    pub async fn detach(
         self: &Arc<Self>,
         client_id: &ClientId,
         connection: &ConnectionRef,
         detach: Detach,
     ) {
+        let plan = self.detach_locked(client_id, connection, detach);
+        // Written before the connection counts as gone, so a takeover's upsert follows it.
+        self.submit_logged(plan.ops, "session detach").await;
+        connection.gone.cancel();
+        if let Some(will) = plan.will {
+            self.publish(will.into_message()).await;
+        }
+        if let Some((generation, after)) = plan.expiry_timer {
+            self.spawn_expiry_timer(Arc::clone(client_id), generation, after);
+        }
+    }
+
+    /// The locked part of [`Broker::detach`].
+    fn detach_locked(
+        self: &Arc<Self>,
+        client_id: &ClientId,
+        connection: &ConnectionRef,
+        detach: Detach,
+    ) -> DetachPlan {
         let Detach {
             state: session_state,
             session_expiry,
@@ -348,38 +784,50 @@ impl Broker {
         } = detach;
         let mut guard = self.lock();
         let state = &mut *guard;
-        let Some(entry) = state.sessions.get_mut(client_id) else {
-            drop(guard);
-            connection.gone.cancel();
-            if let Some(will) = will {
-                self.publish(will.into_message());
-            }
-            return;
+        let Some(entry) = state
+            .sessions
+            .get_mut(client_id)
+            .filter(|e| e.connection.as_ref().map(|c| c.id) == Some(connection.id))
+        else {
+            // Gone, or already replaced (takeover with clean start); only the will is ours.
+            return DetachPlan {
+                will,
+                ..DetachPlan::default()
+            };
         };
-        if entry.connection.as_ref().map(|c| c.id) != Some(connection.id) {
-            // Already replaced (takeover with clean start); only the will remains ours.
-            drop(guard);
-            connection.gone.cancel();
-            if let Some(will) = will {
-                self.publish(will.into_message());
-            }
-            return;
-        }
         entry.connection = None;
         entry.generation += 1;
         let generation = entry.generation;
         if session_expiry == 0 {
+            let was_stored = entry.stored;
             state.sessions.remove(client_id);
             state.router.remove_client(client_id);
-            drop(guard);
-            connection.gone.cancel();
-            if let Some(will) = will {
-                self.publish(will.into_message());
-            }
-            return;
+            let ops = if was_stored {
+                vec![WriteOp::SessionDelete {
+                    client: client_id.to_string(),
+                }]
+            } else {
+                Vec::new()
+            };
+            return DetachPlan {
+                ops,
+                will,
+                expiry_timer: None,
+            };
         }
         entry.mailbox.queue().retain_qos_above_zero();
         entry.parked = Some(session_state);
+        entry.session_expiry = session_expiry;
+        let op = entry.stored.then(|| {
+            let expires_at = (session_expiry != u32::MAX)
+                .then(|| now_millis().saturating_add(u64::from(session_expiry) * 1000));
+            WriteOp::SessionUpsert(Self::session_record(
+                &state.router,
+                client_id,
+                entry,
+                expires_at,
+            ))
+        });
         let immediate_will = match will {
             Some(will) if will.delay_secs > 0 && will.delay_secs.min(session_expiry) > 0 => {
                 let delay = Duration::from_secs(u64::from(will.delay_secs.min(session_expiry)));
@@ -389,17 +837,11 @@ impl Broker {
             }
             other => other,
         };
-        drop(guard);
-        connection.gone.cancel();
-        if let Some(will) = immediate_will {
-            self.publish(will.into_message());
-        }
-        if session_expiry != u32::MAX {
-            self.spawn_expiry_timer(
-                Arc::clone(client_id),
-                generation,
-                Duration::from_secs(u64::from(session_expiry)),
-            );
+        DetachPlan {
+            ops: op.into_iter().collect(),
+            will: immediate_will,
+            expiry_timer: (session_expiry != u32::MAX)
+                .then(|| (generation, Duration::from_secs(u64::from(session_expiry)))),
         }
     }
 
@@ -420,7 +862,7 @@ impl Broker {
             };
             if let Some(will) = will {
                 debug!(%client_id, "will delay passed; publishing will");
-                broker.publish(will.into_message());
+                broker.publish(will.into_message()).await;
             }
         });
     }
@@ -432,7 +874,7 @@ impl Broker {
                 () = broker.shutdown.triggered() => return,
                 () = tokio::time::sleep(after) => {}
             }
-            let will = {
+            let ended = {
                 let mut guard = broker.lock();
                 let state = &mut *guard;
                 let current = state
@@ -442,31 +884,141 @@ impl Broker {
                 if !current {
                     return;
                 }
-                let will = state
-                    .sessions
-                    .remove(&client_id)
-                    .and_then(|e| e.pending_will);
+                let ended = state.sessions.remove(&client_id);
                 state.router.remove_client(&client_id);
-                will
+                ended
             };
             debug!(%client_id, "session expired");
-            if let Some(will) = will {
-                broker.publish(will.into_message());
+            let Some(ended) = ended else { return };
+            if ended.stored {
+                broker
+                    .submit_logged(
+                        vec![WriteOp::SessionDelete {
+                            client: client_id.to_string(),
+                        }],
+                        "session expiry",
+                    )
+                    .await;
+            }
+            if let Some(will) = ended.pending_will {
+                broker.publish(will.into_message()).await;
             }
         });
     }
 
-    /// Routes a message to every matching subscriber and updates the retained store.
-    /// Returns how many sessions it was queued for.
-    ///
-    /// The durable store appends here (before the caller acknowledges the publish).
-    pub fn publish(&self, message: Message) -> usize {
-        self.publish_with(message, &mut PublishScratch::default())
+    /// Stores (unless `$SYS`), routes and retains one message the hub publishes itself
+    /// (wills, `$SYS`). Returns how many sessions it was queued for. Store failures are
+    /// logged and counted; the message is then not delivered.
+    pub async fn publish(&self, message: Message) -> usize {
+        let mut scratch = PublishScratch::default();
+        match self
+            .publish_batch(vec![message], Vec::new(), &mut scratch)
+            .await
+        {
+            Ok(published) => published.queued,
+            Err(err) => {
+                self.metrics.store_refused.inc();
+                warn!(cause = %err, "message not stored; not delivered");
+                0
+            }
+        }
     }
 
-    /// [`Broker::publish`] with a caller-owned scratch buffer, reused across publishes so the
-    /// hot path does not allocate per message.
-    pub fn publish_with(&self, message: Message, scratch: &mut PublishScratch) -> usize {
+    /// Stores, then routes a batch of accepted messages (one read of one connection).
+    ///
+    /// `state_ops` (e.g. inbound QoS 2 ids) go into the same store submission as the
+    /// appends, ahead of them. Nothing is routed or retained when the submission is refused
+    /// ([`StoreError::QuotaExceeded`]) or fails. On success the caller acknowledges the
+    /// messages once every ticket in [`Published::tickets`] has committed; online
+    /// subscribers already have them.
+    pub async fn publish_batch(
+        &self,
+        messages: Vec<Message>,
+        state_ops: Vec<WriteOp>,
+        scratch: &mut PublishScratch,
+    ) -> Result<Published, StoreError> {
+        let mut published = Published::default();
+        let mut seqs: Vec<Option<Seq>> = vec![None; messages.len()];
+        if let Some(store) = &self.store {
+            let now = Instant::now();
+            let now_ms = now_millis();
+            let mut ops = state_ops;
+            let mut stored = Vec::with_capacity(messages.len());
+            for (i, message) in messages.iter().enumerate() {
+                if !is_stored_topic(&message.topic) {
+                    continue;
+                }
+                let record = message.to_stored(now, now_ms);
+                if message.retain {
+                    ops.push(if message.payload.is_empty() {
+                        WriteOp::RetainedClear {
+                            topic: message.topic.clone(),
+                        }
+                    } else {
+                        WriteOp::RetainedSet {
+                            topic: message.topic.clone(),
+                            message: record.clone(),
+                        }
+                    });
+                }
+                ops.push(WriteOp::Append(record));
+                stored.push(i);
+            }
+            if !ops.is_empty() {
+                let submitted = store.submit(ops).await?;
+                published.tickets.push(submitted.ticket);
+                for (i, seq) in stored.into_iter().zip(submitted.seqs) {
+                    seqs[i] = Some(seq);
+                }
+            }
+        }
+        let mut queue_ops = Vec::new();
+        for (message, seq) in messages.into_iter().zip(seqs) {
+            self.route(message, seq, scratch, &mut queue_ops);
+        }
+        // Queue records first: a subscriber removes them only after popping the message.
+        match self.submit(queue_ops).await {
+            Ok(ticket) => published.tickets.extend(ticket),
+            Err(err) => {
+                scratch.pending.clear();
+                return Err(err);
+            }
+        }
+        let mut removed = Vec::new();
+        for (mailbox, client, item) in scratch.pending.drain(..) {
+            let (outcome, discarded) = mailbox.push(item);
+            removed.extend(discarded.into_iter().map(|seq| WriteOp::QueueRemove {
+                client: client.to_string(),
+                seq,
+            }));
+            if outcome.dropped() {
+                self.metrics.messages_dropped.inc();
+                if let Some(total) = mailbox.count_drop() {
+                    warn!(
+                        client_id = %client,
+                        policy = ?self.config.session.queue_overflow,
+                        dropped_total = total,
+                        "session queue full; message dropped"
+                    );
+                }
+            } else {
+                published.queued += 1;
+            }
+        }
+        self.submit_logged(removed, "queue overflow").await;
+        Ok(published)
+    }
+
+    /// Updates the retained store and computes the deliveries of one message into
+    /// `scratch.pending`; QoS 1/2 deliveries to stored sessions add a queue record to
+    /// `queue_ops` and carry the message's `seq`.
+    fn route(
+        &self,
+        message: Message,
+        seq: Option<Seq>,
+        scratch: &mut PublishScratch,
+        queue_ops: &mut Vec<WriteOp>,
+    ) {
         let message = Arc::new(message);
         if message.retain {
             let mut retained = self.lock_retained();
@@ -492,15 +1044,16 @@ impl Broker {
                     targets.push(Target {
                         mailbox: Arc::clone(&entry.mailbox),
                         online: entry.connection.is_some(),
+                        stored: entry.stored,
                         delivery,
                     });
                 }
             }
         }
-        let mut queued = 0;
         for Target {
             mailbox,
             online,
+            stored,
             delivery,
         } in targets.drain(..)
         {
@@ -509,27 +1062,23 @@ impl Broker {
                 // QoS 0 is not kept for offline sessions (MQTT 5.0 §3.1.2.4 leaves it open).
                 continue;
             }
+            let tracked = seq.filter(|_| stored && qos != QoS::AtMostOnce);
             let item = QueuedMessage {
                 message: Arc::clone(&message),
                 qos,
                 retain: message.retain && delivery.retain_as_published,
                 subscription_ids: delivery.identifiers.iter().map(u32::from).collect(),
+                seq: tracked,
             };
-            if mailbox.push(item).dropped() {
-                self.metrics.messages_dropped.inc();
-                if let Some(total) = mailbox.count_drop() {
-                    warn!(
-                        client_id = %delivery.client,
-                        policy = ?self.config.session.queue_overflow,
-                        dropped_total = total,
-                        "session queue full; message dropped"
-                    );
-                }
-            } else {
-                queued += 1;
+            if let Some(seq) = tracked {
+                queue_ops.push(WriteOp::QueuePush {
+                    client: delivery.client.to_string(),
+                    seq,
+                    delivery: item.delivery_info(),
+                });
             }
+            scratch.pending.push((mailbox, delivery.client, item));
         }
-        queued
     }
 
     /// Adds or replaces a subscription and queues the retained messages its retain handling
@@ -565,8 +1114,14 @@ impl Broker {
                     retain: true,
                     subscription_ids: options.identifier.into_iter().map(u32::from).collect(),
                     message,
+                    seq: None,
                 };
-                if mailbox.push(item).dropped() {
+                let (outcome, discarded) = mailbox.push(item);
+                if !discarded.is_empty() {
+                    // Tracked entries the queue dropped; the session removes their records.
+                    mailbox.queue().return_discarded(discarded);
+                }
+                if outcome.dropped() {
                     self.metrics.messages_dropped.inc();
                     if let Some(total) = mailbox.count_drop() {
                         warn!(%client_id, dropped_total = total, "session queue full; retained message dropped");
@@ -610,7 +1165,8 @@ impl Broker {
                 () = self.shutdown.triggered() => return,
                 _ = ticker.tick() => {}
             }
-            for (topic, value) in self.metrics.sys_topics(self.gauges()) {
+            let stats = self.store.as_ref().map(Store::stats);
+            for (topic, value) in self.metrics.sys_topics(self.gauges(), stats) {
                 self.publish(Message {
                     topic: topic.to_owned(),
                     payload: Bytes::from(value),
@@ -619,7 +1175,8 @@ impl Broker {
                     properties: MessageProperties::default(),
                     expiry: None,
                     publisher: ClientId::from(""),
-                });
+                })
+                .await;
             }
         }
     }
@@ -660,22 +1217,32 @@ mod tests {
             .collect()
     }
 
-    fn detach(
+    fn request(clean_start: bool) -> AttachRequest {
+        AttachRequest {
+            clean_start,
+            session_expiry: 60,
+            protocol_level: 5,
+        }
+    }
+
+    async fn detach(
         broker: &Arc<Broker>,
         id: &ClientId,
         attached: &Attached,
         expiry: u32,
         will: Option<Will>,
     ) {
-        broker.detach(
-            id,
-            &attached.connection,
-            Detach {
-                state: SessionState::default(),
-                session_expiry: expiry,
-                will,
-            },
-        );
+        broker
+            .detach(
+                id,
+                &attached.connection,
+                Detach {
+                    state: SessionState::default(),
+                    session_expiry: expiry,
+                    will,
+                },
+            )
+            .await;
     }
 
     fn will(topic: &str, delay_secs: u32) -> Will {
@@ -690,18 +1257,18 @@ mod tests {
     async fn fan_out_downgrades_qos_and_skips_qos0_for_offline_sessions() {
         let broker = broker();
         let (online, offline) = (ClientId::from("online"), ClientId::from("offline"));
-        let a = broker.attach(&online, true).await;
-        let b = broker.attach(&offline, true).await;
+        let a = broker.attach(&online, request(true)).await;
+        let b = broker.attach(&offline, request(true)).await;
         broker
             .subscribe(&online, &a.mailbox, "t/#", options(QoS::AtMostOnce))
             .expect("valid");
         broker
             .subscribe(&offline, &b.mailbox, "t/#", options(QoS::ExactlyOnce))
             .expect("valid");
-        detach(&broker, &offline, &b, 60, None);
+        detach(&broker, &offline, &b, 60, None).await;
 
-        broker.publish(message("t/1", QoS::AtLeastOnce));
-        broker.publish(message("t/0", QoS::AtMostOnce));
+        broker.publish(message("t/1", QoS::AtLeastOnce)).await;
+        broker.publish(message("t/0", QoS::AtMostOnce)).await;
 
         assert_eq!(
             drain(&a.mailbox),
@@ -710,7 +1277,7 @@ mod tests {
                 ("t/0".into(), QoS::AtMostOnce)
             ]
         );
-        let resumed = broker.attach(&offline, false).await;
+        let resumed = broker.attach(&offline, request(false)).await;
         assert!(resumed.session_present);
         assert_eq!(drain(&resumed.mailbox), [("t/1".into(), QoS::AtLeastOnce)]);
     }
@@ -719,26 +1286,26 @@ mod tests {
     async fn session_with_zero_expiry_ends_at_detach() {
         let broker = broker();
         let id = ClientId::from("c");
-        let attached = broker.attach(&id, false).await;
+        let attached = broker.attach(&id, request(false)).await;
         broker
             .subscribe(&id, &attached.mailbox, "a", options(QoS::AtLeastOnce))
             .expect("valid");
-        detach(&broker, &id, &attached, 0, None);
+        detach(&broker, &id, &attached, 0, None).await;
         assert_eq!(broker.gauges().sessions, 0);
         assert_eq!(broker.gauges().subscriptions, 0);
-        assert!(!broker.attach(&id, false).await.session_present);
+        assert!(!broker.attach(&id, request(false)).await.session_present);
     }
 
     #[tokio::test(start_paused = true)]
     async fn delayed_will_is_published_after_its_delay() {
         let broker = broker();
         let (watcher, dying) = (ClientId::from("watcher"), ClientId::from("dying"));
-        let w = broker.attach(&watcher, true).await;
+        let w = broker.attach(&watcher, request(true)).await;
         broker
             .subscribe(&watcher, &w.mailbox, "will/#", options(QoS::AtLeastOnce))
             .expect("ok");
-        let d = broker.attach(&dying, false).await;
-        detach(&broker, &dying, &d, 3600, Some(will("will/dying", 10)));
+        let d = broker.attach(&dying, request(false)).await;
+        detach(&broker, &dying, &d, 3600, Some(will("will/dying", 10))).await;
 
         tokio::time::sleep(Duration::from_secs(9)).await;
         assert!(drain(&w.mailbox).is_empty(), "will sent before its delay");
@@ -750,14 +1317,14 @@ mod tests {
     async fn reconnect_within_will_delay_cancels_the_will() {
         let broker = broker();
         let (watcher, flaky) = (ClientId::from("watcher"), ClientId::from("flaky"));
-        let w = broker.attach(&watcher, true).await;
+        let w = broker.attach(&watcher, request(true)).await;
         broker
             .subscribe(&watcher, &w.mailbox, "will/#", options(QoS::AtLeastOnce))
             .expect("ok");
-        let first = broker.attach(&flaky, false).await;
-        detach(&broker, &flaky, &first, 3600, Some(will("will/flaky", 10)));
+        let first = broker.attach(&flaky, request(false)).await;
+        detach(&broker, &flaky, &first, 3600, Some(will("will/flaky", 10))).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let again = broker.attach(&flaky, false).await;
+        let again = broker.attach(&flaky, request(false)).await;
         assert!(again.session_present);
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!(drain(&w.mailbox).is_empty(), "cancelled will was published");
@@ -767,15 +1334,15 @@ mod tests {
     async fn session_expiry_ends_session_and_sends_pending_will() {
         let broker = broker();
         let (watcher, gone) = (ClientId::from("watcher"), ClientId::from("gone"));
-        let w = broker.attach(&watcher, true).await;
+        let w = broker.attach(&watcher, request(true)).await;
         broker
             .subscribe(&watcher, &w.mailbox, "will/#", options(QoS::AtLeastOnce))
             .expect("ok");
-        let g = broker.attach(&gone, false).await;
+        let g = broker.attach(&gone, request(false)).await;
         broker
             .subscribe(&gone, &g.mailbox, "x", options(QoS::AtLeastOnce))
             .expect("ok");
-        detach(&broker, &gone, &g, 5, Some(will("will/gone", 60)));
+        detach(&broker, &gone, &g, 5, Some(will("will/gone", 60))).await;
 
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert_eq!(drain(&w.mailbox), [("will/gone".into(), QoS::AtLeastOnce)]);
@@ -784,22 +1351,22 @@ mod tests {
             1,
             "only the watcher's session is left"
         );
-        assert!(!broker.attach(&gone, false).await.session_present);
+        assert!(!broker.attach(&gone, request(false)).await.session_present);
     }
 
     #[tokio::test]
     async fn takeover_kicks_the_connected_client_and_waits_for_it() {
         let broker = broker();
         let id = ClientId::from("dup");
-        let first = broker.attach(&id, false).await;
+        let first = broker.attach(&id, request(false)).await;
         let kicked = first.connection.kick.clone();
         let waiter = {
             let broker = Arc::clone(&broker);
             let id = Arc::clone(&id);
-            tokio::spawn(async move { broker.attach(&id, false).await.session_present })
+            tokio::spawn(async move { broker.attach(&id, request(false)).await.session_present })
         };
         kicked.cancelled().await;
-        detach(&broker, &id, &first, 60, None);
+        detach(&broker, &id, &first, 60, None).await;
         assert!(
             waiter.await.expect("attach task"),
             "session resumed after takeover"
@@ -810,11 +1377,13 @@ mod tests {
     async fn retained_messages_follow_retain_handling() {
         let broker = broker();
         let id = ClientId::from("sub");
-        let s = broker.attach(&id, true).await;
-        broker.publish(Message {
-            retain: true,
-            ..message("r/1", QoS::AtLeastOnce)
-        });
+        let s = broker.attach(&id, request(true)).await;
+        broker
+            .publish(Message {
+                retain: true,
+                ..message("r/1", QoS::AtLeastOnce)
+            })
+            .await;
 
         let send_if_new = SubscriptionOptions {
             retain_handling: RetainHandling::SendIfNew,
@@ -836,11 +1405,13 @@ mod tests {
             "existing subscription does not"
         );
 
-        broker.publish(Message {
-            retain: true,
-            payload: Bytes::new(),
-            ..message("r/1", QoS::AtMostOnce)
-        });
+        broker
+            .publish(Message {
+                retain: true,
+                payload: Bytes::new(),
+                ..message("r/1", QoS::AtMostOnce)
+            })
+            .await;
         let _live_clear = drain(&s.mailbox);
         broker
             .subscribe(&id, &s.mailbox, "r/+", options(QoS::AtLeastOnce))
@@ -850,5 +1421,75 @@ mod tests {
             "empty retained payload cleared the topic"
         );
         assert_eq!(broker.gauges().retained, 0);
+    }
+
+    /// A persistent session's subscription and queued messages come back from the store
+    /// in a new broker.
+    #[tokio::test]
+    async fn stored_session_is_restored_by_a_new_broker() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let open = || {
+            crate::store::Store::open(dir.path(), crate::store::StoreConfig::default())
+                .expect("open store")
+        };
+        let id = ClientId::from("sub");
+        {
+            let (store, recovered) = open();
+            assert!(recovered.sessions.is_empty());
+            let stop = Shutdown::new();
+            let broker = Arc::new(Broker::with_store(
+                Config::default(),
+                stop.clone(),
+                store.clone(),
+            ));
+            let s = broker.attach(&id, request(true)).await;
+            assert!(s.stored);
+            broker
+                .subscribe(&id, &s.mailbox, "t/#", options(QoS::AtLeastOnce))
+                .expect("valid");
+            let ticket = broker.persist_session(&id).await.expect("persist");
+            detach(&broker, &id, &s, 3600, None).await;
+            let mut scratch = PublishScratch::default();
+            let mut tickets = Vec::new();
+            for topic in ["t/1", "t/2"] {
+                let published = broker
+                    .publish_batch(
+                        vec![message(topic, QoS::AtLeastOnce)],
+                        Vec::new(),
+                        &mut scratch,
+                    )
+                    .await
+                    .expect("stored");
+                assert_eq!(published.tickets.len(), 2, "append and queue submissions");
+                tickets.extend(published.tickets);
+            }
+            for t in ticket.into_iter().chain(tickets) {
+                store.wait_durable(t).await.expect("durable");
+            }
+            // The expiry timer holds the broker (and its store handle) until shutdown.
+            stop.trigger();
+            stop.wait_for_tasks().await;
+            drop(broker);
+            store.close().expect("close");
+        }
+        let (store, recovered) = open();
+        assert_eq!(recovered.sessions.len(), 1);
+        let broker = Arc::new(Broker::with_store(
+            Config::default(),
+            Shutdown::new(),
+            store,
+        ));
+        let summary = broker.restore(recovered).await.expect("restore");
+        assert_eq!((summary.sessions, summary.queued), (1, 2));
+        let resumed = broker.attach(&id, request(false)).await;
+        assert!(resumed.session_present);
+        assert_eq!(
+            drain(&resumed.mailbox),
+            [
+                ("t/1".into(), QoS::AtLeastOnce),
+                ("t/2".into(), QoS::AtLeastOnce)
+            ]
+        );
+        assert_eq!(broker.gauges().subscriptions, 1, "subscription restored");
     }
 }

@@ -29,6 +29,8 @@ pub struct Config {
     pub listener: Vec<ListenerConfig>,
     /// Per-session protocol limits.
     pub session: SessionConfig,
+    /// The durable store: retention and group commit.
+    pub store: StoreSection,
 }
 
 impl Default for Config {
@@ -37,6 +39,71 @@ impl Default for Config {
             data_dir: PathBuf::from("./tern-data"),
             listener: vec![ListenerConfig::default()],
             session: SessionConfig::default(),
+            store: StoreSection::default(),
+        }
+    }
+}
+
+/// What the store does once its byte budget is full of data still needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// Refuse new messages: MQTT 5 PUBACK/PUBREC 0x97 (Quota exceeded); 3.1.1 clients are
+    /// disconnected without an acknowledgement, so they publish again later.
+    Refuse,
+    /// Delete the oldest messages even if a session still needs them (counted and logged).
+    DropOldest,
+}
+
+/// `[store]`: the durable message store in `data_dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Retention budget: encoded bytes of stored messages.
+    pub max_bytes: ByteSize,
+    /// Messages older than this are deleted.
+    pub max_age: HumanDuration,
+    /// Policy once `max_bytes` is full of messages still needed.
+    pub when_full: WhenFull,
+    /// Most messages committed in one write transaction.
+    pub group_commit_max_messages: usize,
+    /// Most message bytes committed in one write transaction.
+    pub group_commit_max_bytes: ByteSize,
+    /// How long a commit waits for more messages once nothing else is waiting.
+    pub group_commit_linger: HumanDuration,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        let d = crate::store::StoreConfig::default();
+        Self {
+            max_bytes: ByteSize(d.max_bytes),
+            max_age: HumanDuration(d.max_age),
+            when_full: WhenFull::Refuse,
+            group_commit_max_messages: d.group_commit_max_messages,
+            group_commit_max_bytes: ByteSize(
+                u64::try_from(d.group_commit_max_bytes).unwrap_or(u64::MAX),
+            ),
+            group_commit_linger: HumanDuration(d.group_commit_linger),
+        }
+    }
+}
+
+impl StoreSection {
+    /// The store's own configuration (tuning knobs not exposed here keep their defaults).
+    pub fn store_config(&self) -> crate::store::StoreConfig {
+        crate::store::StoreConfig {
+            max_bytes: self.max_bytes.0,
+            max_age: self.max_age.0,
+            when_full: match self.when_full {
+                WhenFull::Refuse => crate::store::WhenFull::Refuse,
+                WhenFull::DropOldest => crate::store::WhenFull::DropOldest,
+            },
+            group_commit_max_messages: self.group_commit_max_messages,
+            group_commit_max_bytes: usize::try_from(self.group_commit_max_bytes.0)
+                .unwrap_or(usize::MAX),
+            group_commit_linger: self.group_commit_linger.0,
+            ..crate::store::StoreConfig::default()
         }
     }
 }
@@ -284,6 +351,27 @@ impl Config {
         if s.server_keep_alive.0.as_secs() > u64::from(u16::MAX) {
             return Err(("session.server_keep_alive", "must be at most 65535s".into()));
         }
+        if self.store.max_bytes.0 == 0 {
+            return Err(("store.max_bytes", "must be greater than zero".into()));
+        }
+        if self.store.max_age.0.is_zero() {
+            return Err(("store.max_age", "must be greater than zero".into()));
+        }
+        if self.store.group_commit_max_messages == 0 {
+            return Err((
+                "store.group_commit_max_messages",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.store.group_commit_max_bytes.0 == 0 {
+            return Err((
+                "store.group_commit_max_bytes",
+                "must be greater than zero".into(),
+            ));
+        }
+        if self.store.group_commit_linger.0 > Duration::from_secs(1) {
+            return Err(("store.group_commit_linger", "must be at most 1s".into()));
+        }
         if s.connect_timeout.0.is_zero() {
             return Err((
                 "session.connect_timeout",
@@ -390,5 +478,25 @@ mod tests {
         );
         assert_eq!(ByteSize::parse("1MiB"), Some(ByteSize(1 << 20)));
         assert_eq!(ByteSize::parse("1 XB"), None);
+    }
+
+    #[test]
+    fn store_section_parses_and_validates() {
+        let config = parse(
+            "[store]\nmax_bytes = \"64MiB\"\nmax_age = \"1d\"\nwhen_full = \"drop-oldest\"\n\
+             group_commit_linger = \"2ms\"\n",
+        )
+        .expect("parses");
+        let store = config.store.store_config();
+        assert_eq!(store.max_bytes, 64 << 20);
+        assert_eq!(store.max_age, Duration::from_secs(86_400));
+        assert_eq!(store.when_full, crate::store::WhenFull::DropOldest);
+        assert_eq!(store.group_commit_linger, Duration::from_millis(2));
+        let err = parse("[store]\nwhen_full = \"panic\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key `store.when_full`"), "{err}");
+        let err = parse("[store]\nmax_bytes = 0\n").unwrap_err().to_string();
+        assert!(err.contains("key `store.max_bytes`"), "{err}");
     }
 }

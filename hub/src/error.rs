@@ -29,6 +29,14 @@ pub enum Error {
         /// The I/O failure.
         source: std::io::Error,
     },
+    /// The durable store could not be opened or closed (in use, corrupted, I/O).
+    #[error("cannot use the store in {dir}")]
+    Store {
+        /// The data directory.
+        dir: PathBuf,
+        /// What the store reported (names the file and the cause).
+        source: Box<crate::store::StoreError>,
+    },
     /// Another I/O failure outside a connection.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -29,6 +29,8 @@
 //! - [`message`]: the application message shared by all subscriber queues.
 //! - [`metrics`]: atomic counters published under `$SYS/broker/...`.
 //! - [`shutdown`]: cancellation token and task tracker for graceful shutdown.
+//! - [`store`]: the durable store (redb): message log, sessions, queues, in-flight state,
+//!   retained messages; group commit. The only module that touches redb.
 
 pub mod broker;
 pub mod config;
@@ -39,6 +41,7 @@ pub mod metrics;
 pub mod router;
 pub mod session;
 pub mod shutdown;
+pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,6 +53,41 @@ use crate::broker::Broker;
 pub use crate::config::Config;
 pub use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
+use crate::store::{Recovered, Store};
+
+/// A store opened by [`open_store`], with the state it recovered, ready for [`run_with_store`].
+#[derive(Debug)]
+pub struct OpenedStore {
+    store: Store,
+    recovered: Recovered,
+}
+
+impl OpenedStore {
+    /// The store handle.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// Opens the durable store in `config.data_dir` (creating it if missing). Fails with a
+/// message naming the path when the directory is in use by another process, the file is
+/// corrupted or foreign, or it cannot be read.
+pub fn open_store(config: &Config) -> Result<OpenedStore> {
+    let (store, recovered) =
+        Store::open(&config.data_dir, config.store.store_config()).map_err(|source| {
+            Error::Store {
+                dir: config.data_dir.clone(),
+                source: Box::new(source),
+            }
+        })?;
+    if recovered.corrupt_records > 0 {
+        tracing::warn!(
+            records = recovered.corrupt_records,
+            "corrupted store records skipped at start-up"
+        );
+    }
+    Ok(OpenedStore { store, recovered })
+}
 
 /// Creates the data directory if missing. [`run`] does it too; the binary calls it before
 /// announcing its listeners, so the directory exists once `listening on` is printed.
@@ -77,7 +115,9 @@ pub async fn bind_listeners(config: &Config) -> Result<Vec<TcpListener>> {
 }
 
 /// Runs the hub on already-bound `listeners` until `shutdown` completes, then closes every
-/// connection gracefully (MQTT 5 clients get DISCONNECT 0x8B) and returns.
+/// connection gracefully (MQTT 5 clients get DISCONNECT 0x8B), closes the store and returns.
+/// Opens the store itself; the binary uses [`open_store`] + [`run_with_store`] to report a
+/// store error before announcing its listeners.
 ///
 /// `listeners[i]` uses the connection cap of `config.listener[i]` (or of the first
 /// configured listener when there are more listeners than entries).
@@ -86,10 +126,19 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
-        dir: config.data_dir.clone(),
-        source,
-    })?;
+    prepare_data_dir(&config)?;
+    let opened = open_store(&config)?;
+    run_with_store(listeners, config, opened, shutdown).await
+}
+
+/// [`run`] with a store already opened by [`open_store`]: restores persistent sessions and
+/// retained messages from it before accepting connections.
+pub async fn run_with_store(
+    listeners: Vec<TcpListener>,
+    config: Config,
+    opened: OpenedStore,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let caps: Vec<usize> = listeners
         .iter()
         .enumerate()
@@ -102,7 +151,25 @@ pub async fn run(
         })
         .collect();
     let stop = Shutdown::new();
-    let broker = Arc::new(Broker::new(config, stop.clone()));
+    let OpenedStore { store, recovered } = opened;
+    let data_dir = config.data_dir.clone();
+    let store_error = |source| Error::Store {
+        dir: data_dir.clone(),
+        source: Box::new(source),
+    };
+    let broker = Arc::new(Broker::with_store(config, stop.clone(), store.clone()));
+    let started = std::time::Instant::now();
+    let summary = broker.restore(recovered).await.map_err(store_error)?;
+    info!(
+        sessions = summary.sessions,
+        expired_sessions = summary.expired_sessions,
+        queued = summary.queued,
+        inflight = summary.inflight,
+        retained = summary.retained,
+        next_seq = store.tail(),
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "store restored"
+    );
     let mut accept_loops = Vec::with_capacity(listeners.len());
     for (listener, cap) in listeners.into_iter().zip(caps) {
         if let Ok(addr) = listener.local_addr() {
@@ -123,6 +190,13 @@ pub async fn run(
         let _ = accept.await;
     }
     stop.wait_for_tasks().await;
+    drop(broker);
+    // Commits everything submitted and joins the writer thread.
+    let closed = tokio::task::spawn_blocking(move || store.close()).await;
+    match closed {
+        Ok(result) => result.map_err(store_error)?,
+        Err(_) => return Err(store_error(crate::store::StoreError::Closed)),
+    }
     info!("shutdown complete");
     Ok(())
 }

@@ -121,6 +121,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
         tern_hub::prepare_data_dir(&config)?;
+        // Opened before binding: a store that is in use, corrupted or unreadable stops the
+        // hub before it announces a listener.
+        let store = tern_hub::open_store(&config)?;
         let listeners = tern_hub::bind_listeners(&config).await?;
         let mut stdout = std::io::stdout().lock();
         for listener in &listeners {
@@ -129,7 +132,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         stdout.flush()?;
         drop(stdout);
-        tern_hub::run(listeners, config, shutdown).await?;
+        tern_hub::run_with_store(listeners, config, store, shutdown).await?;
         Ok(())
     })
 }

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tern_mqtt::QoS;
 
+use crate::store::{DeliveryInfo, Seq, StoredMessage, StoredProperties, UnixMillis};
+
 /// Key of a session in the router and the session registry: the MQTT client identifier.
 pub type ClientId = Arc<str>;
 
@@ -78,6 +80,59 @@ impl Message {
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expiry.is_some_and(|e| e.remaining_secs(now).is_none())
     }
+
+    /// The record the store keeps: the monotonic expiry becomes a wall-clock deadline
+    /// (`now_ms` plus the interval left at `now`), so it keeps counting across restarts.
+    pub fn to_stored(&self, now: Instant, now_ms: UnixMillis) -> StoredMessage {
+        let expires_ms = self.expiry.map(|e| {
+            let deadline = e.received_at + Duration::from_secs(u64::from(e.interval_secs));
+            let left = deadline.saturating_duration_since(now);
+            now_ms.saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+        });
+        let p = &self.properties;
+        StoredMessage {
+            received_ms: now_ms,
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: self.qos,
+            retain: self.retain,
+            properties: StoredProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                content_type: p.content_type.clone(),
+                response_topic: p.response_topic.clone(),
+                correlation_data: p.correlation_data.clone(),
+                user_properties: p.user_properties.clone(),
+            },
+            publisher: self.publisher.to_string(),
+            expires_ms,
+        }
+    }
+
+    /// A message read back from the store; its expiry interval restarts at `now` with what
+    /// was left at `now_ms` (rounded up to whole seconds).
+    pub fn from_stored(stored: StoredMessage, now: Instant, now_ms: UnixMillis) -> Message {
+        let expiry = stored.expires_ms.map(|deadline| Expiry {
+            received_at: now,
+            interval_secs: u32::try_from(deadline.saturating_sub(now_ms).div_ceil(1000))
+                .unwrap_or(u32::MAX),
+        });
+        let p = stored.properties;
+        Message {
+            topic: stored.topic,
+            payload: stored.payload,
+            qos: stored.qos,
+            retain: stored.retain,
+            properties: MessageProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                content_type: p.content_type,
+                response_topic: p.response_topic,
+                correlation_data: p.correlation_data,
+                user_properties: p.user_properties,
+            },
+            expiry,
+            publisher: ClientId::from(stored.publisher),
+        }
+    }
 }
 
 /// One message waiting in (or in flight from) a subscriber's session.
@@ -92,4 +147,60 @@ pub struct QueuedMessage {
     /// Subscription identifiers of the matching subscriptions (v5); empty (no allocation)
     /// in the common case.
     pub subscription_ids: Vec<u32>,
+    /// Log position when this delivery is tracked by the store (a QoS 1/2 message queued
+    /// for a persistent session): its queue and in-flight records name this seq. `None` for
+    /// deliveries that live in memory only (clean sessions, QoS 0, retained-on-subscribe).
+    pub seq: Option<Seq>,
+}
+
+impl QueuedMessage {
+    /// The per-subscriber delivery details the store keeps beside the seq.
+    pub fn delivery_info(&self) -> DeliveryInfo {
+        DeliveryInfo {
+            qos: self.qos,
+            retain: self.retain,
+            subscription_ids: self.subscription_ids.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_round_trip_keeps_fields_and_remaining_expiry() {
+        let now = Instant::now();
+        let message = Message {
+            topic: "a/b".into(),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            properties: MessageProperties {
+                content_type: Some("text/plain".into()),
+                correlation_data: Some(Bytes::from_static(b"c")),
+                user_properties: vec![("k".into(), "v".into())],
+                ..MessageProperties::default()
+            },
+            expiry: Some(Expiry {
+                received_at: now,
+                interval_secs: 30,
+            }),
+            publisher: ClientId::from("p"),
+        };
+        let stored = message.to_stored(now, 1_000_000);
+        assert_eq!(stored.expires_ms, Some(1_030_000));
+        let back = Message::from_stored(stored, now, 1_010_000);
+        assert_eq!(back.expiry.map(|e| e.interval_secs), Some(20));
+        assert_eq!(
+            Message {
+                expiry: message.expiry.map(|e| Expiry {
+                    interval_secs: 20,
+                    ..e
+                }),
+                ..message
+            },
+            back
+        );
+    }
 }

@@ -23,9 +23,20 @@
 //! | `$SYS/broker/errors/malformed` | malformed packets and protocol violations |
 //! | `$SYS/broker/errors/keepalive_timeouts` | clients disconnected for exceeding 1.5× keep alive |
 //! | `$SYS/broker/subscriptions/count` | subscriptions held |
+//! | `$SYS/broker/store/appends` | messages appended to the store (committed) |
+//! | `$SYS/broker/store/commits` | write transactions committed |
+//! | `$SYS/broker/store/bytes` | encoded bytes of stored messages |
+//! | `$SYS/broker/store/records` | messages stored |
+//! | `$SYS/broker/store/refused` | submissions refused because the store is full (policy `refuse`) |
+//! | `$SYS/broker/store/trimmed` | messages deleted by retention |
+//! | `$SYS/broker/store/dropped_unconsumed` | messages deleted while a session or consumer still needed them (policy `drop-oldest`, age limit) |
+//! | `$SYS/broker/store/errors` | failed commits and corrupted records |
+//! | `$SYS/broker/store/publishes_refused` | client publishes refused or not acknowledged because of the store |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use crate::store::StoreStats;
 
 /// One monotonically increasing (or, for gauges, up-and-down) counter.
 #[derive(Debug, Default)]
@@ -89,6 +100,8 @@ pub struct Metrics {
     pub messages_dropped: Counter,
     /// Clients disconnected for exceeding 1.5× keep alive.
     pub keepalive_timeouts: Counter,
+    /// Publishes refused (store full) or left unacknowledged (commit failed).
+    pub store_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -107,6 +120,7 @@ impl Default for Metrics {
             malformed: Counter::default(),
             messages_dropped: Counter::default(),
             keepalive_timeouts: Counter::default(),
+            store_refused: Counter::default(),
         }
     }
 }
@@ -124,8 +138,12 @@ pub struct BrokerGauges {
 
 impl Metrics {
     /// The `$SYS/broker/...` topics and payloads for one publication round.
-    pub fn sys_topics(&self, gauges: BrokerGauges) -> Vec<(&'static str, String)> {
-        vec![
+    pub fn sys_topics(
+        &self,
+        gauges: BrokerGauges,
+        store: Option<StoreStats>,
+    ) -> Vec<(&'static str, String)> {
+        let mut topics = vec![
             ("$SYS/broker/version", env!("CARGO_PKG_VERSION").to_owned()),
             (
                 "$SYS/broker/uptime",
@@ -185,7 +203,27 @@ impl Metrics {
                 "$SYS/broker/subscriptions/count",
                 gauges.subscriptions.to_string(),
             ),
-        ]
+        ];
+        if let Some(s) = store {
+            topics.extend([
+                ("$SYS/broker/store/appends", s.appends.to_string()),
+                ("$SYS/broker/store/commits", s.commits.to_string()),
+                ("$SYS/broker/store/bytes", s.bytes.to_string()),
+                ("$SYS/broker/store/records", s.records.to_string()),
+                ("$SYS/broker/store/refused", s.refused.to_string()),
+                ("$SYS/broker/store/trimmed", s.trimmed.to_string()),
+                (
+                    "$SYS/broker/store/dropped_unconsumed",
+                    s.dropped_unconsumed.to_string(),
+                ),
+                ("$SYS/broker/store/errors", s.errors.to_string()),
+                (
+                    "$SYS/broker/store/publishes_refused",
+                    self.store_refused.get().to_string(),
+                ),
+            ]);
+        }
+        topics
     }
 }
 
@@ -207,10 +245,16 @@ mod tests {
     fn sys_topics_report_counters() {
         let metrics = Metrics::default();
         metrics.malformed.inc();
-        let topics = metrics.sys_topics(BrokerGauges {
-            sessions: 4,
-            ..BrokerGauges::default()
-        });
+        let topics = metrics.sys_topics(
+            BrokerGauges {
+                sessions: 4,
+                ..BrokerGauges::default()
+            },
+            Some(StoreStats {
+                appends: 7,
+                ..StoreStats::default()
+            }),
+        );
         let get = |name: &str| {
             topics
                 .iter()
@@ -220,6 +264,7 @@ mod tests {
         };
         assert_eq!(get("$SYS/broker/errors/malformed"), "1");
         assert_eq!(get("$SYS/broker/clients/total"), "4");
+        assert_eq!(get("$SYS/broker/store/appends"), "7");
         assert!(topics.iter().all(|(t, _)| t.starts_with("$SYS/broker/")));
     }
 }

@@ -11,16 +11,29 @@
 //!
 //! # Acknowledgements and the store
 //!
-//! Every complete frame in the read buffer is handled before anything is written, so the
-//! PUBACKs/PUBRECs of one read batch leave in one write after the whole batch was handed to
-//! [`Broker::publish_with`]. A durable store commits that batch as one group at that point
-//! (between `process_input` and the write), which keeps "acknowledged means stored" without
-//! one fsync per message.
+//! Every complete frame in the read buffer is handled before anything is written. The
+//! PUBLISHes of one read form one batch, handed to [`Broker::publish_batch`] as one store
+//! submission (with the inbound QoS 2 ids of the batch); their PUBACKs/PUBRECs wait in
+//! `gated`, tagged with the batch's tickets. The loop keeps reading (pipelining: the next
+//! read's batch is submitted while the previous one commits) and releases the gated
+//! acknowledgements, in order, when the store's `committed` watch passes their tickets and
+//! each ticket's outcome is a success. So a QoS 1/2 PUBLISH is acknowledged only once it is
+//! durable, and the fsync is shared by everything that was waiting.
+//!
+//! - QoS 0 messages are appended in the same batches; nothing waits for them.
+//! - A batch refused because the store is full (policy `refuse`) is not routed; MQTT 5
+//!   publishers get PUBACK/PUBREC 0x97 (Quota exceeded) with a Reason String, MQTT 3.1.1
+//!   publishers, which have no negative acknowledgement, are disconnected without one.
+//! - A failed commit is never acknowledged: the connection ends, the client publishes again.
+//! - For a persistent session, the state the client relies on is written too: PUBCOMP waits
+//!   for the release of its QoS 2 id, SUBACK/UNSUBACK for the session record; outbound
+//!   in-flight and queue changes are submitted at the next turn of the loop without waiting.
 
 pub mod queue;
 pub mod state;
 pub mod wire;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,15 +43,20 @@ use tern_mqtt::ProtocolVersion;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::sync::watch;
 use tracing::{Span, debug, info, warn};
 
-use crate::broker::{Attached, Broker, ConnectionRef, Detach, Mailbox, PublishScratch, Will};
+use crate::broker::{
+    AttachRequest, Attached, Broker, ConnectionRef, Detach, Mailbox, PublishScratch, Will,
+};
 use crate::message::{ClientId, Message};
 use crate::router::SubscriptionOptions;
 use crate::session::state::{
-    ConnAck, Connection, Limits, Outbound, PublishHeader, Violation, negotiate, reason,
+    ConnAck, Connection, Limits, Outbound, OutboundStage, PublishHeader, Violation, negotiate,
+    reason,
 };
 use crate::session::wire::{Inbound, InboundPublish, WireError};
+use crate::store::{InflightOut, OutboundState, Store, StoreError, Ticket, WriteOp};
 
 /// Stop reading from a peer while this much output to it is unwritten.
 const MAX_UNREAD_OUTPUT: usize = 4 * MAX_PENDING_OUTPUT;
@@ -47,6 +65,8 @@ const MAX_UNREAD_OUTPUT: usize = 4 * MAX_PENDING_OUTPUT;
 /// (offline queues, retained store), which for small messages costs far more memory than
 /// the copy costs time.
 const SHARE_PAYLOAD_ABOVE: usize = 512;
+/// How long a shutting-down connection waits for its pending batches to commit.
+const SHUTDOWN_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Packet type nibble of CONNECT.
 const CONNECT_PACKET_TYPE: u8 = 1;
 /// Initial read buffer; grows up to the largest packet accepted.
@@ -79,6 +99,10 @@ pub enum SessionError {
     /// An outbound packet could not be encoded (a bug, never peer input).
     #[error("cannot encode packet: {0}")]
     Encode(#[from] tern_mqtt::EncodeError),
+    /// The store refused or failed a write this connection needed; what it had not
+    /// acknowledged stays unacknowledged.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// How the main loop ended.
@@ -248,12 +272,18 @@ async fn serve_inner(
         delay_secs: w.delay_secs,
         expiry_secs: w.expiry_secs,
     });
+    let request = AttachRequest {
+        clean_start: params.clean_start,
+        session_expiry: params.session_expiry,
+        protocol_level: version as u8,
+    };
     let Attached {
         mailbox,
         state: session_state,
         session_present,
         connection,
-    } = broker.attach(&client_id, params.clean_start).await;
+        stored,
+    } = broker.attach(&client_id, request).await;
     let mut conn = Connection::new(params, limits, session_state);
     broker.metrics().clients_connected.inc();
     info!(
@@ -271,6 +301,12 @@ async fn serve_inner(
         will,
         version,
         scratch: PublishScratch::default(),
+        stored,
+        state_ops: Vec::new(),
+        batch: Vec::new(),
+        batch_ops: Vec::new(),
+        batch_acks: Vec::new(),
+        gated: VecDeque::new(),
     };
     session.emit(
         &Outbound::ConnAck(session.conn.connack(session_present)),
@@ -281,6 +317,12 @@ async fn serve_inner(
     }
     let end = session.run(&mut io, &connection).await;
     let will = session.will.take();
+    // Outbound progress of this connection reaches the store before the session is parked
+    // (and before a takeover may resume it).
+    let leftover = std::mem::take(&mut session.state_ops);
+    if let Err(err) = broker.submit(leftover).await {
+        warn!(cause = %err, "session state not stored");
+    }
 
     // Say goodbye where MQTT 5 has words for it, then park or end the session.
     let goodbye = match &end {
@@ -294,6 +336,12 @@ async fn serve_inner(
             Some((code, reason_text(code)))
         }
         End::Error(SessionError::Violation(v)) => Some((v.code, v.text)),
+        End::Error(SessionError::Store(StoreError::QuotaExceeded { .. })) => {
+            Some((reason::QUOTA_EXCEEDED, "store quota exceeded"))
+        }
+        End::Error(SessionError::Store(_)) => {
+            Some((reason::UNSPECIFIED_ERROR, "message store unavailable"))
+        }
         _ => None,
     };
     if let Some((code, text)) = goodbye {
@@ -324,20 +372,25 @@ async fn serve_inner(
             broker.metrics().keepalive_timeouts.inc();
             warn!(%peer, "keep alive timeout");
         }
+        End::Error(err @ SessionError::Store(_)) => {
+            warn!(%peer, reason = %err, "disconnecting client: publishes not acknowledged");
+        }
         End::Error(err) => info!(reason = %err, "connection lost"),
         other => info!(end = ?other, "client disconnected"),
     }
     broker.metrics().clients_connected.dec();
     let session_expiry = conn.params.session_expiry;
-    broker.detach(
-        &client_id,
-        &connection,
-        Detach {
-            state: conn.into_session(),
-            session_expiry,
-            will: if publish_will { will } else { None },
-        },
-    );
+    broker
+        .detach(
+            &client_id,
+            &connection,
+            Detach {
+                state: conn.into_session(),
+                session_expiry,
+                will: if publish_will { will } else { None },
+            },
+        )
+        .await;
     Ok(())
 }
 
@@ -373,6 +426,21 @@ fn next_frame(buf: &mut BytesMut, max_packet_size: u32) -> Result<Option<Bytes>,
     }
 }
 
+/// Acknowledgements of one batch, released once all its tickets have committed.
+#[derive(Debug)]
+struct Gated {
+    tickets: Vec<Ticket>,
+    acks: Vec<Outbound>,
+}
+
+/// An acknowledgement of the current read, and whether it answers a PUBLISH of the batch
+/// (which a refusal turns into 0x97) rather than a duplicate or a PUBREL.
+#[derive(Debug)]
+struct PendingAck {
+    packet: Outbound,
+    refusable: bool,
+}
+
 /// The running part of a connection after CONNACK.
 struct Session<'a> {
     broker: &'a Arc<Broker>,
@@ -383,14 +451,28 @@ struct Session<'a> {
     version: ProtocolVersion,
     /// Reused fan-out buffer.
     scratch: PublishScratch,
+    /// Whether the store tracks this session (persistent session, store present).
+    stored: bool,
+    /// Store writes for outbound progress and QoS 2 releases, submitted at the next turn of
+    /// the loop (or with the next batch).
+    state_ops: Vec<WriteOp>,
+    /// PUBLISHes of the current read, stored and routed together by [`Session::flush`].
+    batch: Vec<Message>,
+    /// Inbound QoS 2 ids of the batch, written in the same submission as its messages.
+    batch_ops: Vec<WriteOp>,
+    /// Acknowledgements of the current read, in order.
+    batch_acks: Vec<PendingAck>,
+    /// Acknowledgements waiting for their store tickets, oldest first.
+    gated: VecDeque<Gated>,
 }
 
 impl Session<'_> {
     async fn run(&mut self, io: &mut Io<'_>, connection: &ConnectionRef) -> End {
         let keep_alive = self.conn.keep_alive_deadline();
         let mut last_heard = tokio::time::Instant::now();
+        let mut committed = self.broker.store().map(Store::committed);
         // Packets pipelined behind CONNECT are already buffered.
-        match self.process_input(io) {
+        match self.process_input(io, &mut committed).await {
             Ok(None) => {}
             Ok(Some(end)) => return end,
             Err(err) => return End::Error(err),
@@ -401,6 +483,12 @@ impl Session<'_> {
             {
                 return End::Error(err);
             }
+            if !self.state_ops.is_empty() {
+                let ops = std::mem::take(&mut self.state_ops);
+                if let Err(err) = self.broker.submit(ops).await {
+                    return End::Error(err.into());
+                }
+            }
             // Keep room for a full read; frames already split off stay with their messages.
             io.read_buf.reserve(READ_BUFFER);
             let deadline = keep_alive.map(|k| last_heard + k);
@@ -408,10 +496,22 @@ impl Session<'_> {
             // A peer that sends but does not read its acknowledgements stops being read
             // once its unread output reaches the bound (its keep alive then runs out).
             let reading = io.write_buf.len() < MAX_UNREAD_OUTPUT;
+            let waiting = !self.gated.is_empty();
             tokio::select! {
                 biased;
                 () = connection.kick.cancelled() => return End::TakenOver,
-                () = self.broker.shutdown().triggered() => return End::Shutdown,
+                () = self.broker.shutdown().triggered() => {
+                    self.drain_gated(&mut committed, &mut io.write_buf).await;
+                    return End::Shutdown;
+                }
+                changed = wait_committed(&mut committed), if waiting => match changed {
+                    Ok(()) => {
+                        if let Err(err) = self.release(&mut committed, &mut io.write_buf) {
+                            return End::Error(err);
+                        }
+                    }
+                    Err(err) => return End::Error(err.into()),
+                },
                 written = io.writer.write(&io.write_buf), if writing => match written {
                     Ok(0) => return End::Error(SessionError::ClosedByPeer),
                     Ok(n) => {
@@ -425,7 +525,7 @@ impl Session<'_> {
                     Ok(n) => {
                         self.broker.metrics().bytes_received.add_len(n);
                         last_heard = tokio::time::Instant::now();
-                        match self.process_input(io) {
+                        match self.process_input(io, &mut committed).await {
                             Ok(None) => {}
                             Ok(Some(end)) => return end,
                             Err(err) => return End::Error(err),
@@ -439,8 +539,13 @@ impl Session<'_> {
         }
     }
 
-    /// Decodes and handles every complete frame in the read buffer.
-    fn process_input(&mut self, io: &mut Io<'_>) -> Result<Option<End>, SessionError> {
+    /// Decodes and handles every complete frame in the read buffer, then stores and routes
+    /// the read's PUBLISHes as one batch.
+    async fn process_input(
+        &mut self,
+        io: &mut Io<'_>,
+        committed: &mut Option<watch::Receiver<Ticket>>,
+    ) -> Result<Option<End>, SessionError> {
         let limit = self.broker.config().max_packet_size();
         while let Some(frame) = next_frame(&mut io.read_buf, limit)? {
             self.broker.metrics().packets_received.inc();
@@ -457,34 +562,209 @@ impl Session<'_> {
                     }));
                 }
             };
-            if let Some(end) = self.handle(packet, &frame, &mut io.write_buf)? {
+            if let Some(end) = self
+                .handle(packet, &frame, &mut io.write_buf, committed)
+                .await?
+            {
+                // Publishes before a DISCONNECT are still stored and delivered.
+                self.flush(&mut io.write_buf, committed).await?;
                 return Ok(Some(end));
             }
         }
+        self.flush(&mut io.write_buf, committed).await?;
         Ok(None)
     }
 
-    fn handle(
+    /// Stores and routes the current batch and queues its acknowledgements behind the
+    /// store tickets; releases whatever has committed already.
+    async fn flush(
+        &mut self,
+        out: &mut BytesMut,
+        committed: &mut Option<watch::Receiver<Ticket>>,
+    ) -> Result<(), SessionError> {
+        let mut tickets = Vec::new();
+        if !self.state_ops.is_empty() {
+            let ops = std::mem::take(&mut self.state_ops);
+            tickets.extend(self.broker.submit(ops).await?);
+        }
+        if self.batch.is_empty() && self.batch_acks.is_empty() {
+            return self.release(committed, out);
+        }
+        let messages = std::mem::take(&mut self.batch);
+        let ops = std::mem::take(&mut self.batch_ops);
+        let acks = std::mem::take(&mut self.batch_acks);
+        if !messages.is_empty() || !ops.is_empty() {
+            match self
+                .broker
+                .publish_batch(messages, ops, &mut self.scratch)
+                .await
+            {
+                Ok(published) => tickets.extend(published.tickets),
+                Err(err @ StoreError::QuotaExceeded { .. }) => {
+                    let refused = acks.iter().filter(|a| a.refusable).count();
+                    self.broker
+                        .metrics()
+                        .store_refused
+                        .add(u64::try_from(refused).unwrap_or(u64::MAX));
+                    warn!(
+                        refused,
+                        v5 = self.conn.is_v5(),
+                        "store full: publishes refused"
+                    );
+                    for ack in acks.iter().filter(|a| a.refusable) {
+                        if let Outbound::PubRec(id, _) = ack.packet {
+                            self.conn.refuse_inbound(id);
+                        }
+                    }
+                    if !self.conn.is_v5() {
+                        // 3.1.1 has no negative PUBACK: close without acknowledging, so the
+                        // client publishes again after reconnecting.
+                        return Err(err.into());
+                    }
+                    let acks = acks
+                        .into_iter()
+                        .map(|ack| match ack.packet {
+                            Outbound::PubAck(id, _) if ack.refusable => {
+                                Outbound::PubAck(id, reason::QUOTA_EXCEEDED)
+                            }
+                            Outbound::PubRec(id, _) if ack.refusable => {
+                                Outbound::PubRec(id, reason::QUOTA_EXCEEDED)
+                            }
+                            other => other,
+                        })
+                        .collect();
+                    self.gated.push_back(Gated { tickets, acks });
+                    return self.release(committed, out);
+                }
+                Err(err) => {
+                    self.broker.metrics().store_refused.inc();
+                    return Err(err.into());
+                }
+            }
+        }
+        self.gated.push_back(Gated {
+            tickets,
+            acks: acks.into_iter().map(|a| a.packet).collect(),
+        });
+        self.release(committed, out)
+    }
+
+    /// At shutdown: waits (bounded by [`SHUTDOWN_ACK_WAIT`]) for the pending batches to
+    /// commit and releases their acknowledgements, so a graceful stop does not make clients
+    /// publish again what the store already holds.
+    async fn drain_gated(
+        &mut self,
+        committed: &mut Option<watch::Receiver<Ticket>>,
+        out: &mut BytesMut,
+    ) {
+        let drain = async {
+            while !self.gated.is_empty() {
+                if self.release(committed, out).is_err() || self.gated.is_empty() {
+                    break;
+                }
+                if wait_committed(committed).await.is_err() {
+                    break;
+                }
+            }
+        };
+        // Whatever has not committed in time stays unacknowledged, as after a crash.
+        let _ = tokio::time::timeout(SHUTDOWN_ACK_WAIT, drain).await;
+    }
+
+    /// Writes the acknowledgements whose tickets have all committed, oldest first. A failed
+    /// ticket ends the connection without acknowledging.
+    fn release(
+        &mut self,
+        committed: &mut Option<watch::Receiver<Ticket>>,
+        out: &mut BytesMut,
+    ) -> Result<(), SessionError> {
+        let done = committed
+            .as_mut()
+            .map_or(Ticket(u64::MAX), |rx| *rx.borrow_and_update());
+        while let Some(front) = self.gated.front() {
+            if front.tickets.iter().any(|t| *t > done) {
+                break;
+            }
+            let Some(gated) = self.gated.pop_front() else {
+                break;
+            };
+            if let Some(store) = self.broker.store() {
+                for ticket in &gated.tickets {
+                    if let Err(err) = store.outcome(*ticket) {
+                        self.broker.metrics().store_refused.inc();
+                        for ack in &gated.acks {
+                            if let Outbound::PubRec(id, _) = ack {
+                                self.conn.refuse_inbound(*id);
+                            }
+                        }
+                        return Err(err.into());
+                    }
+                }
+            }
+            for ack in &gated.acks {
+                self.emit(ack, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(
         &mut self,
         packet: Inbound<'_>,
         frame: &Bytes,
         out: &mut BytesMut,
+        committed: &mut Option<watch::Receiver<Ticket>>,
     ) -> Result<Option<End>, SessionError> {
         match packet {
             Inbound::Connect(_) => return Err(SessionError::Violation(self.conn.on_connect())),
-            Inbound::Publish(publish) => self.on_publish(publish, frame, out)?,
-            Inbound::PubAck(id) => self.conn.on_puback(id),
+            Inbound::Publish(publish) => self.on_publish(publish, frame)?,
+            Inbound::PubAck(id) => {
+                let seq = self.conn.session.stored_seq(id);
+                if self.conn.on_puback(id) && self.stored && seq.is_some() {
+                    self.state_ops.push(WriteOp::InflightOutRemove {
+                        client: self.client_id.to_string(),
+                        packet_id: id,
+                    });
+                }
+            }
             Inbound::PubRec(id, code) => {
-                if let Some(reply) = self.conn.on_pubrec(id, code) {
+                let tracked = self.stored
+                    && self.conn.session.stored_seq(id).is_some()
+                    && self.conn.session.inflight_stage(id) == Some(OutboundStage::AwaitPubRec);
+                let reply = self.conn.on_pubrec(id, code);
+                if tracked {
+                    self.record_pubrec(id);
+                }
+                if let Some(reply) = reply {
                     self.emit(&reply, out)?;
                 }
             }
             Inbound::PubRel(id) => {
                 let reply = self.conn.on_pubrel(id);
-                self.emit(&reply, out)?;
+                if self.stored {
+                    self.state_ops.push(WriteOp::InflightInRemove {
+                        client: self.client_id.to_string(),
+                        packet_id: id,
+                    });
+                }
+                // PUBCOMP follows the batch (and the release of the id) to the store.
+                self.batch_acks.push(PendingAck {
+                    packet: reply,
+                    refusable: false,
+                });
             }
-            Inbound::PubComp(id) => self.conn.on_pubcomp(id),
+            Inbound::PubComp(id) => {
+                let seq = self.conn.session.stored_seq(id);
+                if self.conn.on_pubcomp(id) && self.stored && seq.is_some() {
+                    self.state_ops.push(WriteOp::InflightOutRemove {
+                        client: self.client_id.to_string(),
+                        packet_id: id,
+                    });
+                }
+            }
             Inbound::Subscribe(subscribe) => {
+                // Publishes read before the SUBSCRIBE are routed before it takes effect.
+                self.flush(out, committed).await?;
                 let mut codes = Vec::with_capacity(subscribe.filters.len());
                 for (filter, options) in subscribe.filters {
                     let options = SubscriptionOptions {
@@ -507,9 +787,11 @@ impl Session<'_> {
                         };
                     codes.push(code);
                 }
+                self.persist_subscriptions().await?;
                 self.emit(&Outbound::SubAck(subscribe.packet_id, codes), out)?;
             }
             Inbound::Unsubscribe { packet_id, filters } => {
+                self.flush(out, committed).await?;
                 let codes = filters
                     .iter()
                     .map(|filter| {
@@ -520,6 +802,7 @@ impl Session<'_> {
                         }
                     })
                     .collect();
+                self.persist_subscriptions().await?;
                 self.emit(&Outbound::UnsubAck(packet_id, codes), out)?;
             }
             Inbound::PingReq => self.emit(&Outbound::PingResp, out)?,
@@ -540,11 +823,50 @@ impl Session<'_> {
         Ok(None)
     }
 
+    /// Writes the session record after a subscription change and waits until it is
+    /// durable, so a SUBACK/UNSUBACK is never sent for a change a crash would undo.
+    async fn persist_subscriptions(&self) -> Result<(), SessionError> {
+        if !self.stored {
+            return Ok(());
+        }
+        if let (Some(ticket), Some(store)) = (
+            self.broker.persist_session(self.client_id).await?,
+            self.broker.store(),
+        ) {
+            store.wait_durable(ticket).await?;
+        }
+        Ok(())
+    }
+
+    /// Store op for a PUBREC on a tracked delivery: now awaiting PUBCOMP, or finished when
+    /// the PUBREC carried an error code.
+    fn record_pubrec(&mut self, id: u16) {
+        let client = self.client_id.to_string();
+        let op = match self.conn.session.inflight_item(id) {
+            Some(item) => match item.seq {
+                Some(seq) => WriteOp::InflightOutSet {
+                    client,
+                    packet_id: id,
+                    entry: InflightOut {
+                        seq,
+                        state: OutboundState::PubrelSent,
+                        delivery: item.delivery_info(),
+                    },
+                },
+                None => return,
+            },
+            None => WriteOp::InflightOutRemove {
+                client,
+                packet_id: id,
+            },
+        };
+        self.state_ops.push(op);
+    }
+
     fn on_publish(
         &mut self,
         publish: InboundPublish<'_>,
         frame: &Bytes,
-        out: &mut BytesMut,
     ) -> Result<(), SessionError> {
         self.broker.metrics().publishes_received.inc();
         let verdict = self
@@ -571,16 +893,28 @@ impl Session<'_> {
                     }),
                 publisher: Arc::clone(self.client_id),
             };
-            // The durable store commits inside `publish`; the ack below follows it.
-            self.broker.publish_with(message, &mut self.scratch);
+            if self.stored
+                && publish.qos == tern_mqtt::QoS::ExactlyOnce
+                && let Some(packet_id) = publish.packet_id
+            {
+                self.batch_ops.push(WriteOp::InflightInAdd {
+                    client: self.client_id.to_string(),
+                    packet_id,
+                });
+            }
+            self.batch.push(message);
         }
         if let Some(ack) = verdict.ack {
-            self.emit(&ack, out)?;
+            self.batch_acks.push(PendingAck {
+                packet: ack,
+                refusable: verdict.route,
+            });
         }
         Ok(())
     }
 
-    /// Moves queued messages into the in-flight window and encodes them.
+    /// Moves queued messages into the in-flight window and encodes them; records the
+    /// store changes of tracked deliveries in `state_ops`.
     fn pump_mailbox(&mut self, out: &mut BytesMut) -> Result<(), SessionError> {
         let now = Instant::now();
         let mut expired = 0;
@@ -599,8 +933,11 @@ impl Session<'_> {
                     None => break,
                 }
             };
+            let tracked = item.seq.filter(|_| self.stored);
+            let delivery = tracked.map(|_| item.delivery_info());
             let Some(publish) = self.conn.send(item, now) else {
                 expired += 1;
+                self.queue_removed(tracked);
                 continue;
             };
             let start = out.len();
@@ -613,6 +950,7 @@ impl Session<'_> {
                 if let Outbound::Publish(dropped) = &packet {
                     self.conn.abandon(dropped);
                 }
+                self.queue_removed(tracked);
                 self.broker.metrics().messages_dropped.inc();
                 debug!(
                     size,
@@ -620,19 +958,58 @@ impl Session<'_> {
                 );
                 continue;
             }
+            self.queue_removed(tracked);
+            if let (Some(seq), Some(delivery), Outbound::Publish(publish)) =
+                (tracked, delivery, &packet)
+                && let Some(packet_id) = publish.packet_id
+            {
+                self.state_ops.push(WriteOp::InflightOutSet {
+                    client: self.client_id.to_string(),
+                    packet_id,
+                    entry: InflightOut {
+                        seq,
+                        state: OutboundState::PublishSent,
+                        delivery,
+                    },
+                });
+            }
             self.broker.metrics().packets_sent.inc();
             self.broker.metrics().publishes_sent.inc();
         }
         if expired > 0 {
             self.broker.metrics().messages_dropped.add(expired);
         }
+        let discarded = self.mailbox.queue().take_discarded();
+        if self.stored {
+            for seq in discarded {
+                self.queue_removed(Some(seq));
+            }
+        }
         Ok(())
+    }
+
+    /// Records that a tracked queue entry left the queue (sent, expired or dropped).
+    fn queue_removed(&mut self, seq: Option<crate::store::Seq>) {
+        if let Some(seq) = seq {
+            self.state_ops.push(WriteOp::QueueRemove {
+                client: self.client_id.to_string(),
+                seq,
+            });
+        }
     }
 
     fn emit(&self, packet: &Outbound, out: &mut BytesMut) -> Result<(), SessionError> {
         wire::encode(packet, self.version, out)?;
         self.broker.metrics().packets_sent.inc();
         Ok(())
+    }
+}
+
+/// Completes when the store's committed ticket moves (pending forever without a store).
+async fn wait_committed(rx: &mut Option<watch::Receiver<Ticket>>) -> Result<(), StoreError> {
+    match rx {
+        Some(rx) => rx.changed().await.map_err(|_| StoreError::Closed),
+        None => std::future::pending().await,
     }
 }
 

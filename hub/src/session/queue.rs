@@ -2,14 +2,18 @@
 //!
 //! The queue holds messages routed to a session that are not in flight yet: the backlog of an
 //! online client behind its in-flight window, and everything queued for an offline persistent
-//! session. Entries hold `Arc<Message>`; a durable store replaces them with store positions
-//! (sequence numbers) without changing the queue's contract.
+//! session. Entries hold `Arc<Message>`, so online delivery never reads the store; entries of
+//! persistent sessions also carry their log position (`seq`), which the store's queue table
+//! mirrors. Every tracked entry that leaves the queue other than by [`SessionQueue::pop`]
+//! (overflow, expiry) is reported through [`SessionQueue::take_discarded`], so its owner
+//! can remove the store's copy too.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::config::QueueOverflow;
 use crate::message::QueuedMessage;
+use crate::store::Seq;
 
 /// What [`SessionQueue::push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,8 @@ pub struct SessionQueue {
     items: VecDeque<QueuedMessage>,
     capacity: usize,
     overflow: QueueOverflow,
+    /// Seqs of tracked entries dropped by overflow or expiry, not yet removed from the store.
+    discarded: Vec<Seq>,
 }
 
 impl SessionQueue {
@@ -44,6 +50,7 @@ impl SessionQueue {
             items: VecDeque::new(),
             capacity: capacity.max(1),
             overflow,
+            discarded: Vec::new(),
         }
     }
 
@@ -54,13 +61,28 @@ impl SessionQueue {
             return PushOutcome::Queued;
         }
         match self.overflow {
-            QueueOverflow::DropNew => PushOutcome::DroppedNew,
+            QueueOverflow::DropNew => {
+                self.discarded.extend(item.seq);
+                PushOutcome::DroppedNew
+            }
             QueueOverflow::DropOldest => {
-                self.items.pop_front();
+                if let Some(old) = self.items.pop_front() {
+                    self.discarded.extend(old.seq);
+                }
                 self.items.push_back(item);
                 PushOutcome::DroppedOldest
             }
         }
+    }
+
+    /// Hands back seqs taken with [`SessionQueue::take_discarded`] for the owner to remove.
+    pub fn return_discarded(&mut self, seqs: Vec<Seq>) {
+        self.discarded.extend(seqs);
+    }
+
+    /// Takes the seqs of tracked entries dropped since the last call (overflow, expiry).
+    pub fn take_discarded(&mut self) -> Vec<Seq> {
+        std::mem::take(&mut self.discarded)
     }
 
     /// Takes the oldest message that has not expired at `now`; expired ones are discarded
@@ -69,6 +91,7 @@ impl SessionQueue {
         while let Some(item) = self.items.pop_front() {
             if item.message.is_expired(now) {
                 *expired += 1;
+                self.discarded.extend(item.seq);
                 continue;
             }
             return Some(item);
@@ -118,7 +141,25 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: Default::default(),
+            seq: None,
         }
+    }
+
+    #[test]
+    fn dropped_tracked_entries_are_reported() {
+        let tracked = |payload, seq| QueuedMessage {
+            seq: Some(seq),
+            ..item(payload, None)
+        };
+        let mut queue = SessionQueue::new(1, QueueOverflow::DropOldest);
+        queue.push(tracked("a", 1));
+        queue.push(tracked("b", 2));
+        assert_eq!(queue.take_discarded(), [1]);
+        let mut queue = SessionQueue::new(1, QueueOverflow::DropNew);
+        queue.push(tracked("a", 1));
+        queue.push(tracked("b", 2));
+        assert_eq!(queue.take_discarded(), [2]);
+        assert!(queue.take_discarded().is_empty());
     }
 
     fn drain(queue: &mut SessionQueue) -> Vec<Bytes> {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tern_mqtt::{ProtocolVersion, QoS};
 
 use crate::message::{ClientId, Message, QueuedMessage};
+use crate::store::Seq;
 
 /// MQTT 5 reason codes the session emits (MQTT 5.0 §2.4). For 3.1.1 connections the codec
 /// maps them onto the CONNACK and SUBACK return codes when encoding.
@@ -266,9 +267,47 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// Rebuilds the state of a persistent session read back from the store: outbound
+    /// deliveries (resent in log order on reconnect) and inbound QoS 2 ids awaiting PUBREL.
+    pub fn restore(
+        inflight: impl IntoIterator<Item = (u16, QueuedMessage, OutboundStage)>,
+        inbound_qos2: impl IntoIterator<Item = u16>,
+    ) -> Self {
+        let mut state = Self::default();
+        for (packet_id, item, stage) in inflight {
+            if packet_id == 0 {
+                continue;
+            }
+            let seq = item.seq.unwrap_or(state.next_seq);
+            state.next_seq = state.next_seq.max(seq.saturating_add(1));
+            state.last_packet_id = state.last_packet_id.max(packet_id);
+            state
+                .inflight
+                .insert(packet_id, InFlight { seq, item, stage });
+        }
+        state.inbound_qos2.extend(inbound_qos2);
+        state
+    }
+
     /// Number of outbound messages in flight.
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Log position of the outbound message in flight under `packet_id`, if the store
+    /// tracks it.
+    pub fn stored_seq(&self, packet_id: u16) -> Option<Seq> {
+        self.inflight.get(&packet_id).and_then(|f| f.item.seq)
+    }
+
+    /// Where the outbound message in flight under `packet_id` stands.
+    pub fn inflight_stage(&self, packet_id: u16) -> Option<OutboundStage> {
+        self.inflight.get(&packet_id).map(|f| f.stage)
+    }
+
+    /// The outbound message in flight under `packet_id`.
+    pub fn inflight_item(&self, packet_id: u16) -> Option<&QueuedMessage> {
+        self.inflight.get(&packet_id).map(|f| &f.item)
     }
 
     /// Allocates a packet id not in use by an outbound message in flight.
@@ -559,16 +598,24 @@ impl Connection {
         Outbound::PubComp(packet_id, if self.is_v5() { code } else { reason::SUCCESS })
     }
 
-    /// PUBACK from the peer. Unknown ids are ignored (a late ack after a resend).
-    pub fn on_puback(&mut self, packet_id: u16) {
-        if self
+    /// PUBACK from the peer; returns whether it completed a delivery. Unknown ids are
+    /// ignored (a late ack after a resend).
+    pub fn on_puback(&mut self, packet_id: u16) -> bool {
+        let done = self
             .session
             .inflight
             .get(&packet_id)
-            .is_some_and(|f| f.stage == OutboundStage::AwaitPubAck)
-        {
+            .is_some_and(|f| f.stage == OutboundStage::AwaitPubAck);
+        if done {
             self.session.inflight.remove(&packet_id);
         }
+        done
+    }
+
+    /// Forgets an inbound QoS 2 packet id whose PUBLISH was refused (not stored), so a
+    /// resend is handled as a new message.
+    pub fn refuse_inbound(&mut self, packet_id: u16) {
+        self.session.inbound_qos2.remove(&packet_id);
     }
 
     /// PUBREC from the peer: answer PUBREL (or drop the message on an error reason code).
@@ -594,16 +641,18 @@ impl Connection {
         }
     }
 
-    /// PUBCOMP from the peer: the QoS 2 exchange is complete.
-    pub fn on_pubcomp(&mut self, packet_id: u16) {
-        if self
+    /// PUBCOMP from the peer: the QoS 2 exchange is complete. Returns whether it completed
+    /// a delivery.
+    pub fn on_pubcomp(&mut self, packet_id: u16) -> bool {
+        let done = self
             .session
             .inflight
             .get(&packet_id)
-            .is_some_and(|f| f.stage == OutboundStage::AwaitPubComp)
-        {
+            .is_some_and(|f| f.stage == OutboundStage::AwaitPubComp);
+        if done {
             self.session.inflight.remove(&packet_id);
         }
+        done
     }
 
     /// Turns a queued message into a PUBLISH, or `None` if it expired at `now`.
@@ -788,7 +837,36 @@ mod tests {
             qos,
             retain: false,
             subscription_ids: Default::default(),
+            seq: None,
         }
+    }
+
+    #[test]
+    fn restored_state_resends_in_log_order_and_keeps_qos2_ids() {
+        let tracked = |topic, seq| QueuedMessage {
+            seq: Some(seq),
+            ..queued(topic, QoS::AtLeastOnce)
+        };
+        let state = SessionState::restore(
+            [
+                (7, tracked("late", 20), OutboundStage::AwaitPubAck),
+                (3, tracked("early", 10), OutboundStage::AwaitPubComp),
+            ],
+            [42],
+        );
+        assert_eq!(state.stored_seq(7), Some(20));
+        let mut c = Connection::new(connection(ProtocolVersion::V5).params, LIMITS, state);
+        let resent = c.resend_inflight(Instant::now());
+        assert_eq!(resent.len(), 2);
+        assert_eq!(resent[0], Outbound::PubRel(3, reason::SUCCESS));
+        assert!(matches!(&resent[1], Outbound::Publish(p) if p.dup && p.packet_id == Some(7)));
+        assert!(
+            !c.on_publish(header("t", QoS::ExactlyOnce, Some(42)))
+                .expect("valid")
+                .route,
+            "restored QoS 2 id is a duplicate until PUBREL"
+        );
+        assert_ne!(c.session.allocate_packet_id(), Some(7));
     }
 
     fn header(topic: &str, qos: QoS, packet_id: Option<u16>) -> PublishHeader<'_> {

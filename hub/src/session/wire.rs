@@ -259,6 +259,16 @@ fn subscription_options(options: tern_mqtt::SubscriptionOptions) -> Subscription
     }
 }
 
+/// Reason String sent with a failing v5 acknowledgement (dropped for 3.1.1 by the codec).
+fn ack_reason_string(code: u8) -> Option<&'static str> {
+    match code {
+        crate::session::state::reason::QUOTA_EXCEEDED => {
+            Some("store quota exceeded: message not accepted, publish again later")
+        }
+        _ => None,
+    }
+}
+
 fn reason_code(code: u8) -> ReasonCode {
     ReasonCode::from_u8(code).unwrap_or(ReasonCode::UnspecifiedError)
 }
@@ -270,7 +280,13 @@ pub fn encode(
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
     let v5 = version == ProtocolVersion::V5;
-    let ack = |packet_id: u16, code: u8| (packet_id, reason_code(code), AckProperties::default());
+    let ack = |packet_id: u16, code: u8| {
+        let properties = AckProperties {
+            reason_string: ack_reason_string(code),
+            ..AckProperties::default()
+        };
+        (packet_id, reason_code(code), properties)
+    };
     match packet {
         Outbound::Publish(publish) => encode_publish(publish, version, out),
         Outbound::PubAck(id, code) => {

@@ -92,6 +92,8 @@ pub struct Hub {
     stdout_rest: std_mpsc::Receiver<String>,
     log_path: PathBuf,
     data_dir: PathBuf,
+    /// The configuration file, if the hub was started with one (reused by [`Hub::restart`]).
+    config_path: Option<PathBuf>,
     /// Dropped last (fields drop after `Drop::drop` kills the child), so the data directory
     /// outlives the process that uses it.
     dir: TempDir,
@@ -121,16 +123,43 @@ impl Hub {
         let dir = tempfile::tempdir().expect("create temp dir");
         let data_dir = dir.path().join("data");
         let log_path = dir.path().join("hub.log");
-        let log = std::fs::File::create(&log_path).expect("create log file");
+        let config_path = config.map(|toml| {
+            let path = dir.path().join("tern.toml");
+            std::fs::write(&path, toml).expect("write config");
+            path
+        });
+        let (child, rx) = Hub::launch(&data_dir, config_path.as_deref(), &log_path);
+        let mut hub = Hub {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stdout_rest: rx,
+            log_path,
+            data_dir,
+            config_path,
+            dir,
+        };
+        hub.wait_listening();
+        hub
+    }
+
+    /// Spawns `tern serve` on a free port with `data_dir`, appending stderr to `log_path`.
+    fn launch(
+        data_dir: &Path,
+        config_path: Option<&Path>,
+        log_path: &Path,
+    ) -> (Child, std_mpsc::Receiver<String>) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .expect("open log file");
         let mut cmd = Command::new(tern_bin());
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
-            .arg(&data_dir);
-        if let Some(toml) = config {
-            let path = dir.path().join("tern.toml");
-            std::fs::write(&path, toml).expect("write config");
+            .arg(data_dir);
+        if let Some(path) = config_path {
             cmd.arg("--config").arg(path);
         }
         cmd.env(
@@ -152,36 +181,69 @@ impl Hub {
                 }
             }
         });
-        let mut hub = Hub {
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            stdout_rest: rx,
-            log_path,
-            data_dir,
-            dir,
-        };
+        (child, rx)
+    }
+
+    /// Waits for the `listening on ADDR` line and records the address.
+    fn wait_listening(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match hub.stdout_rest.recv_timeout(left) {
+            match self.stdout_rest.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.trim().strip_prefix("listening on ") {
-                        hub.addr = rest.trim().parse().unwrap_or_else(|e| {
-                            panic!("bad address in {line:?}: {e}\n{}", hub.logs())
+                        self.addr = rest.trim().parse().unwrap_or_else(|e| {
+                            panic!("bad address in {line:?}: {e}\n{}", self.logs())
                         });
-                        return hub;
+                        return;
                     }
                 }
                 Err(_) => {
-                    let status = hub.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                    let status = self
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten());
                     panic!(
                         "hub did not print `listening on ADDR` within {START_TIMEOUT:?} \
                          (exit status: {status:?})\n--- hub log ---\n{}",
-                        hub.logs()
+                        self.logs()
                     );
                 }
             }
         }
+    }
+
+    /// Kills the process with SIGKILL (`kill -9 PID`, no chance to flush anything) and
+    /// waits for it to be gone.
+    pub fn kill_9(&mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -KILL failed");
+        let status = self.wait_exit(EXIT_TIMEOUT);
+        assert!(!status.success(), "hub survived SIGKILL: {status}");
+    }
+
+    /// Stops the process gracefully (SIGTERM) and requires exit status 0.
+    pub fn stop(&mut self) {
+        self.terminate();
+        let status = self.wait_exit(EXIT_TIMEOUT);
+        assert!(
+            status.success(),
+            "hub exited with {status} after SIGTERM\n--- hub log ---\n{}",
+            self.logs()
+        );
+    }
+
+    /// Starts the hub again on the same data directory and configuration (after
+    /// [`Hub::kill_9`] or [`Hub::stop`]); it listens on a new free port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running hub");
+        let (child, rx) = Hub::launch(&self.data_dir, self.config_path.as_deref(), &self.log_path);
+        self.child = Some(child);
+        self.stdout_rest = rx;
+        self.wait_listening();
     }
 
     /// The bound listener address.
