@@ -214,7 +214,6 @@ fn main() -> Result<()> {
             session_expiry_secs: u32::MAX,
             expires_at_ms: None,
             subscriptions: Vec::new(),
-            will: None,
         })];
         let mut pending = std::collections::VecDeque::new();
         for seq in 0..queued {

@@ -23,6 +23,12 @@
 //! upserted on attach, detach and subscription changes and deleted when they end. `$SYS`
 //! messages are never stored.
 //!
+//! Wills are stored for every connection that has one (clean sessions too): durably at
+//! attach, rewritten with a wall-clock deadline when a will delay starts, and deleted in
+//! the same submission that appends the published will, or at a normal DISCONNECT. A hub
+//! stop keeps them, so [`Broker::restore`] publishes them, or re-arms the will timer with
+//! what is left of the delay.
+//!
 //! # Session lifecycle
 //!
 //! The registry maps client id → session entry. While a client is connected its entry
@@ -56,7 +62,7 @@ use crate::session::state::{OutboundStage, SessionState};
 use crate::shutdown::Shutdown;
 use crate::store::{
     OutboundState, Recovered, Seq, SessionRecord, Store, StoreError, SubscriptionRecord, Ticket,
-    WriteOp, now_millis,
+    UnixMillis, WillRecord, WriteOp, now_millis,
 };
 
 /// How long a new connection waits for the connection it takes over to park its session.
@@ -131,9 +137,36 @@ pub struct Will {
     pub delay_secs: u32,
     /// v5 Message Expiry Interval, counted from the moment the will is published.
     pub expiry_secs: Option<u32>,
+    /// Identifies the stored copy ([`WillRecord::token`]), from [`Broker::will_token`].
+    pub token: u64,
 }
 
 impl Will {
+    /// The stored form, due at `deadline_ms` (`None`: the connection is open).
+    fn to_record(&self, deadline_ms: Option<UnixMillis>) -> WillRecord {
+        WillRecord {
+            token: self.token,
+            message: self.message.to_stored(Instant::now(), now_millis()),
+            delay_secs: self.delay_secs,
+            expiry_secs: self.expiry_secs,
+            deadline_ms,
+        }
+    }
+
+    /// Back from the store; the message gets its expiry only when published.
+    fn from_record(record: WillRecord, now: Instant, now_ms: UnixMillis) -> Self {
+        let message = Message {
+            expiry: None,
+            ..Message::from_stored(record.message, now, now_ms)
+        };
+        Self {
+            message,
+            delay_secs: record.delay_secs,
+            expiry_secs: record.expiry_secs,
+            token: record.token,
+        }
+    }
+
     /// The message as published now.
     fn into_message(self) -> Message {
         let expiry = self
@@ -212,6 +245,10 @@ pub struct Detach {
     pub session_expiry: u32,
     /// The will to publish (already `None` after a normal DISCONNECT).
     pub will: Option<Will>,
+    /// Token of the connection's will when it was discarded (normal DISCONNECT): its stored
+    /// copy is deleted. `None` with `will: None` keeps a stored will (hub shutdown: the next
+    /// start treats the close as abnormal).
+    pub discarded_will: Option<u64>,
 }
 
 /// One session a message is routed to.
@@ -273,6 +310,11 @@ pub struct RestoreSummary {
     pub inflight: usize,
     /// Retained messages restored.
     pub retained: usize,
+    /// Stored wills published at start-up (due while the hub was down, or of clients
+    /// whose session could not wait for a will delay).
+    pub wills_published: usize,
+    /// Stored wills waiting for their delay (cancelled if the client resumes in time).
+    pub wills_pending: usize,
 }
 
 /// Everything the hub shares between tasks.
@@ -385,7 +427,6 @@ impl Broker {
                 .subscriptions_of(client_id)
                 .map(|s| subscription_record(s.filter, s.options))
                 .collect(),
-            will: None,
         }
     }
 
@@ -553,10 +594,74 @@ impl Broker {
         for (client_id, after) in timers {
             self.spawn_expiry_timer(client_id, 0, after);
         }
+        let due = self.restore_wills(recovered.wills, now, now_ms, &mut ops, &mut summary);
         if let Some(ticket) = self.submit(ops).await? {
             store.wait_durable(ticket).await?;
         }
+        // Published through the normal path once the sessions are back, so restored
+        // persistent subscribers get them queued.
+        for (client_id, will) in due {
+            debug!(%client_id, "publishing will stored before the restart");
+            self.publish_will(&client_id, will).await;
+        }
         Ok(summary)
+    }
+
+    /// Schedules the stored wills: a hub that stopped closed every connection abnormally,
+    /// so each will is due `min(will delay, session expiry)` after start-up, or at the
+    /// deadline recorded when its connection closed. Wills of restored sessions wait on the
+    /// normal will timer (a resume cancels them); the rest are returned, due now. Call after
+    /// the sessions are restored (entries at generation 0).
+    fn restore_wills(
+        self: &Arc<Self>,
+        wills: std::collections::BTreeMap<String, WillRecord>,
+        now: Instant,
+        now_ms: UnixMillis,
+        ops: &mut Vec<WriteOp>,
+        summary: &mut RestoreSummary,
+    ) -> Vec<(ClientId, Will)> {
+        let mut due = Vec::new();
+        let mut timers = Vec::new();
+        {
+            let mut guard = self.lock();
+            for (client, record) in wills {
+                // Later tokens must differ from every stored one.
+                self.next_connection_id
+                    .fetch_max(record.token.saturating_add(1), Ordering::Relaxed);
+                let client_id = ClientId::from(client.as_str());
+                let deadline_ms = record.deadline_ms;
+                let will = Will::from_record(record, now, now_ms);
+                // No restored session: a clean session, or one that expired while the hub
+                // was down; either way it has ended, and so has any will delay.
+                let Some(entry) = guard.sessions.get_mut(&client_id) else {
+                    due.push((client_id, will));
+                    continue;
+                };
+                let at_ms = deadline_ms.unwrap_or_else(|| {
+                    let delay = will.delay_secs.min(entry.session_expiry);
+                    now_ms.saturating_add(u64::from(delay) * 1000)
+                });
+                if at_ms <= now_ms {
+                    due.push((client_id, will));
+                    continue;
+                }
+                if deadline_ms.is_none() {
+                    // The delay started at this start-up; a second crash must not restart it.
+                    ops.push(WriteOp::WillSet {
+                        client,
+                        will: will.to_record(Some(at_ms)),
+                    });
+                }
+                entry.pending_will = Some(will);
+                timers.push((client_id, Duration::from_millis(at_ms - now_ms)));
+            }
+        }
+        summary.wills_published = due.len();
+        summary.wills_pending = timers.len();
+        for (client_id, delay) in timers {
+            self.spawn_will_timer(client_id, 0, delay);
+        }
+        due
     }
 
     /// The configuration.
@@ -586,6 +691,12 @@ impl Broker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A token for a new connection's will ([`Will::token`]): unique, and above every token
+    /// of a will restored from the store.
+    pub fn will_token(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// A fresh unique client identifier for a client that sent an empty one.
     pub fn assign_client_id(&self) -> String {
         let n = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
@@ -594,11 +705,14 @@ impl Broker {
 
     /// Attaches a new connection to `client_id`'s session, taking it over from a connected
     /// client first. `request.clean_start` discards any existing session. The store learns
-    /// of the session (upsert, or delete when it no longer persists) before this returns.
+    /// of the session (upsert, or delete when it no longer persists) and of the connection's
+    /// `will` (stored, or the one a resume cancels deleted) durably before this returns, so
+    /// a crash after CONNACK still publishes the will.
     pub async fn attach(
         self: &Arc<Self>,
         client_id: &ClientId,
         request: AttachRequest,
+        will: Option<&Will>,
     ) -> Attached {
         let connection = ConnectionRef {
             id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
@@ -607,7 +721,7 @@ impl Broker {
         };
         let stored = self.store.is_some() && request.session_expiry > 0;
         loop {
-            let step = self.attach_locked(client_id, request, stored, &connection);
+            let step = self.attach_locked(client_id, request, stored, &connection, will);
             let (attached, ops, ended_will) = match step {
                 AttachStep::Done {
                     attached,
@@ -619,10 +733,20 @@ impl Broker {
                     continue;
                 }
             };
-            self.submit_logged(ops, "session attach").await;
+            let durable = match self.submit(ops).await {
+                Ok(Some(ticket)) => match &self.store {
+                    Some(store) => store.wait_durable(ticket).await,
+                    None => Ok(()),
+                },
+                Ok(None) => Ok(()),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = durable {
+                warn!(cause = %err, %client_id, "session and will not stored");
+            }
             if let Some(will) = *ended_will {
                 // The old session ended now: its delayed will goes out.
-                self.publish(will.into_message()).await;
+                self.publish_will(client_id, will).await;
             }
             return attached;
         }
@@ -655,7 +779,21 @@ impl Broker {
         request: AttachRequest,
         stored: bool,
         connection: &ConnectionRef,
+        will: Option<&Will>,
     ) -> AttachStep {
+        // The new will replaces any stored one; without one, a will the resume cancels is
+        // deleted (an ended session's will is deleted when it is published).
+        let will_op = |cancelled: Option<&Will>| match (will, &self.store) {
+            (_, None) => None,
+            (Some(will), Some(_)) => Some(WriteOp::WillSet {
+                client: client_id.to_string(),
+                will: will.to_record(None),
+            }),
+            (None, Some(_)) => cancelled.map(|old| WriteOp::WillDelete {
+                client: client_id.to_string(),
+                token: Some(old.token),
+            }),
+        };
         {
             {
                 let mut guard = self.lock();
@@ -669,7 +807,7 @@ impl Broker {
                     ),
                     Some(entry) if !request.clean_start => {
                         entry.generation += 1;
-                        entry.pending_will = None;
+                        let cancelled = entry.pending_will.take();
                         entry.connection = Some(connection.clone());
                         let was_stored = entry.stored;
                         entry.stored = stored;
@@ -698,7 +836,7 @@ impl Broker {
                         };
                         AttachStep::Done {
                             attached,
-                            ops: op.into_iter().collect(),
+                            ops: op.into_iter().chain(will_op(cancelled.as_ref())).collect(),
                             ended_will: Box::new(None),
                         }
                     }
@@ -734,6 +872,7 @@ impl Broker {
                             )));
                         }
                         state.sessions.insert(Arc::clone(client_id), entry);
+                        ops.extend(will_op(None));
                         AttachStep::Done {
                             attached: Attached {
                                 mailbox,
@@ -763,7 +902,7 @@ impl Broker {
         self.submit_logged(plan.ops, "session detach").await;
         connection.gone.cancel();
         if let Some(will) = plan.will {
-            self.publish(will.into_message()).await;
+            self.publish_will(client_id, will).await;
         }
         if let Some((generation, after)) = plan.expiry_timer {
             self.spawn_expiry_timer(Arc::clone(client_id), generation, after);
@@ -781,7 +920,14 @@ impl Broker {
             state: session_state,
             session_expiry,
             will,
+            discarded_will,
         } = detach;
+        let discard_op = discarded_will
+            .filter(|_| self.store.is_some())
+            .map(|token| WriteOp::WillDelete {
+                client: client_id.to_string(),
+                token: Some(token),
+            });
         let mut guard = self.lock();
         let state = &mut *guard;
         let Some(entry) = state
@@ -791,6 +937,7 @@ impl Broker {
         else {
             // Gone, or already replaced (takeover with clean start); only the will is ours.
             return DetachPlan {
+                ops: discard_op.into_iter().collect(),
                 will,
                 ..DetachPlan::default()
             };
@@ -802,13 +949,12 @@ impl Broker {
             let was_stored = entry.stored;
             state.sessions.remove(client_id);
             state.router.remove_client(client_id);
-            let ops = if was_stored {
-                vec![WriteOp::SessionDelete {
+            let mut ops: Vec<WriteOp> = discard_op.into_iter().collect();
+            if was_stored {
+                ops.push(WriteOp::SessionDelete {
                     client: client_id.to_string(),
-                }]
-            } else {
-                Vec::new()
-            };
+                });
+            }
             return DetachPlan {
                 ops,
                 will,
@@ -828,17 +974,27 @@ impl Broker {
                 expires_at,
             ))
         });
+        let mut ops: Vec<WriteOp> = discard_op.into_iter().chain(op).collect();
         let immediate_will = match will {
             Some(will) if will.delay_secs > 0 && will.delay_secs.min(session_expiry) > 0 => {
-                let delay = Duration::from_secs(u64::from(will.delay_secs.min(session_expiry)));
+                let delay_secs = will.delay_secs.min(session_expiry);
+                if self.store.is_some() {
+                    // Wall-clock deadline, so the delay keeps running across a restart.
+                    let at = now_millis().saturating_add(u64::from(delay_secs) * 1000);
+                    ops.push(WriteOp::WillSet {
+                        client: client_id.to_string(),
+                        will: will.to_record(Some(at)),
+                    });
+                }
                 entry.pending_will = Some(will);
+                let delay = Duration::from_secs(u64::from(delay_secs));
                 self.spawn_will_timer(Arc::clone(client_id), generation, delay);
                 None
             }
             other => other,
         };
         DetachPlan {
-            ops: op.into_iter().collect(),
+            ops,
             will: immediate_will,
             expiry_timer: (session_expiry != u32::MAX)
                 .then(|| (generation, Duration::from_secs(u64::from(session_expiry)))),
@@ -862,7 +1018,7 @@ impl Broker {
             };
             if let Some(will) = will {
                 debug!(%client_id, "will delay passed; publishing will");
-                broker.publish(will.into_message()).await;
+                broker.publish_will(&client_id, will).await;
             }
         });
     }
@@ -901,9 +1057,35 @@ impl Broker {
                     .await;
             }
             if let Some(will) = ended.pending_will {
-                broker.publish(will.into_message()).await;
+                broker.publish_will(&client_id, will).await;
             }
         });
+    }
+
+    /// Publishes `client_id`'s will and deletes its stored copy in the same store
+    /// submission, so a crash never both delivers it and leaves it to be published again.
+    /// Returns how many sessions it was queued for. If the store refuses the message, the
+    /// will is dropped (logged and counted as for [`Broker::publish`]) and deleted anyway.
+    pub async fn publish_will(&self, client_id: &ClientId, will: Will) -> usize {
+        let delete = self.store.as_ref().map(|_| WriteOp::WillDelete {
+            client: client_id.to_string(),
+            token: Some(will.token),
+        });
+        let mut scratch = PublishScratch::default();
+        let state_ops = delete.iter().cloned().collect();
+        match self
+            .publish_batch(vec![will.into_message()], state_ops, &mut scratch)
+            .await
+        {
+            Ok(published) => published.queued,
+            Err(err) => {
+                self.metrics.store_refused.inc();
+                warn!(cause = %err, %client_id, "will not stored; not delivered");
+                self.submit_logged(delete.into_iter().collect(), "will delete")
+                    .await;
+                0
+            }
+        }
     }
 
     /// Stores (unless `$SYS`), routes and retains one message the hub publishes itself
@@ -1240,6 +1422,7 @@ mod tests {
                     state: SessionState::default(),
                     session_expiry: expiry,
                     will,
+                    discarded_will: None,
                 },
             )
             .await;
@@ -1250,6 +1433,7 @@ mod tests {
             message: message(topic, QoS::AtLeastOnce),
             delay_secs,
             expiry_secs: None,
+            token: 0,
         }
     }
 
@@ -1257,8 +1441,8 @@ mod tests {
     async fn fan_out_downgrades_qos_and_skips_qos0_for_offline_sessions() {
         let broker = broker();
         let (online, offline) = (ClientId::from("online"), ClientId::from("offline"));
-        let a = broker.attach(&online, request(true)).await;
-        let b = broker.attach(&offline, request(true)).await;
+        let a = broker.attach(&online, request(true), None).await;
+        let b = broker.attach(&offline, request(true), None).await;
         broker
             .subscribe(&online, &a.mailbox, "t/#", options(QoS::AtMostOnce))
             .expect("valid");
@@ -1277,7 +1461,7 @@ mod tests {
                 ("t/0".into(), QoS::AtMostOnce)
             ]
         );
-        let resumed = broker.attach(&offline, request(false)).await;
+        let resumed = broker.attach(&offline, request(false), None).await;
         assert!(resumed.session_present);
         assert_eq!(drain(&resumed.mailbox), [("t/1".into(), QoS::AtLeastOnce)]);
     }
@@ -1286,25 +1470,30 @@ mod tests {
     async fn session_with_zero_expiry_ends_at_detach() {
         let broker = broker();
         let id = ClientId::from("c");
-        let attached = broker.attach(&id, request(false)).await;
+        let attached = broker.attach(&id, request(false), None).await;
         broker
             .subscribe(&id, &attached.mailbox, "a", options(QoS::AtLeastOnce))
             .expect("valid");
         detach(&broker, &id, &attached, 0, None).await;
         assert_eq!(broker.gauges().sessions, 0);
         assert_eq!(broker.gauges().subscriptions, 0);
-        assert!(!broker.attach(&id, request(false)).await.session_present);
+        assert!(
+            !broker
+                .attach(&id, request(false), None)
+                .await
+                .session_present
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn delayed_will_is_published_after_its_delay() {
         let broker = broker();
         let (watcher, dying) = (ClientId::from("watcher"), ClientId::from("dying"));
-        let w = broker.attach(&watcher, request(true)).await;
+        let w = broker.attach(&watcher, request(true), None).await;
         broker
             .subscribe(&watcher, &w.mailbox, "will/#", options(QoS::AtLeastOnce))
             .expect("ok");
-        let d = broker.attach(&dying, request(false)).await;
+        let d = broker.attach(&dying, request(false), None).await;
         detach(&broker, &dying, &d, 3600, Some(will("will/dying", 10))).await;
 
         tokio::time::sleep(Duration::from_secs(9)).await;
@@ -1317,14 +1506,14 @@ mod tests {
     async fn reconnect_within_will_delay_cancels_the_will() {
         let broker = broker();
         let (watcher, flaky) = (ClientId::from("watcher"), ClientId::from("flaky"));
-        let w = broker.attach(&watcher, request(true)).await;
+        let w = broker.attach(&watcher, request(true), None).await;
         broker
             .subscribe(&watcher, &w.mailbox, "will/#", options(QoS::AtLeastOnce))
             .expect("ok");
-        let first = broker.attach(&flaky, request(false)).await;
+        let first = broker.attach(&flaky, request(false), None).await;
         detach(&broker, &flaky, &first, 3600, Some(will("will/flaky", 10))).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let again = broker.attach(&flaky, request(false)).await;
+        let again = broker.attach(&flaky, request(false), None).await;
         assert!(again.session_present);
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!(drain(&w.mailbox).is_empty(), "cancelled will was published");
@@ -1334,11 +1523,11 @@ mod tests {
     async fn session_expiry_ends_session_and_sends_pending_will() {
         let broker = broker();
         let (watcher, gone) = (ClientId::from("watcher"), ClientId::from("gone"));
-        let w = broker.attach(&watcher, request(true)).await;
+        let w = broker.attach(&watcher, request(true), None).await;
         broker
             .subscribe(&watcher, &w.mailbox, "will/#", options(QoS::AtLeastOnce))
             .expect("ok");
-        let g = broker.attach(&gone, request(false)).await;
+        let g = broker.attach(&gone, request(false), None).await;
         broker
             .subscribe(&gone, &g.mailbox, "x", options(QoS::AtLeastOnce))
             .expect("ok");
@@ -1351,19 +1540,29 @@ mod tests {
             1,
             "only the watcher's session is left"
         );
-        assert!(!broker.attach(&gone, request(false)).await.session_present);
+        assert!(
+            !broker
+                .attach(&gone, request(false), None)
+                .await
+                .session_present
+        );
     }
 
     #[tokio::test]
     async fn takeover_kicks_the_connected_client_and_waits_for_it() {
         let broker = broker();
         let id = ClientId::from("dup");
-        let first = broker.attach(&id, request(false)).await;
+        let first = broker.attach(&id, request(false), None).await;
         let kicked = first.connection.kick.clone();
         let waiter = {
             let broker = Arc::clone(&broker);
             let id = Arc::clone(&id);
-            tokio::spawn(async move { broker.attach(&id, request(false)).await.session_present })
+            tokio::spawn(async move {
+                broker
+                    .attach(&id, request(false), None)
+                    .await
+                    .session_present
+            })
         };
         kicked.cancelled().await;
         detach(&broker, &id, &first, 60, None).await;
@@ -1377,7 +1576,7 @@ mod tests {
     async fn retained_messages_follow_retain_handling() {
         let broker = broker();
         let id = ClientId::from("sub");
-        let s = broker.attach(&id, request(true)).await;
+        let s = broker.attach(&id, request(true), None).await;
         broker
             .publish(Message {
                 retain: true,
@@ -1442,7 +1641,7 @@ mod tests {
                 stop.clone(),
                 store.clone(),
             ));
-            let s = broker.attach(&id, request(true)).await;
+            let s = broker.attach(&id, request(true), None).await;
             assert!(s.stored);
             broker
                 .subscribe(&id, &s.mailbox, "t/#", options(QoS::AtLeastOnce))
@@ -1481,7 +1680,7 @@ mod tests {
         ));
         let summary = broker.restore(recovered).await.expect("restore");
         assert_eq!((summary.sessions, summary.queued), (1, 2));
-        let resumed = broker.attach(&id, request(false)).await;
+        let resumed = broker.attach(&id, request(false), None).await;
         assert!(resumed.session_present);
         assert_eq!(
             drain(&resumed.mailbox),

@@ -166,6 +166,8 @@ pub async fn run_with_store(
         queued = summary.queued,
         inflight = summary.inflight,
         retained = summary.retained,
+        wills_published = summary.wills_published,
+        wills_pending = summary.wills_pending,
         next_seq = store.tail(),
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "store restored"

@@ -1,6 +1,7 @@
 //! Restart tests: what the durable store brings back after a graceful stop and after
 //! `kill -9` — retained messages, persistent sessions with their subscriptions, queues and
-//! in-flight messages, inbound QoS 2 state — plus the store's refusal policy and its start-up
+//! in-flight messages, inbound QoS 2 state, wills (published after the restart unless the
+//! client resumes within its will delay) — plus the store's refusal policy and its start-up
 //! errors (corrupted file, data directory in use).
 
 mod common;
@@ -365,5 +366,232 @@ async fn store_statistics_are_published_under_sys() {
         commits.is_some_and(|v| v >= 1),
         "store commits: {commits:?}"
     );
+    hub.finish();
+}
+
+/// A persistent subscriber to `filter` that then goes offline, so whatever the hub
+/// publishes meanwhile (a will at start-up included) waits in its queue.
+async fn offline_watcher(hub: &Hub, id: &str, filter: &str) {
+    let (mut w, _) = RawClient::connect_ok(hub.addr(), persistent(id)).await;
+    w.subscribe(filter, 1).await;
+    w.disconnect().await;
+}
+
+/// A will with every v5 property a will can carry.
+fn full_will(topic: &str, payload: &[u8]) -> Will {
+    let mut will = Will::new(topic, payload);
+    will.qos = 1;
+    will.props = Props::new()
+        .byte(prop::PAYLOAD_FORMAT, 1)
+        .u32(prop::MESSAGE_EXPIRY, 600)
+        .str(prop::CONTENT_TYPE, "text/plain")
+        .str(prop::RESPONSE_TOPIC, "lw/reply")
+        .bin(prop::CORRELATION_DATA, b"\x00corr")
+        .user("site", "north")
+        .user("site", "south");
+    will
+}
+
+/// A hub crash closes every connection abnormally: after `kill -9` and a restart, the wills
+/// of the clients connected at the crash (a v5 clean-start client and a 3.1.1 clean-session
+/// client) are published once, with every property, to a persistent subscriber; a graceful
+/// restart afterwards does not publish them again.
+#[tokio::test]
+async fn will_of_connected_client_is_published_after_kill_9() {
+    let mut hub = Hub::start();
+    offline_watcher(&hub, "lw-watch", "lw/#").await;
+    let (_v5, _) = RawClient::connect_ok(
+        hub.addr(),
+        Connect::v5("lw-v5").will(full_will("lw/v5", b"v5 gone")),
+    )
+    .await;
+    let mut will = Will::new("lw/v4", b"v4 gone");
+    will.qos = 1;
+    let (_v4, _) = RawClient::connect_ok(hub.addr(), Connect::v4("lw-v4").will(will)).await;
+    // CONNACK comes only once the will is durable: no grace period before the kill.
+    hub.kill_9();
+    hub.restart();
+
+    let (mut w, present) = RawClient::connect_ok(hub.addr(), persistent("lw-watch")).await;
+    assert!(present);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(w.recv_publish_acked().await);
+    }
+    got.sort_by(|a, b| a.topic.cmp(&b.topic));
+    let (v4, v5) = (&got[0], &got[1]);
+    assert_eq!(
+        (v4.topic.as_str(), v4.payload.as_slice(), v4.qos),
+        ("lw/v4", &b"v4 gone"[..], 1)
+    );
+    assert_eq!(
+        (v5.topic.as_str(), v5.payload.as_slice(), v5.qos, v5.retain),
+        ("lw/v5", &b"v5 gone"[..], 1, false)
+    );
+    assert_eq!(
+        v5.props.get(prop::PAYLOAD_FORMAT),
+        Some(&PropValue::Byte(1))
+    );
+    assert_eq!(v5.props.str(prop::CONTENT_TYPE), Some("text/plain"));
+    assert_eq!(v5.props.str(prop::RESPONSE_TOPIC), Some("lw/reply"));
+    assert_eq!(v5.props.bin(prop::CORRELATION_DATA), Some(&b"\x00corr"[..]));
+    assert_eq!(
+        v5.props.user(),
+        [
+            ("site".to_string(), "north".to_string()),
+            ("site".to_string(), "south".to_string())
+        ]
+    );
+    let left = v5.props.u32(prop::MESSAGE_EXPIRY).expect("will expiry");
+    assert!(
+        (590..=600).contains(&left),
+        "expiry counts from publication: {left}"
+    );
+    w.expect_no_publish(QUIET).await;
+    w.disconnect().await;
+
+    hub.stop();
+    hub.restart();
+    let (mut w, _) = RawClient::connect_ok(hub.addr(), persistent("lw-watch")).await;
+    w.expect_no_publish(QUIET).await;
+    hub.finish();
+}
+
+/// A client that sent DISCONNECT (reason 0) before the crash has no will after the restart.
+#[tokio::test]
+async fn will_discarded_by_normal_disconnect_stays_discarded_after_kill_9() {
+    let mut hub = Hub::start();
+    offline_watcher(&hub, "nd-watch", "nd/#").await;
+    for connect in [Connect::v5("nd-v5"), Connect::v4("nd-v4")] {
+        let (c, _) =
+            RawClient::connect_ok(hub.addr(), connect.will(Will::new("nd/t", b"never"))).await;
+        c.disconnect().await;
+    }
+    hub.kill_9();
+    hub.restart();
+    let (mut w, present) = RawClient::connect_ok(hub.addr(), persistent("nd-watch")).await;
+    assert!(present);
+    w.expect_no_publish(Duration::from_secs(1)).await;
+    hub.finish();
+}
+
+/// Connects a v5 client with a persistent session and a 2 s will delay; keep it until the
+/// crash.
+async fn delayed_will_client(hub: &Hub, id: &str, topic: &str) -> RawClient {
+    let mut will = Will::new(topic, b"late");
+    will.qos = 1;
+    will.props = Props::new().u32(prop::WILL_DELAY, 2);
+    let (c, _) = RawClient::connect_ok(
+        hub.addr(),
+        Connect::v5(id).clean(false).session_expiry(60).will(will),
+    )
+    .await;
+    c
+}
+
+/// The will delay runs from the restart; resuming the session within it cancels the will,
+/// for good (also across a further restart).
+#[tokio::test]
+async fn delayed_will_cancelled_by_resume_after_kill_9() {
+    let mut hub = Hub::start();
+    offline_watcher(&hub, "dc-watch", "dc/#").await;
+    let _connected = delayed_will_client(&hub, "dc", "dc/t").await;
+    hub.kill_9();
+    hub.restart();
+    let (back, present) = RawClient::connect_ok(
+        hub.addr(),
+        Connect::v5("dc").clean(false).session_expiry(60),
+    )
+    .await;
+    assert!(present, "session resumed");
+    let (mut w, _) = RawClient::connect_ok(hub.addr(), persistent("dc-watch")).await;
+    w.expect_no_publish(Duration::from_secs(3)).await;
+    back.disconnect().await;
+    w.disconnect().await;
+
+    hub.kill_9();
+    hub.restart();
+    let (mut w, _) = RawClient::connect_ok(hub.addr(), persistent("dc-watch")).await;
+    w.expect_no_publish(Duration::from_secs(3)).await;
+    hub.finish();
+}
+
+/// Without a resume, the will goes out once its delay has passed after the restart.
+#[tokio::test]
+async fn delayed_will_published_after_delay_following_kill_9() {
+    let mut hub = Hub::start();
+    offline_watcher(&hub, "dp-watch", "dp/#").await;
+    let _connected = delayed_will_client(&hub, "dp", "dp/t").await;
+    hub.kill_9();
+    hub.restart();
+    let started = std::time::Instant::now();
+    let (mut w, present) = RawClient::connect_ok(hub.addr(), persistent("dp-watch")).await;
+    assert!(present);
+    w.expect_no_publish(Duration::from_secs(1)).await;
+    let p = w.recv_publish_acked().await;
+    assert_eq!(
+        (p.topic.as_str(), p.payload.as_slice()),
+        ("dp/t", &b"late"[..])
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "will published before its delay"
+    );
+    w.expect_no_publish(QUIET).await;
+    hub.finish();
+}
+
+/// A will delay that started before the crash is measured in wall-clock time: when it ends
+/// while the hub is down, the will goes out at start-up.
+#[tokio::test]
+async fn will_delay_that_ended_while_down_is_published_at_start_up() {
+    let mut hub = Hub::start();
+    offline_watcher(&hub, "wd-watch", "wd/#").await;
+    let mut will = Will::new("wd/t", b"overdue");
+    will.qos = 1;
+    will.props = Props::new().u32(prop::WILL_DELAY, 2);
+    let (c, _) = RawClient::connect_ok(
+        hub.addr(),
+        Connect::v5("wd")
+            .clean(false)
+            .session_expiry(600)
+            .will(will),
+    )
+    .await;
+    c.drop_connection().await;
+    // Let the hub record the deadline (written without waiting), then crash.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hub.kill_9();
+    std::thread::sleep(Duration::from_secs(2));
+    hub.restart();
+    let (mut w, present) = RawClient::connect_ok(hub.addr(), persistent("wd-watch")).await;
+    assert!(present);
+    let p = w
+        .try_recv_publish(Duration::from_millis(700))
+        .await
+        .expect("overdue will published at start-up");
+    assert_eq!(p.payload, b"overdue");
+    hub.finish();
+}
+
+/// A graceful stop closes the connections without publishing their wills, but keeps them:
+/// the next start treats those closes as abnormal.
+#[tokio::test]
+async fn will_of_connected_client_is_published_after_graceful_restart() {
+    let mut hub = Hub::start();
+    offline_watcher(&hub, "gs-watch", "gs/#").await;
+    let mut will = Will::new("gs/t", b"stopped");
+    will.qos = 1;
+    let (_c, _) = RawClient::connect_ok(hub.addr(), Connect::v5("gs").will(will)).await;
+    hub.stop();
+    hub.restart();
+    let (mut w, present) = RawClient::connect_ok(hub.addr(), persistent("gs-watch")).await;
+    assert!(present);
+    let p = w.recv_publish_acked().await;
+    assert_eq!(
+        (p.topic.as_str(), p.payload.as_slice()),
+        ("gs/t", &b"stopped"[..])
+    );
+    w.expect_no_publish(QUIET).await;
     hub.finish();
 }

@@ -271,6 +271,7 @@ async fn serve_inner(
         },
         delay_secs: w.delay_secs,
         expiry_secs: w.expiry_secs,
+        token: broker.will_token(),
     });
     let request = AttachRequest {
         clean_start: params.clean_start,
@@ -283,7 +284,7 @@ async fn serve_inner(
         session_present,
         connection,
         stored,
-    } = broker.attach(&client_id, request).await;
+    } = broker.attach(&client_id, request, will.as_ref()).await;
     let mut conn = Connection::new(params, limits, session_state);
     broker.metrics().clients_connected.inc();
     info!(
@@ -358,10 +359,16 @@ async fn serve_inner(
         // Best effort: the peer may be gone or not reading.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), io.flush(broker)).await;
     }
+    // On shutdown the will is neither published nor discarded: its stored copy makes the
+    // next start treat this close as abnormal (published unless the client resumes in time).
     let publish_will = match &end {
         End::Disconnect { with_will } => *with_will,
         End::Shutdown => false,
         End::TakenOver | End::Error(_) => true,
+    };
+    let discarded_will = match &end {
+        End::Disconnect { with_will: false } => will.as_ref().map(|w| w.token),
+        _ => None,
     };
     match &end {
         End::Error(err @ (SessionError::Malformed(_) | SessionError::Violation(_))) => {
@@ -388,6 +395,7 @@ async fn serve_inner(
                 state: conn.into_session(),
                 session_expiry,
                 will: if publish_will { will } else { None },
+                discarded_will,
             },
         )
         .await;

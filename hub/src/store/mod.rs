@@ -4,8 +4,8 @@
 //!
 //! One redb file, `<data_dir>/tern.redb` (layout in `tables.rs`): an append-only message log
 //! keyed by [`Seq`], and beside it persistent sessions, their offline queues (log positions,
-//! not copies), in-flight QoS state in both directions, retained messages and one cursor per
-//! consumer (bridge).
+//! not copies), in-flight QoS state in both directions, retained messages, one cursor per
+//! consumer (bridge), and the wills of connected clients and of pending will delays.
 //!
 //! # Write path and the durability contract
 //!
@@ -93,12 +93,16 @@ pub use self::record::{
 };
 use self::tables::{
     ALL_TABLES, CURSORS, INFLIGHT_IN, INFLIGHT_OUT, KEY_FORMAT_VERSION, KEY_HEAD, KEY_LOG_BYTES,
-    KEY_LOG_COUNT, KEY_NEXT_SEQ, LOG, META, QUEUE, RETAINED, SESSIONS,
+    KEY_LOG_COUNT, KEY_NEXT_SEQ, LOG, META, QUEUE, RETAINED, SESSIONS, WILLS,
 };
 use self::writer::{Batch, Op, Writer};
 
 /// Version of the on-disk format (tables and record encodings) this build reads and writes.
-pub const FORMAT_VERSION: u64 = 1;
+/// A store of another version is refused at open ([`StoreError::UnsupportedVersion`]).
+///
+/// - 1: first format.
+/// - 2: `wills` table; `SessionRecord` lost its (never written) `will` field.
+pub const FORMAT_VERSION: u64 = 2;
 
 /// Name of the database file inside the data directory.
 pub const FILE_NAME: &str = "tern.redb";
@@ -251,6 +255,21 @@ pub enum WriteOp {
     CursorDelete {
         /// Consumer name.
         name: String,
+    },
+    /// Create or replace the will of a client.
+    WillSet {
+        /// Client identifier.
+        client: String,
+        /// The will.
+        will: WillRecord,
+    },
+    /// Delete the will of a client: any will (`token: None`), or only the will whose
+    /// [`WillRecord::token`] matches (a newer connection's will is kept).
+    WillDelete {
+        /// Client identifier.
+        client: String,
+        /// Token of the will to delete; `None` deletes whatever is stored.
+        token: Option<u64>,
     },
 }
 
@@ -919,6 +938,7 @@ fn init_meta(db: &Database, path: &Path) -> Result<(), StoreError> {
             .map_err(|e| corrupted(e.into()))?;
         txn.open_table(RETAINED).map_err(|e| corrupted(e.into()))?;
         txn.open_table(CURSORS).map_err(|e| corrupted(e.into()))?;
+        txn.open_table(WILLS).map_err(|e| corrupted(e.into()))?;
     }
     txn.commit().map_err(|e| corrupted(e.into()))
 }
@@ -1056,6 +1076,17 @@ fn recover(
     for entry in cursors.iter().map_err(|e| err(e.into()))? {
         let (k, v) = entry.map_err(|e| err(e.into()))?;
         out.cursors.insert(k.value().to_string(), v.value());
+    }
+
+    let wills = txn.open_table(WILLS).map_err(|e| err(e.into()))?;
+    for entry in wills.iter().map_err(|e| err(e.into()))? {
+        let (k, v) = entry.map_err(|e| err(e.into()))?;
+        match postcard::from_bytes::<WillRecord>(v.value()) {
+            Ok(w) => {
+                out.wills.insert(k.value().to_string(), w);
+            }
+            Err(e) => skip("wills", k.value().to_string(), e),
+        }
     }
     out.corrupt_records = *corrupt;
     Ok(out)

@@ -201,16 +201,30 @@ pub struct SubscriptionRecord {
     pub identifier: Option<u32>,
 }
 
-/// The will of a session, stored so a will delayed past a restart is still published.
+/// The will of a connection, stored from CONNECT until it is published or discarded, so a
+/// hub restart (graceful or a crash) publishes it like any other abnormal close.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WillRecord {
-    /// The will message.
+    /// Which CONNECT the will came from, unique within the store's lifetime. First field, so
+    /// the writer can read it without decoding the rest: a conditional
+    /// [`WillDelete`](super::WriteOp::WillDelete) for an older connection's will never
+    /// removes the will of a newer connection of the same client.
+    pub token: u64,
+    /// The will message; `expires_ms` is always `None` (the expiry runs from publication,
+    /// see `expiry_secs`) and `publisher` is the client id.
     pub message: StoredMessage,
-    /// v5 Will Delay Interval in seconds.
+    /// v5 Will Delay Interval in seconds (0 for 3.1.1).
     pub delay_secs: u32,
+    /// v5 Message Expiry Interval of the will, counted from the moment it is published.
+    pub expiry_secs: Option<u32>,
+    /// Wall-clock time the will is due, set when the connection closed abnormally and the
+    /// will waits for its delay; `None` while the connection is (or, after a crash, was)
+    /// open.
+    pub deadline_ms: Option<UnixMillis>,
 }
 
-/// A persistent session (clean start = 0 / session expiry > 0), as the broker saves it.
+/// A persistent session (clean start = 0 / session expiry > 0), as the broker saves it. Its
+/// will, if any, is a separate [`WillRecord`] (clean sessions have wills too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Client identifier (the key).
@@ -224,8 +238,6 @@ pub struct SessionRecord {
     pub expires_at_ms: Option<UnixMillis>,
     /// Subscriptions.
     pub subscriptions: Vec<SubscriptionRecord>,
-    /// Will, if one is pending.
-    pub will: Option<WillRecord>,
 }
 
 /// One entry of a session's offline queue.
@@ -265,6 +277,8 @@ pub struct Recovered {
     pub retained: BTreeMap<String, StoredMessage>,
     /// Consumer cursors (bridges): the next seq each still needs.
     pub cursors: BTreeMap<String, Seq>,
+    /// Stored wills, by client id (for clean sessions too: they have no session record).
+    pub wills: BTreeMap<String, WillRecord>,
     /// First seq in the log (equal to `next_seq` when the log is empty).
     pub head: Seq,
     /// The seq the next append receives.

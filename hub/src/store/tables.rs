@@ -11,6 +11,7 @@
 //! | `needed` | seq | reference count | number of `queue` + `inflight_out` entries naming the seq; its first key is the lowest seq a session still needs |
 //! | `retained` | topic | postcard [`StoredMessage`](super::StoredMessage) | a copy, independent of the log |
 //! | `cursors` | consumer name | seq | next seq the consumer needs |
+//! | `wills` | client id | postcard [`WillRecord`](super::WillRecord) | at most one per client; present from CONNECT until the will is published or discarded, for clean and persistent sessions alike |
 
 use redb::TableDefinition;
 
@@ -25,9 +26,10 @@ pub(super) const INFLIGHT_IN: TableDefinition<(&str, u16), ()> =
 pub(super) const NEEDED: TableDefinition<u64, u64> = TableDefinition::new("needed");
 pub(super) const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 pub(super) const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+pub(super) const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
 
 /// Names of every table above, to tell a Tern store from another redb database.
-pub(super) const ALL_TABLES: [&str; 9] = [
+pub(super) const ALL_TABLES: [&str; 10] = [
     "meta",
     "log",
     "sessions",
@@ -37,6 +39,7 @@ pub(super) const ALL_TABLES: [&str; 9] = [
     "needed",
     "retained",
     "cursors",
+    "wills",
 ];
 
 pub(super) const KEY_FORMAT_VERSION: &str = "format_version";

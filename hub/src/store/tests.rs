@@ -47,11 +47,96 @@ fn session(client: &str) -> SessionRecord {
             retain_handling: 2,
             identifier: Some(7),
         }],
-        will: Some(WillRecord {
-            message: msg("will/t", b"bye", QoS::AtLeastOnce),
-            delay_secs: 30,
-        }),
     }
+}
+
+fn will(token: u64, deadline_ms: Option<u64>) -> WillRecord {
+    let mut message = msg("will/t", b"bye", QoS::AtLeastOnce);
+    message.received_ms = 1_800_000_000_000;
+    message.retain = true;
+    message.publisher = "dying".into();
+    message.properties = StoredProperties {
+        payload_format_indicator: Some(1),
+        content_type: Some("text/plain".into()),
+        response_topic: Some("reply/to".into()),
+        correlation_data: Some(Bytes::from_static(b"\x00corr")),
+        user_properties: vec![("k".into(), "v".into()), ("k".into(), "v2".into())],
+    };
+    WillRecord {
+        token,
+        message,
+        delay_secs: 30,
+        expiry_secs: Some(120),
+        deadline_ms,
+    }
+}
+
+/// Wills (of clients with and without a session record) come back after reopen exactly as
+/// written; a delete naming an older token keeps a newer will, an unconditional one removes
+/// it.
+#[test]
+fn wills_survive_reopen_and_conditional_delete_keeps_newer_will() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = rt();
+    {
+        let (store, _) = open(dir.path());
+        commit(
+            &rt,
+            &store,
+            vec![
+                WriteOp::SessionUpsert(session("dying")),
+                WriteOp::WillSet {
+                    client: "dying".into(),
+                    will: will(7, Some(1_900_000_000_000)),
+                },
+                WriteOp::WillSet {
+                    client: "clean".into(),
+                    will: will(8, None),
+                },
+                WriteOp::WillSet {
+                    client: "gone".into(),
+                    will: will(9, None),
+                },
+            ],
+        );
+        commit(
+            &rt,
+            &store,
+            vec![
+                // Stale: the stored will of "clean" is token 8.
+                WriteOp::WillDelete {
+                    client: "clean".into(),
+                    token: Some(3),
+                },
+                WriteOp::WillDelete {
+                    client: "gone".into(),
+                    token: Some(9),
+                },
+            ],
+        );
+        store.close().expect("close");
+    }
+    let (store, rec) = open(dir.path());
+    assert_eq!(
+        rec.wills,
+        BTreeMap::from([
+            ("clean".to_string(), will(8, None)),
+            ("dying".to_string(), will(7, Some(1_900_000_000_000))),
+        ])
+    );
+    assert_eq!(rec.sessions["dying"].record, session("dying"));
+    commit(
+        &rt,
+        &store,
+        vec![WriteOp::WillDelete {
+            client: "clean".into(),
+            token: None,
+        }],
+    );
+    store.close().expect("close");
+    drop(store);
+    let (_store, rec) = open(dir.path());
+    assert_eq!(rec.wills.keys().collect::<Vec<_>>(), ["dying"]);
 }
 
 fn open(dir: &Path) -> (Store, Recovered) {

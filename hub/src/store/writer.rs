@@ -21,7 +21,7 @@ use tracing::{error, warn};
 use super::record::{DeliveryInfo, now_millis};
 use super::tables::{
     CURSORS, INFLIGHT_IN, INFLIGHT_OUT, KEY_HEAD, KEY_LOG_BYTES, KEY_LOG_COUNT, KEY_NEXT_SEQ, LOG,
-    META, NEEDED, QUEUE, RETAINED, SESSIONS,
+    META, NEEDED, QUEUE, RETAINED, SESSIONS, WILLS,
 };
 use super::{
     Common, FAILED_RANGES_KEPT, FailedRange, Seq, StoreError, Ticket, WhenFull, WriteOp, lock,
@@ -84,6 +84,14 @@ pub(super) enum Op {
     CursorDelete {
         name: String,
     },
+    WillSet {
+        client: String,
+        record: Vec<u8>,
+    },
+    WillDelete {
+        client: String,
+        token: Option<u64>,
+    },
 }
 
 fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
@@ -139,6 +147,11 @@ impl Op {
             WriteOp::RetainedClear { topic } => Op::RetainedClear { topic },
             WriteOp::CursorSet { name, seq } => Op::CursorSet { name, seq },
             WriteOp::CursorDelete { name } => Op::CursorDelete { name },
+            WriteOp::WillSet { client, will } => Op::WillSet {
+                client,
+                record: encode("will", &will)?,
+            },
+            WriteOp::WillDelete { client, token } => Op::WillDelete { client, token },
         })
     }
 
@@ -149,7 +162,8 @@ impl Op {
             | Op::SessionUpsert { record, .. }
             | Op::QueuePush { record, .. }
             | Op::InflightOutSet { record, .. }
-            | Op::RetainedSet { record, .. } => record.len() + 16,
+            | Op::RetainedSet { record, .. }
+            | Op::WillSet { record, .. } => record.len() + 16,
             _ => 16,
         }
     }
@@ -210,6 +224,7 @@ struct Tables<'txn> {
     needed: Table<'txn, u64, u64>,
     retained: Table<'txn, &'static str, &'static [u8]>,
     cursors: Table<'txn, &'static str, u64>,
+    wills: Table<'txn, &'static str, &'static [u8]>,
 }
 
 type DbResult<T> = Result<T, redb::Error>;
@@ -229,6 +244,7 @@ impl<'txn> Tables<'txn> {
             needed: txn.open_table(NEEDED)?,
             retained: txn.open_table(RETAINED)?,
             cursors: txn.open_table(CURSORS)?,
+            wills: txn.open_table(WILLS)?,
         })
     }
 
@@ -264,6 +280,13 @@ fn inflight_seq(record: &[u8]) -> Option<Seq> {
     postcard::take_from_bytes::<u64>(record)
         .ok()
         .map(|(s, _)| s)
+}
+
+/// The token of an encoded [`WillRecord`](super::WillRecord) (its first field).
+fn will_token(record: &[u8]) -> Option<u64> {
+    postcard::take_from_bytes::<u64>(record)
+        .ok()
+        .map(|(t, _)| t)
 }
 
 /// The receive time of an encoded [`StoredMessage`](super::StoredMessage) (its first field).
@@ -853,6 +876,22 @@ fn apply(t: &mut Tables<'_>, op: &Op, meta: &mut Meta) -> DbResult<()> {
         }
         Op::CursorDelete { name } => {
             t.cursors.remove(name.as_str())?;
+        }
+        Op::WillSet { client, record } => {
+            t.wills.insert(client.as_str(), record.as_slice())?;
+        }
+        Op::WillDelete { client, token } => {
+            let matches = match token {
+                None => true,
+                Some(token) => t
+                    .wills
+                    .get(client.as_str())?
+                    // An undecodable record is removed too: it could never be published.
+                    .is_some_and(|v| will_token(v.value()).is_none_or(|t| t == *token)),
+            };
+            if matches {
+                t.wills.remove(client.as_str())?;
+            }
         }
     }
     Ok(())
