@@ -1,1 +1,113 @@
-fn main() {}
+//! `tern-sim`: device-fleet simulator and benchmark driver.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tern_sim::{QoS, RunConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "tern-sim",
+    version,
+    about = "Device-fleet simulator for the Tern hub"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulate a fleet publishing telemetry and check what a subscriber receives.
+    Run {
+        /// Broker address.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        target: String,
+        /// Number of publishing devices.
+        #[arg(long, default_value_t = 10)]
+        devices: usize,
+        /// Messages per second per device (0: as fast as possible).
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Publish QoS, 0 or 1.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Seconds to publish.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Messages per device at most.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Number of checking subscribers on `tern/sim/+/telemetry`.
+        #[arg(long, default_value_t = 1)]
+        subscribers: usize,
+        /// Seed for start offsets and temperatures.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the fixed benchmark scenarios and print a markdown table.
+    Bench {
+        /// Broker address.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        target: String,
+        /// 2 s per scenario instead of 5 s.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run {
+            target,
+            devices,
+            rate,
+            qos,
+            payload,
+            duration,
+            count,
+            subscribers,
+            seed,
+            json,
+        } => {
+            anyhow::ensure!(
+                payload <= tern_sim::payload::MAX_PAD,
+                "--payload at most 65536"
+            );
+            anyhow::ensure!(duration >= 0.0 && duration.is_finite(), "bad --duration");
+            let cfg = RunConfig {
+                target,
+                devices,
+                subscribers,
+                rate,
+                qos: if qos == 0 {
+                    QoS::AtMostOnce
+                } else {
+                    QoS::AtLeastOnce
+                },
+                payload,
+                duration: Duration::from_secs_f64(duration),
+                count,
+                seed,
+                progress: true,
+            };
+            let summary = tern_sim::run(cfg).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!("{summary}");
+            }
+        }
+        Command::Bench { target, quick } => {
+            tern_sim::bench(&target, quick).await?;
+        }
+    }
+    Ok(())
+}

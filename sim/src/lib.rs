@@ -1,0 +1,16 @@
+//! Device-fleet simulator for the Tern hub.
+//!
+//! Every simulated device is a [`tern_client::AsyncClient`] (the firmware
+//! client) over a tokio socket wrapped in
+//! [`embedded_io_adapters::tokio_1::FromTokio`], so load runs exercise the
+//! device code. The simulator talks to any MQTT 5 broker over the network and
+//! knows nothing of the hub's internals.
+
+pub mod bench;
+pub mod payload;
+pub mod run;
+pub mod stats;
+
+pub use bench::{Scenario, bench, scenarios};
+pub use run::{RunConfig, Summary, run};
+pub use tern_client::QoS;
