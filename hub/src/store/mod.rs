@@ -146,7 +146,8 @@ pub struct StoreConfig {
     pub trim_grace: Duration,
     /// How often an idle writer checks retention. Default 1 s.
     pub maintenance_interval: Duration,
-    /// redb page cache in bytes. Default 64 MiB.
+    /// redb page cache in bytes. Default 8 MiB: the log is append-mostly and read back near its
+    /// tail, so a small cache keeps the hub inside a gateway's memory budget.
     pub cache_size: usize,
     /// Most queue entries per session [`Store::open`] loads into [`Recovered`]; a longer
     /// queue is marked [`RecoveredSession::queue_truncated`] and the rest is paged in with
@@ -167,7 +168,7 @@ impl Default for StoreConfig {
             trim_batch: 4096,
             trim_grace: Duration::from_secs(10),
             maintenance_interval: Duration::from_secs(1),
-            cache_size: 64 << 20,
+            cache_size: 8 << 20,
             recovery_queue_limit: usize::MAX,
         }
     }
