@@ -1,10 +1,9 @@
 //! Async driver over `embedded_io_async::{Read, Write}`.
 
-use embedded_io::{Error as _, ErrorKind};
 use embedded_io_async::{Read, Write};
 use tern_mqtt::QoS;
 
-use crate::blocking::lift;
+use crate::blocking::{lift, record_read};
 use crate::config::Config;
 use crate::error::Error;
 use crate::state::{Buffers, ConnectInfo, Event, Session};
@@ -45,21 +44,8 @@ async fn fill<T: Read, const N: usize>(
     session: &mut Session<'_, N>,
 ) -> Result<bool, Error<T::Error>> {
     let buf = session.rx_free().map_err(lift)?;
-    match io.read(buf).await {
-        Ok(0) => {
-            session.connection_lost();
-            Err(Error::ConnectionClosed)
-        }
-        Ok(n) => {
-            session.rx_filled(n);
-            Ok(true)
-        }
-        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Interrupted) => Ok(false),
-        Err(e) => {
-            session.connection_lost();
-            Err(Error::Transport(e))
-        }
-    }
+    let result = io.read(buf).await;
+    record_read(session, result)
 }
 
 impl<'a, const N: usize> AsyncClient<'a, N> {

@@ -1,6 +1,6 @@
 //! Blocking driver over `embedded_io::{Read, Write}`.
 
-use embedded_io::{Error as _, ErrorKind, Read, Write};
+use embedded_io::{ErrorKind, Read, Write};
 use tern_mqtt::QoS;
 
 use crate::config::Config;
@@ -44,7 +44,17 @@ fn fill<T: Read, const N: usize>(
     session: &mut Session<'_, N>,
 ) -> Result<bool, Error<T::Error>> {
     let buf = session.rx_free().map_err(lift)?;
-    match io.read(buf) {
+    let result = io.read(buf);
+    record_read(session, result)
+}
+
+/// Records the outcome of one transport read in the session, for both drivers.
+/// `Ok(false)`: the transport timed out (or was interrupted) and nothing was read.
+pub(crate) fn record_read<E: embedded_io::Error, const N: usize>(
+    session: &mut Session<'_, N>,
+    result: Result<usize, E>,
+) -> Result<bool, Error<E>> {
+    match result {
         Ok(0) => {
             session.connection_lost();
             Err(Error::ConnectionClosed)
