@@ -1,0 +1,1 @@
+//! The packed batch and verdict buffers shared by the hub and filter guests (placeholder, being written).

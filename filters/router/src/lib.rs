@@ -1,0 +1,1 @@
+//! Topic router filter component (placeholder, being written).

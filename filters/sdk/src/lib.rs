@@ -1,0 +1,1 @@
+//! Guest SDK for Tern filters (placeholder, being written).

@@ -1,0 +1,1 @@
+//! SQL92 selector filter component (placeholder, being written).

@@ -1,0 +1,1 @@
+//! Misbehaving filter for host tests (placeholder, being written).

@@ -1,0 +1,1 @@
+//! Keeps every message: the boundary-cost baseline (placeholder, being written).
