@@ -33,6 +33,7 @@ fn message(payload: &Bytes) -> StoredMessage {
         properties: StoredProperties::default(),
         publisher: "dev-0042".into(),
         expires_ms: None,
+        bridge: None,
     }
 }
 

@@ -105,6 +105,7 @@ impl Message {
             },
             publisher: self.publisher.to_string(),
             expires_ms,
+            bridge: None,
         }
     }
 

@@ -102,7 +102,7 @@ use self::writer::{Batch, Op, Writer};
 ///
 /// - 1: first format.
 /// - 2: `wills` table; `SessionRecord` lost its (never written) `will` field.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 /// Name of the database file inside the data directory.
 pub const FILE_NAME: &str = "tern.redb";
@@ -845,7 +845,7 @@ fn assign(state: &mut SubmitState, mut prepared: Prepared) -> (Batch, Submitted)
 
 /// Decodes a log record; failure is logged and counted.
 fn decode_message(common: &Common, seq: Seq, bytes: &[u8]) -> Result<StoredMessage, StoreError> {
-    postcard::from_bytes(bytes).map_err(|source| {
+    StoredMessage::decode(bytes).map_err(|source| {
         common.counters.errors.fetch_add(1, Ordering::Relaxed);
         warn!(seq, cause = %source, "corrupted log record skipped");
         StoreError::CorruptRecord {
@@ -906,6 +906,15 @@ fn init_meta(db: &Database, path: &Path) -> Result<(), StoreError> {
             .map(|v| v.value());
         match version {
             Some(FORMAT_VERSION) => {}
+            Some(2) => {
+                // Format 3 appended `bridge` to the message record. Log and retained
+                // records are read as they are (`StoredMessage::decode`); only the wills,
+                // which embed a message mid-record, are rewritten.
+                upgrade_wills_from_format2(&txn).map_err(corrupted)?;
+                meta.insert(KEY_FORMAT_VERSION, FORMAT_VERSION)
+                    .map_err(|e| corrupted(e.into()))?;
+                info!(path = %path.display(), "store upgraded from format 2 to 3");
+            }
             Some(found) => {
                 return Err(StoreError::UnsupportedVersion {
                     path: path.to_path_buf(),
@@ -942,6 +951,30 @@ fn init_meta(db: &Database, path: &Path) -> Result<(), StoreError> {
         txn.open_table(WILLS).map_err(|e| corrupted(e.into()))?;
     }
     txn.commit().map_err(|e| corrupted(e.into()))
+}
+
+/// Rewrites every will record of a format-2 store in the format-3 layout.
+fn upgrade_wills_from_format2(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    let mut wills = txn.open_table(WILLS)?;
+    let mut upgraded = Vec::new();
+    for entry in wills.iter()? {
+        let (k, v) = entry?;
+        match postcard::from_bytes::<record::format2::WillRecord>(v.value()) {
+            Ok(old) => {
+                let new = WillRecord::from(old);
+                match postcard::to_stdvec(&new) {
+                    Ok(bytes) => upgraded.push((k.value().to_string(), bytes)),
+                    Err(cause) => warn!(client = k.value(), %cause, "will not upgraded"),
+                }
+            }
+            // Left as it is: loading skips it as corrupt (logged and counted).
+            Err(cause) => warn!(client = k.value(), %cause, "undecodable format-2 will"),
+        }
+    }
+    for (key, bytes) in upgraded {
+        wills.insert(key.as_str(), bytes.as_slice())?;
+    }
+    Ok(())
 }
 
 /// Loads the meta counters into `counters` (no log scan).
@@ -1064,7 +1097,7 @@ fn recover(
     let retained = txn.open_table(RETAINED).map_err(|e| err(e.into()))?;
     for entry in retained.iter().map_err(|e| err(e.into()))? {
         let (k, v) = entry.map_err(|e| err(e.into()))?;
-        match postcard::from_bytes::<StoredMessage>(v.value()) {
+        match StoredMessage::decode(v.value()) {
             Ok(m) if m.is_expired(now) => {}
             Ok(m) => {
                 out.retained.insert(k.value().to_string(), m);

@@ -66,9 +66,27 @@ pub struct StoredMessage {
     pub publisher: String,
     /// When it expires (v5 Message Expiry Interval anchored at `received_ms`), if ever.
     pub expires_ms: Option<UnixMillis>,
+    /// Set when a filter routed the message to this bridge alone: the bridge forwards it
+    /// (with `topic` as the upstream topic) and it is never delivered to local subscribers.
+    /// Last field, added in format 3: a format-2 record is a format-3 record without it.
+    pub bridge: Option<String>,
 }
 
 impl StoredMessage {
+    /// Decodes a record of the log or the retained table, format 3 or format 2 (which ends
+    /// where `bridge` begins: decoded as `bridge: None`).
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        match postcard::from_bytes::<Self>(bytes) {
+            Err(postcard::Error::DeserializeUnexpectedEnd) => {
+                let mut upgraded = Vec::with_capacity(bytes.len() + 1);
+                upgraded.extend_from_slice(bytes);
+                upgraded.push(0); // `None`
+                postcard::from_bytes::<Self>(&upgraded)
+            }
+            other => other,
+        }
+    }
+
     /// Whether the message has expired at `now_ms`.
     pub fn is_expired(&self, now_ms: UnixMillis) -> bool {
         self.expires_ms.is_some_and(|e| now_ms >= e)
@@ -106,6 +124,7 @@ impl StoredMessage {
             expires_ms: msg
                 .expiry
                 .map(|e| now_ms.saturating_add(u64::from(e.interval_secs) * 1000)),
+            bridge: None,
         }
     }
 
@@ -221,6 +240,63 @@ pub struct WillRecord {
     /// will waits for its delay; `None` while the connection is (or, after a crash, was)
     /// open.
     pub deadline_ms: Option<UnixMillis>,
+}
+
+/// Records as format 2 wrote them, read once to upgrade a format-2 store in place.
+pub(super) mod format2 {
+    use bytes::Bytes;
+    use serde::Deserialize;
+    use tern_mqtt::QoS;
+
+    use super::{StoredProperties, UnixMillis, qos_serde, serde_bytes_compat};
+
+    /// [`super::StoredMessage`] without `bridge`.
+    #[derive(Deserialize)]
+    pub struct StoredMessage {
+        received_ms: UnixMillis,
+        topic: String,
+        #[serde(with = "serde_bytes_compat")]
+        payload: Bytes,
+        #[serde(with = "qos_serde")]
+        qos: QoS,
+        retain: bool,
+        properties: StoredProperties,
+        publisher: String,
+        expires_ms: Option<UnixMillis>,
+    }
+
+    /// [`super::WillRecord`] holding a format-2 message.
+    #[derive(Deserialize)]
+    pub struct WillRecord {
+        token: u64,
+        message: StoredMessage,
+        delay_secs: u32,
+        expiry_secs: Option<u32>,
+        deadline_ms: Option<UnixMillis>,
+    }
+
+    impl From<WillRecord> for super::WillRecord {
+        fn from(w: WillRecord) -> Self {
+            let m = w.message;
+            Self {
+                token: w.token,
+                message: super::StoredMessage {
+                    received_ms: m.received_ms,
+                    topic: m.topic,
+                    payload: m.payload,
+                    qos: m.qos,
+                    retain: m.retain,
+                    properties: m.properties,
+                    publisher: m.publisher,
+                    expires_ms: m.expires_ms,
+                    bridge: None,
+                },
+                delay_secs: w.delay_secs,
+                expiry_secs: w.expiry_secs,
+                deadline_ms: w.deadline_ms,
+            }
+        }
+    }
 }
 
 /// A persistent session (clean start = 0 / session expiry > 0), as the broker saves it. Its
