@@ -41,7 +41,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::filter_host::{Filtered, Pipelines, Target as FilterTarget};
 use crate::message::{ClientId, Message, MessageProperties, QueuedMessage};
 use crate::metrics::{BrokerGauges, Metrics};
 use crate::router::{
@@ -327,6 +328,9 @@ pub struct Broker {
     next_connection_id: AtomicU64,
     /// The durable store; `None` only for in-memory brokers in unit tests.
     store: Option<Store>,
+    /// The filter pipelines, once any were deployed: the filter host (a wasm engine and its
+    /// ticker thread) exists only then.
+    filters: OnceLock<Arc<Pipelines>>,
 }
 
 /// Whether messages on `topic` go to the store (`$SYS` statistics are rebuilt every
@@ -379,6 +383,7 @@ impl Broker {
             retained: Mutex::new(RetainedStore::new()),
             next_connection_id: AtomicU64::new(1),
             store: None,
+            filters: OnceLock::new(),
         }
     }
 
@@ -389,6 +394,25 @@ impl Broker {
             store: Some(store),
             ..Self::new(config, shutdown)
         }
+    }
+
+    /// Uses `filters` (shared with a filter host created before the broker) as the
+    /// broker's filter counters.
+    pub fn with_filter_metrics(mut self, filters: Arc<crate::metrics::FilterMetrics>) -> Self {
+        self.metrics.filters = filters;
+        self
+    }
+
+    /// Installs the filter pipelines (at start-up, or at the first reload that deploys
+    /// any). The broker's `$SYS/broker/filters/...` counters become the host's. Returns the
+    /// pipelines back if some were installed already.
+    pub fn install_pipelines(&self, pipelines: Arc<Pipelines>) -> Result<(), Arc<Pipelines>> {
+        self.filters.set(pipelines)
+    }
+
+    /// The filter pipelines, if any were deployed.
+    pub fn pipelines(&self) -> Option<&Arc<Pipelines>> {
+        self.filters.get()
     }
 
     /// The durable store, if any.
@@ -1119,6 +1143,22 @@ impl Broker {
         state_ops: Vec<WriteOp>,
         scratch: &mut PublishScratch,
     ) -> Result<Published, StoreError> {
+        let filtered = match self.filters.get() {
+            Some(pipelines) => pipelines.run(messages),
+            None => Filtered::Unchanged(messages),
+        };
+        // `bridges[i]` is the bridge message `i` goes to alone; empty when all are local.
+        let (messages, bridges): (Vec<Message>, Vec<Option<Arc<str>>>) = match filtered {
+            Filtered::Unchanged(messages) => (messages, Vec::new()),
+            Filtered::Routed(routed) => routed
+                .into_iter()
+                .map(|r| match r.target {
+                    FilterTarget::Local => (r.message, None),
+                    FilterTarget::Bridge { bridge } => (r.message, Some(bridge)),
+                })
+                .unzip(),
+        };
+        let bridge_of = |i: usize| bridges.get(i).and_then(Option::as_deref);
         let mut published = Published::default();
         let mut seqs: Vec<Option<Seq>> = vec![None; messages.len()];
         if let Some(store) = &self.store {
@@ -1130,7 +1170,14 @@ impl Broker {
                 if !is_stored_topic(&message.topic) {
                     continue;
                 }
-                let record = message.to_stored(now, now_ms);
+                let mut record = message.to_stored(now, now_ms);
+                if let Some(bridge) = bridge_of(i) {
+                    // Kept for that bridge only: not retained, not routed locally.
+                    record.bridge = Some(bridge.to_owned());
+                    ops.push(WriteOp::Append(record));
+                    stored.push(i);
+                    continue;
+                }
                 if message.retain {
                     ops.push(if message.payload.is_empty() {
                         WriteOp::RetainedClear {
@@ -1155,7 +1202,14 @@ impl Broker {
             }
         }
         let mut queue_ops = Vec::new();
-        for (message, seq) in messages.into_iter().zip(seqs) {
+        for (i, (message, seq)) in messages.into_iter().zip(seqs).enumerate() {
+            if let Some(bridge) = bridge_of(i) {
+                if seq.is_none() {
+                    self.metrics.messages_dropped.inc();
+                    warn!(bridge, topic = %message.topic, "no store: bridge route dropped");
+                }
+                continue;
+            }
             self.route(message, seq, scratch, &mut queue_ops);
         }
         // Queue records first: a subscriber removes them only after popping the message.

@@ -31,6 +31,14 @@ pub struct Config {
     pub session: SessionConfig,
     /// The durable store: retention and group commit.
     pub store: StoreSection,
+    /// Limits and compiled-artifact cache of the filter host, shared by every pipeline.
+    pub filters: crate::filter_host::FilterLimitsConfig,
+    /// Filter pipelines; a message goes through the first one whose topics match it.
+    pub pipeline: Vec<crate::filter_host::PipelineConfig>,
+    /// The file this configuration was read from (not a key): the hub watches it and
+    /// reloads its pipelines when it changes.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -40,6 +48,9 @@ impl Default for Config {
             listener: vec![ListenerConfig::default()],
             session: SessionConfig::default(),
             store: StoreSection::default(),
+            filters: crate::filter_host::FilterLimitsConfig::default(),
+            pipeline: Vec::new(),
+            source: None,
         }
     }
 }
@@ -288,7 +299,9 @@ impl Config {
             file: file.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, file)
+        let mut config = Self::parse(&text, file)?;
+        config.source = Some(file.to_path_buf());
+        Ok(config)
     }
 
     /// Parses and validates TOML text; `file` only labels the errors.
@@ -377,6 +390,39 @@ impl Config {
                 "session.connect_timeout",
                 "must be greater than zero".into(),
             ));
+        }
+        self.validate_pipelines()
+    }
+
+    /// What can be checked of `[[pipeline]]` without loading the filters.
+    fn validate_pipelines(&self) -> Result<(), (&'static str, String)> {
+        for (i, pipeline) in self.pipeline.iter().enumerate() {
+            if pipeline.topics.is_empty() {
+                return Err(("pipeline.topics", format!("pipeline {i}: no topics")));
+            }
+            for topic in &pipeline.topics {
+                if let Err(err) = tern_mqtt::topic::validate_topic_filter(topic) {
+                    return Err((
+                        "pipeline.topics",
+                        format!("pipeline {i}: invalid topic filter {topic:?}: {err}"),
+                    ));
+                }
+            }
+            if pipeline.filters.is_empty() {
+                return Err(("pipeline.filters", format!("pipeline {i}: no filters")));
+            }
+            let mut names = std::collections::HashSet::new();
+            for filter in &pipeline.filters {
+                if filter.name.is_empty() {
+                    return Err(("pipeline.filters.name", format!("pipeline {i}: empty name")));
+                }
+                if !names.insert(filter.name.as_str()) {
+                    return Err((
+                        "pipeline.filters.name",
+                        format!("pipeline {i}: filter name {:?} used twice", filter.name),
+                    ));
+                }
+            }
         }
         Ok(())
     }

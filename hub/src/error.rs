@@ -37,6 +37,13 @@ pub enum Error {
         /// What the store reported (names the file and the cause).
         source: Box<crate::store::StoreError>,
     },
+    /// The filter pipelines could not be deployed (names the pipeline, the filter, its
+    /// file and the reason).
+    #[error("cannot deploy the filter pipelines: {0}")]
+    Filters(#[from] crate::filter_host::DeployError),
+    /// The filter host (wasm engine) could not start.
+    #[error("cannot start the filter host: {0}")]
+    FilterHost(#[from] crate::filter_host::FilterError),
     /// Another I/O failure outside a connection.
     #[error(transparent)]
     Io(#[from] std::io::Error),

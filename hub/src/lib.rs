@@ -20,6 +20,8 @@
 //!
 //! - [`config`]: serde configuration tree, TOML loading with file/key/reason errors.
 //! - [`error`]: the crate's [`Error`].
+//! - [`filter_host`]: wasmtime filter host: loading, caching, pooled instances, chains and
+//!   pipelines of WebAssembly filters with their failure policy.
 //! - [`listener`]: accept loop, connection cap, accept backoff, one task per connection.
 //! - [`session`]: per-connection driver (`mod.rs`) around the sans-IO MQTT state machine
 //!   (`state.rs`) and the bounded per-session queue (`queue.rs`).
@@ -28,6 +30,8 @@
 //! - [`router`]: subscription trie and retained-message trie (pure data structures).
 //! - [`message`]: the application message shared by all subscriber queues.
 //! - [`metrics`]: atomic counters published under `$SYS/broker/...`.
+//! - [`reload`]: redeploys the filter pipelines when the configuration file or a filter's
+//!   wasm file changes, or on SIGHUP.
 //! - [`shutdown`]: cancellation token and task tracker for graceful shutdown.
 //! - [`store`]: the durable store (redb): message log, sessions, queues, in-flight state,
 //!   retained messages; group commit. The only module that touches redb.
@@ -35,9 +39,11 @@
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod filter_host;
 pub mod listener;
 pub mod message;
 pub mod metrics;
+pub mod reload;
 pub mod router;
 pub mod session;
 pub mod shutdown;
@@ -52,14 +58,53 @@ use tracing::info;
 use crate::broker::Broker;
 pub use crate::config::Config;
 pub use crate::error::{Error, Result};
+use crate::filter_host::Pipelines;
+use crate::metrics::FilterMetrics;
 use crate::shutdown::Shutdown;
 use crate::store::{Recovered, Store};
 
-/// A store opened by [`open_store`], with the state it recovered, ready for [`run_with_store`].
+/// A store opened by [`open_store`], with the state it recovered and the filter pipelines
+/// deployed, ready for [`run_with_store`].
 #[derive(Debug)]
 pub struct OpenedStore {
     store: Store,
     recovered: Recovered,
+    filters: DeployedFilters,
+}
+
+/// The filter pipelines of `config`, deployed (or nothing when it has none).
+#[derive(Debug, Default)]
+struct DeployedFilters {
+    pipelines: Option<Arc<Pipelines>>,
+    metrics: Arc<FilterMetrics>,
+}
+
+/// Creates the filter host and deploys `config`'s pipelines, if it has any (a hub without
+/// pipelines runs no wasm engine). Errors name the pipeline, the filter, its file and the
+/// reason.
+fn deploy_filters(config: &Config) -> Result<DeployedFilters> {
+    let metrics = Arc::new(FilterMetrics::default());
+    if config.pipeline.is_empty() {
+        return Ok(DeployedFilters {
+            pipelines: None,
+            metrics,
+        });
+    }
+    let pipelines = reload::new_pipelines(config, Arc::clone(&metrics))?;
+    pipelines.deploy(&config.pipeline)?;
+    info!(
+        pipelines = config.pipeline.len(),
+        filters = config
+            .pipeline
+            .iter()
+            .map(|p| p.filters.len())
+            .sum::<usize>(),
+        "filter pipelines deployed"
+    );
+    Ok(DeployedFilters {
+        pipelines: Some(Arc::new(pipelines)),
+        metrics,
+    })
 }
 
 impl OpenedStore {
@@ -69,9 +114,10 @@ impl OpenedStore {
     }
 }
 
-/// Opens the durable store in `config.data_dir` (creating it if missing). Fails with a
-/// message naming the path when the directory is in use by another process, the file is
-/// corrupted or foreign, or it cannot be read.
+/// Opens the durable store in `config.data_dir` (creating it if missing) and deploys the
+/// filter pipelines. Fails with a message naming the path when the directory is in use by
+/// another process, the file is corrupted or foreign, or it cannot be read; or naming the
+/// pipeline, filter and reason when a filter cannot be deployed.
 pub fn open_store(config: &Config) -> Result<OpenedStore> {
     let (store, recovered) =
         Store::open(&config.data_dir, config.store.store_config()).map_err(|source| {
@@ -86,7 +132,12 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
             "corrupted store records skipped at start-up"
         );
     }
-    Ok(OpenedStore { store, recovered })
+    let filters = deploy_filters(config)?;
+    Ok(OpenedStore {
+        store,
+        recovered,
+        filters,
+    })
 }
 
 /// Creates the data directory if missing. [`run`] does it too; the binary calls it before
@@ -151,13 +202,24 @@ pub async fn run_with_store(
         })
         .collect();
     let stop = Shutdown::new();
-    let OpenedStore { store, recovered } = opened;
+    let OpenedStore {
+        store,
+        recovered,
+        filters,
+    } = opened;
     let data_dir = config.data_dir.clone();
     let store_error = |source| Error::Store {
         dir: data_dir.clone(),
         source: Box::new(source),
     };
-    let broker = Arc::new(Broker::with_store(config, stop.clone(), store.clone()));
+    let broker = Arc::new(
+        Broker::with_store(config, stop.clone(), store.clone())
+            .with_filter_metrics(filters.metrics),
+    );
+    if let Some(pipelines) = filters.pipelines {
+        // A fresh broker has none installed yet.
+        let _ = broker.install_pipelines(pipelines);
+    }
     let started = std::time::Instant::now();
     let summary = broker.restore(recovered).await.map_err(store_error)?;
     info!(
@@ -184,6 +246,7 @@ pub async fn run_with_store(
         )));
     }
     stop.tasks().spawn(Arc::clone(&broker).run_sys_publisher());
+    stop.tasks().spawn(reload::watch(Arc::clone(&broker)));
     shutdown.await;
     info!("shutting down");
     stop.trigger();

@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 use tern_hub::config::{Config, DEFAULT_TOML, ListenerConfig};
 use tracing_subscriber::EnvFilter;
 
+mod filter_cli;
+
 /// Tern: edge MQTT message hub.
 #[derive(Debug, Parser)]
 #[command(name = "tern", version, about)]
@@ -33,6 +35,17 @@ enum Command {
     },
     /// Print the default configuration, with every key documented.
     GenerateConfig,
+    /// Work with WebAssembly filters offline.
+    #[command(subcommand)]
+    Filter(FilterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum FilterCommand {
+    /// Run a filter on sample messages and print one verdict per message (JSON lines).
+    Test(filter_cli::TestArgs),
+    /// Compile a filter ahead of time (`.cwasm`), e.g. for a gateway built without a compiler.
+    Compile(filter_cli::CompileArgs),
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -64,6 +77,20 @@ fn main() -> ExitCode {
         Some(Command::GenerateConfig) => {
             print!("{DEFAULT_TOML}");
             ExitCode::SUCCESS
+        }
+        Some(Command::Filter(command)) => {
+            init_tracing(cli.verbose);
+            let result = match command {
+                FilterCommand::Test(args) => filter_cli::test(&args),
+                FilterCommand::Compile(args) => filter_cli::compile(&args),
+            };
+            match result {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("tern: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Some(Command::Serve(args)) => serve_main(cli.verbose, args),
         None => serve_main(cli.verbose, ServeArgs::default()),

@@ -32,7 +32,18 @@
 //! | `$SYS/broker/store/dropped_unconsumed` | messages deleted while a session or consumer still needed them (policy `drop-oldest`, age limit) |
 //! | `$SYS/broker/store/errors` | failed commits and corrupted records |
 //! | `$SYS/broker/store/publishes_refused` | client publishes refused or not acknowledged because of the store |
+//! | `$SYS/broker/filters/batches` | filter calls that decided a batch |
+//! | `$SYS/broker/filters/messages/in` | messages handed to filters (once per filter) |
+//! | `$SYS/broker/filters/messages/kept` | ... kept by a filter |
+//! | `$SYS/broker/filters/messages/dropped` | ... dropped by a filter |
+//! | `$SYS/broker/filters/messages/replaced` | ... replaced (edited) by a filter |
+//! | `$SYS/broker/filters/messages/routed` | ... given destinations by a filter |
+//! | `$SYS/broker/filters/failures/{trap,timeout,error,invalid_verdicts,memory}` | failed filter calls, by kind |
+//! | `$SYS/broker/filters/policy_applied` | messages the pipeline's failure policy was applied to |
+//! | `$SYS/broker/filters/log_suppressed` | guest log lines dropped by the rate limit |
+//! | `$SYS/broker/filters/deploys/{ok,refused}` | filters deployed, deployments refused |
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -102,6 +113,112 @@ pub struct Metrics {
     pub keepalive_timeouts: Counter,
     /// Publishes refused (store full) or left unacknowledged (commit failed).
     pub store_refused: Counter,
+    /// Filter host counters, shared with the filter host (`FilterHost::new`).
+    pub filters: Arc<FilterMetrics>,
+}
+
+/// Counters of the filter host, summed over every filter. Per-filter figures live in each
+/// loaded filter (`filter_host::FilterStats`).
+#[derive(Debug, Default)]
+pub struct FilterMetrics {
+    /// Calls of `process` that returned usable verdicts.
+    pub batches: Counter,
+    /// Messages handed to a filter (a message counts once per filter it reaches).
+    pub messages_in: Counter,
+    /// Messages a filter kept.
+    pub kept: Counter,
+    /// Messages a filter dropped.
+    pub dropped: Counter,
+    /// Messages a filter replaced.
+    pub replaced: Counter,
+    /// Messages a filter gave destinations (routes).
+    pub routed: Counter,
+    /// Calls that trapped.
+    pub failed_trap: Counter,
+    /// Calls that ran past their deadline.
+    pub failed_timeout: Counter,
+    /// Calls whose `process` returned `Err`.
+    pub failed_error: Counter,
+    /// Calls whose verdicts did not parse or asked for something invalid.
+    pub failed_invalid_verdicts: Counter,
+    /// Calls that hit the memory limit.
+    pub failed_memory: Counter,
+    /// Messages the pipeline's failure policy was applied to.
+    pub policy_applied: Counter,
+    /// Guest log lines dropped by the rate limit.
+    pub log_suppressed: Counter,
+    /// Filters deployed (loaded and initialised).
+    pub deploys_ok: Counter,
+    /// Filters refused at deploy (load, validation or `init` failed).
+    pub deploys_refused: Counter,
+}
+
+impl FilterMetrics {
+    /// `$SYS/broker/filters/...` topics and payloads.
+    pub fn sys_topics(&self) -> [(&'static str, String); 15] {
+        [
+            (
+                "$SYS/broker/filters/batches",
+                self.batches.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/messages/in",
+                self.messages_in.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/messages/kept",
+                self.kept.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/messages/dropped",
+                self.dropped.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/messages/replaced",
+                self.replaced.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/messages/routed",
+                self.routed.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/failures/trap",
+                self.failed_trap.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/failures/timeout",
+                self.failed_timeout.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/failures/error",
+                self.failed_error.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/failures/invalid_verdicts",
+                self.failed_invalid_verdicts.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/failures/memory",
+                self.failed_memory.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/policy_applied",
+                self.policy_applied.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/log_suppressed",
+                self.log_suppressed.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/deploys/ok",
+                self.deploys_ok.get().to_string(),
+            ),
+            (
+                "$SYS/broker/filters/deploys/refused",
+                self.deploys_refused.get().to_string(),
+            ),
+        ]
+    }
 }
 
 impl Default for Metrics {
@@ -121,6 +238,7 @@ impl Default for Metrics {
             messages_dropped: Counter::default(),
             keepalive_timeouts: Counter::default(),
             store_refused: Counter::default(),
+            filters: Arc::default(),
         }
     }
 }
@@ -204,6 +322,7 @@ impl Metrics {
                 gauges.subscriptions.to_string(),
             ),
         ];
+        topics.extend(self.filters.sys_topics());
         if let Some(s) = store {
             topics.extend([
                 ("$SYS/broker/store/appends", s.appends.to_string()),
@@ -245,6 +364,7 @@ mod tests {
     fn sys_topics_report_counters() {
         let metrics = Metrics::default();
         metrics.malformed.inc();
+        metrics.filters.failed_trap.add(2);
         let topics = metrics.sys_topics(
             BrokerGauges {
                 sessions: 4,
@@ -265,6 +385,7 @@ mod tests {
         assert_eq!(get("$SYS/broker/errors/malformed"), "1");
         assert_eq!(get("$SYS/broker/clients/total"), "4");
         assert_eq!(get("$SYS/broker/store/appends"), "7");
+        assert_eq!(get("$SYS/broker/filters/failures/trap"), "2");
         assert!(topics.iter().all(|(t, _)| t.starts_with("$SYS/broker/")));
     }
 }

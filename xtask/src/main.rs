@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! cargo xtask test [--quick]   prerequisites, fmt, clippy, no_std builds, tests, short fuzz runs
+//! cargo xtask build-filters [--out DIR]
+//!                              filter guests as components in DIR (default target/filters)
 //! cargo xtask fuzz [SECS]      every fuzz target for SECS seconds each (default 60)
 //! cargo xtask bench [ARGS..]   criterion benchmarks (`cargo bench --workspace --bench '*' -- ARGS`)
 //! ```
@@ -35,9 +37,52 @@ const TEST_FUZZ_SECS: u64 = 30;
 /// Default seconds per target for `cargo xtask fuzz`.
 const FUZZ_SECS: u64 = 60;
 /// Crates of the filters workspace whose tests run on the host (`cargo xtask test`).
-const FILTER_NATIVE_CRATES: [&str; 1] = ["tern-sql92"];
+const FILTER_NATIVE_CRATES: [&str; 7] = [
+    "tern-sql92",
+    "tern-filter-abi",
+    "tern-filter",
+    "tern-filter-sql92",
+    "tern-filter-router",
+    "tern-filter-pass",
+    "tern-filter-hostile",
+];
 /// Folders (relative to the workspace root) whose `fuzz/` directory holds cargo-fuzz targets.
-const FUZZ_CRATES: [&str; 4] = ["mqtt", "firmware-client", "hub", "filters/sql92"];
+const FUZZ_CRATES: [&str; 6] = [
+    "mqtt",
+    "firmware-client",
+    "hub",
+    "filters/sql92",
+    "filters/abi",
+    "filters/router",
+];
+/// The filter guests `build-filters` turns into components: the library name cargo gives
+/// the core module, and the component's file name.
+const FILTER_GUESTS: [FilterGuest; 4] = [
+    FilterGuest {
+        artifact: "tern_filter_sql92.wasm",
+        component: "sql92.wasm",
+    },
+    FilterGuest {
+        artifact: "tern_filter_router.wasm",
+        component: "router.wasm",
+    },
+    FilterGuest {
+        artifact: "tern_filter_pass.wasm",
+        component: "pass.wasm",
+    },
+    FilterGuest {
+        artifact: "tern_filter_hostile.wasm",
+        component: "hostile.wasm",
+    },
+];
+
+/// One filter guest crate of the filters workspace.
+struct FilterGuest {
+    /// File name of the core module in `filters/target/wasm32-unknown-unknown/release/`.
+    artifact: &'static str,
+    /// File name of the component `build-filters` writes.
+    component: &'static str,
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -52,6 +97,9 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage:
   cargo xtask test [--quick]   fmt, clippy, no_std builds, tests, short fuzz runs
+  cargo xtask build-filters [--out DIR]
+                               build the filter guests as components in DIR
+                               (default target/filters)
   cargo xtask fuzz [SECS]      run every fuzz target for SECS seconds (default 60)
   cargo xtask bench [ARGS..]   criterion benchmarks; ARGS go to criterion";
 
@@ -66,6 +114,14 @@ fn run(args: &[String]) -> Result<()> {
                 other => bail!("unexpected arguments {other:?}\n{USAGE}"),
             };
             test(&root, quick, &mut steps)?;
+        }
+        Some("build-filters") => {
+            let out = match &args[1..] {
+                [] => root.join("target").join("filters"),
+                [flag, dir] if flag == "--out" => PathBuf::from(dir),
+                other => bail!("unexpected arguments {other:?}\n{USAGE}"),
+            };
+            build_filters(&root, &out, &mut steps)?;
         }
         Some("fuzz") => {
             let secs = match &args[1..] {
@@ -152,11 +208,8 @@ fn test(root: &Path, quick: bool, steps: &mut Steps) -> Result<()> {
     )?;
     let filters = root.join("filters");
     if filters.join("Cargo.toml").is_file() {
-        // Run inside filters/ so its own .cargo/config.toml (wasm target, profile) applies.
-        steps.run(
-            "filters: wasm build",
-            cargo(&filters).args(["build", "--release"]),
-        )?;
+        // The wasm build, then the guests as components in target/filters.
+        build_filters(root, &root.join("target").join("filters"), steps)?;
         // The pure libraries behind the guests also run their tests natively. The explicit
         // host `--target` overrides the wasm default from filters/.cargo/config.toml.
         let host = host_triple()?;
@@ -195,6 +248,65 @@ fn test(root: &Path, quick: bool, steps: &mut Steps) -> Result<()> {
     if !quick {
         fuzz(root, TEST_FUZZ_SECS, steps)?;
     }
+    Ok(())
+}
+
+/// Builds the filters workspace for wasm32 and writes each guest as a component to `out`.
+fn build_filters(root: &Path, out: &Path, steps: &mut Steps) -> Result<()> {
+    let filters = root.join("filters");
+    // Run inside filters/ so its own .cargo/config.toml (wasm target, profile) applies; it
+    // has its own target directory, filters/target.
+    steps.run(
+        "filters: wasm build",
+        cargo(&filters).args(["build", "--release"]),
+    )?;
+    let modules = filters
+        .join("target")
+        .join("wasm32-unknown-unknown")
+        .join("release");
+    steps.step("filters: components", || {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        for guest in &FILTER_GUESTS {
+            encode_component(&modules.join(guest.artifact), &out.join(guest.component))?;
+        }
+        Ok(())
+    })
+}
+
+/// Turns the core module at `module` into a validated component at `out`. A missing module,
+/// or one without the WIT exports (a crate not written yet), is skipped with a note.
+fn encode_component(module: &Path, out: &Path) -> Result<()> {
+    let name = module.display();
+    let bytes = match std::fs::read(module) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            println!("note: skipping {name}: not built (no such guest crate yet?)");
+            return Ok(());
+        }
+        Err(err) => return Err(err).with_context(|| format!("reading {name}")),
+    };
+    let (_, bindgen) = wit_component::metadata::decode(&bytes)
+        .with_context(|| format!("reading the component type of {name}"))?;
+    if bindgen.resolve.worlds[bindgen.world].exports.is_empty() {
+        println!(
+            "note: skipping {name}: it exports no filter world (a placeholder crate without \
+             `tern_filter::export!`?)"
+        );
+        return Ok(());
+    }
+    let component = wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(&bytes)
+        .with_context(|| format!("decoding {name}"))?
+        .encode()
+        .with_context(|| format!("encoding {name} as a component"))?;
+    std::fs::write(out, &component).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{}: {} bytes (core module {} bytes)",
+        out.display(),
+        component.len(),
+        bytes.len()
+    );
     Ok(())
 }
 

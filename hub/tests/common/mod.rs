@@ -20,6 +20,8 @@
     reason = "each integration test binary uses a different subset of the harness"
 )]
 
+pub mod guests;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -253,6 +255,42 @@ impl Hub {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Replaces the configuration file the hub was started with (for reload tests).
+    pub fn rewrite_config(&self, toml: &str) {
+        let path = self
+            .config_path
+            .as_ref()
+            .expect("the hub was started with a configuration file");
+        // Written whole then renamed, so a reload never reads a half-written file.
+        let tmp = path.with_extension("toml.new");
+        std::fs::write(&tmp, toml).expect("write config");
+        std::fs::rename(&tmp, path).expect("replace config");
+    }
+
+    /// Sends SIGHUP (reload the configuration's pipelines).
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
+    /// Waits until the hub's log contains `needle` (bounded by [`RECV_TIMEOUT`] × 2).
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + 2 * RECV_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "log never contained {needle:?}\n--- hub log ---\n{}",
+            self.logs()
+        );
     }
 
     pub fn data_dir(&self) -> &Path {

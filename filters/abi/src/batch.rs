@@ -1,0 +1,230 @@
+//! The batch buffer (host → guest): [`BatchWriter`] packs records, [`Batch`] reads them
+//! back lazily as [`MessageView`]s.
+
+use alloc::vec::Vec;
+
+use crate::VERSION;
+use crate::error::{AbiError, Field, Part};
+use crate::record::{MIN_RECORD_LEN, MessageView, RecordRef, read_record, write_record};
+use crate::wire::{Reader, patch_u32, put_u32};
+
+/// Batch flag bit 0: every record carries its payload.
+const PAYLOADS_INCLUDED: u8 = 1;
+/// version, flags, reserved u16, count u32.
+const HEADER_LEN: usize = 8;
+const COUNT_AT: usize = 4;
+
+/// Packs a batch. Reuses the allocation of the buffer it is given.
+#[derive(Debug)]
+pub struct BatchWriter {
+    buf: Vec<u8>,
+    include_payloads: bool,
+    count: usize,
+}
+
+impl BatchWriter {
+    /// Starts a batch in `buf` (cleared first). `include_payloads` is the filter's
+    /// `needs.payload`: without it, records carry no payload bytes.
+    pub fn new(mut buf: Vec<u8>, include_payloads: bool) -> Self {
+        buf.clear();
+        buf.push(VERSION);
+        buf.push(if include_payloads {
+            PAYLOADS_INCLUDED
+        } else {
+            0
+        });
+        buf.extend_from_slice(&[0, 0]);
+        put_u32(&mut buf, 0); // message count, patched by `finish`
+        Self {
+            buf,
+            include_payloads,
+            count: 0,
+        }
+    }
+
+    /// Appends one message. A string longer than 65,535 bytes, more than 65,535 properties,
+    /// a QoS above 2 or a payload over 4 GiB is an error, and leaves the batch unchanged.
+    pub fn push<'p>(
+        &mut self,
+        rec: &RecordRef<'_>,
+        properties: impl ExactSizeIterator<Item = (&'p str, &'p str)>,
+    ) -> Result<(), AbiError> {
+        let count = self.count + 1;
+        if u32::try_from(count).is_err() {
+            return Err(AbiError::TooMany {
+                field: Field::MessageCount,
+                count,
+                max: crate::wire::U32_MAX,
+            });
+        }
+        let payload = self
+            .include_payloads
+            .then(|| rec.payload.unwrap_or_default());
+        write_record(&mut self.buf, rec, properties, payload)?;
+        self.count = count;
+        Ok(())
+    }
+
+    /// Messages pushed so far.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The packed batch.
+    pub fn finish(mut self) -> Vec<u8> {
+        // `push` keeps `count` within u32.
+        let count = u32::try_from(self.count).unwrap_or(u32::MAX);
+        patch_u32(&mut self.buf, COUNT_AT, count);
+        self.buf
+    }
+}
+
+/// A batch buffer whose header has been checked; records are decoded (and validated) as
+/// they are iterated.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    records: &'a [u8],
+    count: usize,
+    payloads: bool,
+}
+
+impl<'a> Batch<'a> {
+    /// Checks the header: version, flags, reserved bytes, and a message count the rest of
+    /// the buffer could hold (so [`len`](Self::len) is safe to preallocate from).
+    pub fn parse(buf: &'a [u8]) -> Result<Self, AbiError> {
+        let mut r = Reader::new(buf, Part::Batch);
+        let version = r.u8(Field::Version)?;
+        if version != VERSION {
+            return Err(AbiError::Version { found: version });
+        }
+        let flags = r.u8(Field::BatchFlags)?;
+        if flags & !PAYLOADS_INCLUDED != 0 {
+            return Err(AbiError::Reserved {
+                part: Part::Batch,
+                field: Field::BatchFlags,
+            });
+        }
+        if r.u16(Field::Reserved)? != 0 {
+            return Err(AbiError::Reserved {
+                part: Part::Batch,
+                field: Field::Reserved,
+            });
+        }
+        let count = r.u32(Field::MessageCount)?;
+        let available = r.rest.len();
+        let plausible = usize::try_from(count)
+            .ok()
+            .filter(|&n| n <= available / MIN_RECORD_LEN);
+        let Some(count) = plausible else {
+            return Err(AbiError::ImplausibleCount { count, available });
+        };
+        debug_assert_eq!(buf.len() - r.rest.len(), HEADER_LEN);
+        Ok(Self {
+            records: r.rest,
+            count,
+            payloads: flags & PAYLOADS_INCLUDED != 0,
+        })
+    }
+
+    /// The message count from the header.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Whether every record carries its payload (the filter's `needs.payload`).
+    pub fn payloads_included(&self) -> bool {
+        self.payloads
+    }
+
+    /// The records in order. A valid batch yields [`len`](Self::len) `Ok`s. A malformed one
+    /// yields an `Err` where decoding failed (possibly after the last record, for trailing
+    /// bytes) and then stops.
+    pub fn iter(&self) -> Records<'a> {
+        Records {
+            rest: self.records,
+            index: 0,
+            count: self.count,
+            payloads: self.payloads,
+            done: false,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &Batch<'a> {
+    type Item = Result<MessageView<'a>, AbiError>;
+    type IntoIter = Records<'a>;
+
+    fn into_iter(self) -> Records<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over the records of a [`Batch`].
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    rest: &'a [u8],
+    index: usize,
+    count: usize,
+    payloads: bool,
+    /// Set after the last record, or after the first error.
+    done: bool,
+}
+
+impl<'a> Records<'a> {
+    fn fail(&mut self, err: AbiError) -> Option<Result<MessageView<'a>, AbiError>> {
+        self.done = true;
+        Some(Err(err))
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<MessageView<'a>, AbiError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.index == self.count {
+            self.done = true;
+            if !self.rest.is_empty() {
+                return self.fail(AbiError::TrailingBytes {
+                    part: Part::Batch,
+                    count: self.rest.len(),
+                });
+            }
+            return None;
+        }
+        let index = self.index;
+        let mut r = Reader::new(self.rest, Part::Record(index));
+        let view = match read_record(&mut r) {
+            Ok(view) => view,
+            Err(err) => return self.fail(err),
+        };
+        if view.payload().is_some() != self.payloads {
+            return self.fail(AbiError::PayloadFlag { index });
+        }
+        self.rest = r.rest;
+        self.index += 1;
+        Some(Ok(view))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (0, Some(0))
+        } else {
+            // At most one extra item: the trailing-bytes error.
+            let left = self.count - self.index;
+            (left.min(1), Some(left + 1))
+        }
+    }
+}
+
+impl core::iter::FusedIterator for Records<'_> {}

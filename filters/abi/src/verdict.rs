@@ -1,0 +1,568 @@
+//! The verdict buffer (guest → host): [`VerdictWriter`] packs the keep bitmap and the edit
+//! list, [`Verdicts`] validates a buffer in full and then reads it infallibly.
+
+use alloc::vec::Vec;
+
+use crate::VERSION;
+use crate::error::{AbiError, EditPart, Field, Part};
+use crate::record::{MessageView, RecordRef, read_record, write_record};
+use crate::wire::{Reader, patch_u32, put_str16, put_u16, put_u32};
+
+const FORM_ALL_KEPT: u8 = 0;
+const FORM_EDITS: u8 = 1;
+/// version, form, count u32: the bitmap starts here.
+const BITMAP_AT: usize = 6;
+const HAS_REPLACEMENT: u8 = 1 << 0;
+const HAS_ROUTES: u8 = 1 << 1;
+const KIND_LOCAL: u8 = 0;
+const KIND_BRIDGE: u8 = 1;
+
+/// Where a message goes instead of its own topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Destination<'a> {
+    /// Republish locally under `topic`.
+    Local { topic: &'a str },
+    /// Forward upstream through the bridge named `bridge`, under `topic`.
+    Bridge { bridge: &'a str, topic: &'a str },
+}
+
+/// One edit already written, so later calls can extend, check or remove it.
+#[derive(Debug, Clone, Copy)]
+struct EditMark {
+    index: usize,
+    /// Offset of the edit's index field in the buffer.
+    start: usize,
+    flags: u8,
+}
+
+/// Packs verdicts for a batch of `count` messages. Every message starts kept and unedited.
+///
+/// Edits must be written in ascending message order, and a message's replacement before
+/// its routes; a guest deciding messages in order appends to the end of the buffer, so each
+/// call is O(size of what it writes). Dropping a message removes any edit it had.
+#[derive(Debug)]
+pub struct VerdictWriter {
+    buf: Vec<u8>,
+    count: usize,
+    /// Offset of the edit count field (right after the bitmap).
+    edit_count_at: usize,
+    dropped_any: bool,
+    /// The edits written, ascending by index. Stays unallocated while nothing is edited.
+    marks: Vec<EditMark>,
+}
+
+impl VerdictWriter {
+    /// Starts verdicts for `count` messages in `buf` (cleared first, allocation reused).
+    /// `count` must fit a `u32` (a batch's count always does).
+    pub fn new(mut buf: Vec<u8>, count: usize) -> Self {
+        buf.clear();
+        buf.push(VERSION);
+        buf.push(FORM_EDITS);
+        put_u32(&mut buf, u32::try_from(count).unwrap_or(u32::MAX));
+        // Keep bitmap: all kept; bits past `count` in the last byte stay 0.
+        buf.resize(BITMAP_AT + count / 8, 0xff);
+        if !count.is_multiple_of(8) {
+            buf.push((1u8 << (count % 8)) - 1);
+        }
+        let edit_count_at = buf.len();
+        put_u32(&mut buf, 0); // edit count, patched by `finish`
+        Self {
+            buf,
+            count,
+            edit_count_at,
+            dropped_any: false,
+            marks: Vec::new(),
+        }
+    }
+
+    /// The message count this writer was created for.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Whether message `index` is currently kept (false when out of range).
+    pub fn is_kept(&self, index: usize) -> bool {
+        index < self.count
+            && self
+                .buf
+                .get(BITMAP_AT + index / 8)
+                .is_some_and(|byte| byte & (1 << (index % 8)) != 0)
+    }
+
+    /// Drops message `index`, discarding any edit written for it. Out of range: no effect.
+    pub fn drop_message(&mut self, index: usize) {
+        if index >= self.count {
+            return;
+        }
+        if let Some(byte) = self.buf.get_mut(BITMAP_AT + index / 8) {
+            *byte &= !(1 << (index % 8));
+        }
+        self.dropped_any = true;
+        if let Ok(pos) = self.marks.binary_search_by_key(&index, |m| m.index) {
+            let start = self.marks[pos].start;
+            let end = self.marks.get(pos + 1).map_or(self.buf.len(), |m| m.start);
+            self.buf.drain(start..end);
+            self.marks.remove(pos);
+            for mark in &mut self.marks[pos..] {
+                mark.start -= end - start;
+            }
+        }
+    }
+
+    /// Replaces message `index` as it continues through the chain. `rec.payload == None`
+    /// leaves the payload unchanged; `received_ms` and `client_id` are ignored by the host.
+    pub fn replace<'p>(
+        &mut self,
+        index: usize,
+        rec: &RecordRef<'_>,
+        properties: impl ExactSizeIterator<Item = (&'p str, &'p str)>,
+    ) -> Result<(), AbiError> {
+        self.check_editable(index)?;
+        if let Some(last) = self.marks.last()
+            && last.index == index
+        {
+            return Err(if last.flags & HAS_ROUTES != 0 {
+                AbiError::ReplaceAfterRoute { index }
+            } else {
+                AbiError::DuplicateEdit {
+                    index,
+                    what: EditPart::Replacement,
+                }
+            });
+        }
+        let start = self.begin_edit(index, HAS_REPLACEMENT)?;
+        let result = write_record(&mut self.buf, rec, properties, rec.payload);
+        self.end_edit(index, start, HAS_REPLACEMENT, result)
+    }
+
+    /// Sets the destinations of message `index` (at least one).
+    pub fn route(
+        &mut self,
+        index: usize,
+        destinations: &[Destination<'_>],
+    ) -> Result<(), AbiError> {
+        self.check_editable(index)?;
+        if destinations.is_empty() {
+            return Err(AbiError::NoRoutes { index });
+        }
+        if let Some(last) = self.marks.last_mut()
+            && last.index == index
+        {
+            if last.flags & HAS_ROUTES != 0 {
+                return Err(AbiError::DuplicateEdit {
+                    index,
+                    what: EditPart::Routes,
+                });
+            }
+            // Extend the replacement edit just written for this message.
+            let end = self.buf.len();
+            if let Err(err) = write_routes(&mut self.buf, destinations) {
+                self.buf.truncate(end);
+                return Err(err);
+            }
+            last.flags |= HAS_ROUTES;
+            if let Some(flags) = self.buf.get_mut(last.start + 4) {
+                *flags = last.flags;
+            }
+            return Ok(());
+        }
+        let start = self.begin_edit(index, HAS_ROUTES)?;
+        let result = write_routes(&mut self.buf, destinations);
+        self.end_edit(index, start, HAS_ROUTES, result)
+    }
+
+    /// The packed verdicts: form 0 when every message is kept with no edits.
+    pub fn finish(mut self) -> Vec<u8> {
+        if !self.dropped_any && self.marks.is_empty() {
+            self.buf.truncate(2);
+            if let Some(form) = self.buf.get_mut(1) {
+                *form = FORM_ALL_KEPT;
+            }
+            return self.buf;
+        }
+        // At most `count` edits, and `count` fits u32.
+        let edits = u32::try_from(self.marks.len()).unwrap_or(u32::MAX);
+        patch_u32(&mut self.buf, self.edit_count_at, edits);
+        self.buf
+    }
+
+    fn check_editable(&self, index: usize) -> Result<(), AbiError> {
+        if index >= self.count {
+            return Err(AbiError::IndexOutOfRange {
+                index,
+                count: self.count,
+            });
+        }
+        if !self.is_kept(index) {
+            return Err(AbiError::DroppedMessageEdit { index });
+        }
+        match self.marks.last() {
+            Some(last) if last.index > index => Err(AbiError::OutOfOrder {
+                index,
+                last: last.index,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the edit header; returns its start offset.
+    fn begin_edit(&mut self, index: usize, flags: u8) -> Result<usize, AbiError> {
+        let index32 = u32::try_from(index).map_err(|_| AbiError::IndexOutOfRange {
+            index,
+            count: self.count,
+        })?;
+        let start = self.buf.len();
+        put_u32(&mut self.buf, index32);
+        self.buf.push(flags);
+        Ok(start)
+    }
+
+    fn end_edit(
+        &mut self,
+        index: usize,
+        start: usize,
+        flags: u8,
+        result: Result<(), AbiError>,
+    ) -> Result<(), AbiError> {
+        match result {
+            Ok(()) => {
+                self.marks.push(EditMark {
+                    index,
+                    start,
+                    flags,
+                });
+                Ok(())
+            }
+            Err(err) => {
+                self.buf.truncate(start);
+                Err(err)
+            }
+        }
+    }
+}
+
+fn write_routes(buf: &mut Vec<u8>, destinations: &[Destination<'_>]) -> Result<(), AbiError> {
+    let count = u16::try_from(destinations.len()).map_err(|_| AbiError::TooMany {
+        field: Field::RouteCount,
+        count: destinations.len(),
+        max: usize::from(u16::MAX),
+    })?;
+    put_u16(buf, count);
+    for dest in destinations {
+        match *dest {
+            Destination::Local { topic } => {
+                buf.push(KIND_LOCAL);
+                put_str16(buf, topic, Field::DestinationTopic)?;
+            }
+            Destination::Bridge { bridge, topic } => {
+                buf.push(KIND_BRIDGE);
+                put_str16(buf, bridge, Field::BridgeName)?;
+                put_str16(buf, topic, Field::DestinationTopic)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A fully validated verdict buffer. Every accessor is infallible.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdicts<'a> {
+    count: usize,
+    /// `None` for form 0 (every message kept).
+    bitmap: Option<&'a [u8]>,
+    all_kept: bool,
+    /// The encoded edit list, validated.
+    edits: &'a [u8],
+    edit_count: usize,
+}
+
+impl<'a> Verdicts<'a> {
+    /// Validates `buf` as the verdicts for a batch of `expected_count` messages: version,
+    /// form, count, bitmap (bits past the count must be 0), edit indices strictly ascending,
+    /// in range and kept, edit flags, replacement records, destinations, no trailing bytes.
+    pub fn parse(buf: &'a [u8], expected_count: usize) -> Result<Self, AbiError> {
+        let mut r = Reader::new(buf, Part::Verdicts);
+        let version = r.u8(Field::Version)?;
+        if version != VERSION {
+            return Err(AbiError::Version { found: version });
+        }
+        match r.u8(Field::Form)? {
+            FORM_ALL_KEPT => {
+                r.finish()?;
+                return Ok(Self {
+                    count: expected_count,
+                    bitmap: None,
+                    all_kept: true,
+                    edits: &[],
+                    edit_count: 0,
+                });
+            }
+            FORM_EDITS => {}
+            form => return Err(AbiError::UnknownForm { form }),
+        }
+        let found = r.u32(Field::MessageCount)?;
+        if usize::try_from(found).ok() != Some(expected_count) {
+            return Err(AbiError::CountMismatch {
+                expected: expected_count,
+                found,
+            });
+        }
+        let count = expected_count;
+        let bitmap = r.take(count.div_ceil(8), Field::Bitmap)?;
+        if !count.is_multiple_of(8) {
+            let last = bitmap.last().copied().unwrap_or(0);
+            if last >> (count % 8) != 0 {
+                return Err(AbiError::Reserved {
+                    part: Part::Verdicts,
+                    field: Field::Bitmap,
+                });
+            }
+        }
+        let edit_count = r.len32(Field::EditCount)?;
+        let edits = r.rest;
+        let mut previous: Option<u32> = None;
+        for ordinal in 0..edit_count {
+            let mut e = Reader::new(r.rest, Part::Edit(ordinal));
+            let index = e.u32(Field::EditIndex)?;
+            let at = usize::try_from(index).ok().filter(|&i| i < count);
+            let Some(at) = at else {
+                return Err(AbiError::EditIndexOutOfRange {
+                    ordinal,
+                    index,
+                    count,
+                });
+            };
+            if let Some(previous) = previous.filter(|&p| p >= index) {
+                return Err(AbiError::EditOrder {
+                    ordinal,
+                    index,
+                    previous,
+                });
+            }
+            previous = Some(index);
+            if !bit(bitmap, at) {
+                return Err(AbiError::EditOnDropped { ordinal, index });
+            }
+            let flags = e.u8(Field::EditFlags)?;
+            if flags & !(HAS_REPLACEMENT | HAS_ROUTES) != 0 {
+                return Err(AbiError::Reserved {
+                    part: Part::Edit(ordinal),
+                    field: Field::EditFlags,
+                });
+            }
+            if flags == 0 {
+                return Err(AbiError::EmptyEdit { ordinal });
+            }
+            if flags & HAS_REPLACEMENT != 0 {
+                read_record(&mut e)?;
+            }
+            if flags & HAS_ROUTES != 0 {
+                let mut routes = read_routes(&mut e, at)?;
+                for dest in routes.by_ref() {
+                    dest?;
+                }
+                e.rest = routes.rest;
+            }
+            r.rest = e.rest;
+        }
+        r.finish()?;
+        let edits = edits.get(..edits.len() - r.rest.len()).unwrap_or_default();
+        let all_kept = (0..count).all(|i| bit(bitmap, i));
+        Ok(Self {
+            count,
+            bitmap: Some(bitmap),
+            all_kept,
+            edits,
+            edit_count,
+        })
+    }
+
+    /// The message count.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Whether message `index` is kept (false when out of range).
+    pub fn is_kept(&self, index: usize) -> bool {
+        index < self.count && self.bitmap.is_none_or(|b| bit(b, index))
+    }
+
+    /// Whether every message is kept (edits may still be present).
+    pub fn all_kept(&self) -> bool {
+        self.all_kept
+    }
+
+    /// Whether every message is kept unchanged (form 0, or form 1 saying the same).
+    pub fn unchanged(&self) -> bool {
+        self.all_kept && self.edit_count == 0
+    }
+
+    /// The edits, ascending by message index, only for kept messages.
+    pub fn edits(&self) -> Edits<'a> {
+        Edits {
+            rest: self.edits,
+            remaining: self.edit_count,
+        }
+    }
+}
+
+fn bit(bitmap: &[u8], index: usize) -> bool {
+    bitmap
+        .get(index / 8)
+        .is_some_and(|byte| byte & (1 << (index % 8)) != 0)
+}
+
+/// Reads the route count and returns the (unvalidated) destination iterator positioned at
+/// the first destination; the caller validates by iterating.
+fn read_routes<'a>(e: &mut Reader<'a>, index: usize) -> Result<RouteReader<'a>, AbiError> {
+    let count = e.u16(Field::RouteCount)?;
+    if count == 0 {
+        return Err(AbiError::NoRoutes { index });
+    }
+    Ok(RouteReader {
+        rest: e.rest,
+        part: e.part,
+        remaining: count,
+    })
+}
+
+/// Fallible destination decoding, shared by validation and [`Routes`].
+#[derive(Clone)]
+struct RouteReader<'a> {
+    rest: &'a [u8],
+    part: Part,
+    remaining: u16,
+}
+
+impl<'a> Iterator for RouteReader<'a> {
+    type Item = Result<Destination<'a>, AbiError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.remaining = self.remaining.checked_sub(1)?;
+        let mut r = Reader::new(self.rest, self.part);
+        let result = read_destination(&mut r);
+        self.rest = r.rest;
+        Some(result)
+    }
+}
+
+fn read_destination<'a>(r: &mut Reader<'a>) -> Result<Destination<'a>, AbiError> {
+    match r.u8(Field::DestinationKind)? {
+        KIND_LOCAL => Ok(Destination::Local {
+            topic: r.str16(Field::DestinationTopic)?,
+        }),
+        KIND_BRIDGE => Ok(Destination::Bridge {
+            bridge: r.str16(Field::BridgeName)?,
+            topic: r.str16(Field::DestinationTopic)?,
+        }),
+        kind => {
+            let Part::Edit(ordinal) = r.part else {
+                return Err(AbiError::UnknownDestination { ordinal: 0, kind });
+            };
+            Err(AbiError::UnknownDestination { ordinal, kind })
+        }
+    }
+}
+
+/// One message's edit: its replacement, its routes, or both.
+#[derive(Debug, Clone)]
+pub struct Edit<'a> {
+    pub index: usize,
+    /// The message as it continues through the chain. Its `payload()` is `None` when the
+    /// payload is unchanged; its `received_ms` and `client_id` are to be ignored.
+    pub replacement: Option<MessageView<'a>>,
+    pub routes: Option<Routes<'a>>,
+}
+
+/// Iterator over the edits of validated [`Verdicts`].
+#[derive(Debug, Clone)]
+pub struct Edits<'a> {
+    rest: &'a [u8],
+    remaining: usize,
+}
+
+impl<'a> Iterator for Edits<'a> {
+    type Item = Edit<'a>;
+
+    fn next(&mut self) -> Option<Edit<'a>> {
+        self.remaining = self.remaining.checked_sub(1)?;
+        // Validated by `Verdicts::parse`, so none of these fail.
+        let mut e = Reader::new(self.rest, Part::Verdicts);
+        let index = usize::try_from(e.u32(Field::EditIndex).ok()?).ok()?;
+        let flags = e.u8(Field::EditFlags).ok()?;
+        let replacement = if flags & HAS_REPLACEMENT != 0 {
+            Some(read_record(&mut e).ok()?)
+        } else {
+            None
+        };
+        let routes = if flags & HAS_ROUTES != 0 {
+            let reader = read_routes(&mut e, index).ok()?;
+            let start = reader.rest;
+            let count = reader.remaining;
+            let mut walk = reader;
+            for dest in walk.by_ref() {
+                dest.ok()?;
+            }
+            let len = start.len() - walk.rest.len();
+            e.rest = walk.rest;
+            Some(Routes {
+                rest: start.get(..len)?,
+                remaining: count,
+            })
+        } else {
+            None
+        };
+        self.rest = e.rest;
+        Some(Edit {
+            index,
+            replacement,
+            routes,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for Edits<'_> {}
+
+/// The destinations of one edit, in order (at least one).
+#[derive(Clone)]
+pub struct Routes<'a> {
+    rest: &'a [u8],
+    remaining: u16,
+}
+
+impl<'a> Iterator for Routes<'a> {
+    type Item = Destination<'a>;
+
+    fn next(&mut self) -> Option<Destination<'a>> {
+        self.remaining = self.remaining.checked_sub(1)?;
+        let mut r = Reader::new(self.rest, Part::Verdicts);
+        let dest = read_destination(&mut r).ok()?;
+        self.rest = r.rest;
+        Some(dest)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::from(self.remaining);
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Routes<'_> {}
+
+impl core::fmt::Debug for Routes<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.clone()).finish()
+    }
+}

@@ -1,0 +1,431 @@
+//! The compiled route table: patterns, templates, first-match lookup and interpolation.
+//!
+//! Owns the run-time half of the router. Parsing the rule language lives in `parse`; this
+//! module only sees already-validated rules. Matching walks the topic once per rule, records
+//! captures as byte spans in a fixed-size array on the stack and allocates nothing; only a
+//! matched rule that routes builds its output topics.
+
+use crate::error::{ConfigError, InvalidRoute, InvalidTopic};
+
+/// Captures one pattern may hold. Far above what a topic scheme needs; keeps the capture
+/// buffer a fixed array on the stack.
+pub const MAX_CAPTURES: usize = 16;
+
+/// Destinations one rule may list.
+pub const MAX_DESTINATIONS: usize = 64;
+
+/// The longest MQTT topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 65_535;
+
+/// Index of a capture within its rule's capture buffer (always `< MAX_CAPTURES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CaptureId(pub(crate) u8);
+
+/// One level of a compiled pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// Must equal the topic level exactly.
+    Literal(Box<str>),
+    /// `+`: any one level, not captured.
+    Any,
+    /// `{name}`: any one level, captured.
+    Capture(CaptureId),
+}
+
+/// What a pattern accepts after its fixed levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// Nothing: the topic has exactly as many levels as the pattern.
+    Exact,
+    /// `#`: zero or more further levels (MQTT semantics: `a/#` also matches `a`).
+    Any,
+    /// `{name..}`: one or more further levels, captured as one `/`-joined value.
+    Capture(CaptureId),
+}
+
+/// A compiled topic pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pattern {
+    pub(crate) levels: Box<[Level]>,
+    pub(crate) tail: Tail,
+}
+
+/// Byte range of a capture within the topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// The capture buffer filled by a successful match.
+#[derive(Debug, Clone, Copy, Default)]
+struct Captures([Span; MAX_CAPTURES]);
+
+impl Captures {
+    fn set(&mut self, id: CaptureId, span: Span) {
+        if let Some(slot) = self.0.get_mut(usize::from(id.0)) {
+            *slot = span;
+        }
+    }
+
+    fn get<'t>(&self, id: CaptureId, topic: &'t str) -> &'t str {
+        self.0
+            .get(usize::from(id.0))
+            .and_then(|span| topic.get(span.start..span.end))
+            .unwrap_or("")
+    }
+}
+
+impl Pattern {
+    /// Whether the pattern can match a topic whose first level is `first_level`: a cheap
+    /// pre-check (mostly a length comparison) that skips most non-matching rules without
+    /// walking the topic again.
+    fn may_match(&self, first_level: &str) -> bool {
+        match self.levels.first() {
+            Some(Level::Literal(literal)) => **literal == *first_level,
+            _ => true,
+        }
+    }
+
+    /// Whether `topic` matches; on success `caps` holds every capture of this pattern.
+    fn matches(&self, topic: &str, caps: &mut Captures) -> bool {
+        // MQTT: a filter starting with a wildcard does not match topics starting with `$`.
+        if topic.starts_with('$') && !matches!(self.levels.first(), Some(Level::Literal(_))) {
+            return false;
+        }
+        // Start of the next unread level; `None` once the last level has been read.
+        let mut next = Some(0);
+        for level in &self.levels {
+            let Some(start) = next else {
+                return false;
+            };
+            let Some(rest) = topic.get(start..) else {
+                return false;
+            };
+            let end = rest.find('/').map_or(topic.len(), |i| start + i);
+            let Some(segment) = topic.get(start..end) else {
+                return false;
+            };
+            match level {
+                Level::Literal(literal) => {
+                    if segment != &**literal {
+                        return false;
+                    }
+                }
+                Level::Any => {}
+                Level::Capture(id) => caps.set(*id, Span { start, end }),
+            }
+            next = (end < topic.len()).then_some(end + 1);
+        }
+        match self.tail {
+            Tail::Exact => next.is_none(),
+            Tail::Any => true,
+            Tail::Capture(id) => match next {
+                Some(start) => {
+                    caps.set(
+                        id,
+                        Span {
+                            start,
+                            end: topic.len(),
+                        },
+                    );
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+}
+
+/// One piece of a compiled topic template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// Text copied as is (validated at parse time: no `+`, `#`, NUL, `{`, `}`).
+    Literal(Box<str>),
+    /// A capture of the rule's pattern.
+    Capture(CaptureId),
+    /// `{topic}`: the message's own topic.
+    Topic,
+    /// `{client_id}`: the publisher's client id (must be one non-empty level).
+    ClientId,
+}
+
+/// A compiled destination topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Template {
+    pub(crate) pieces: Box<[Piece]>,
+}
+
+impl Template {
+    /// Renders the topic for one message, or says why the result is not a valid topic name.
+    fn render(&self, msg: Incoming<'_>, caps: &Captures) -> Result<String, InvalidTopic> {
+        let mut len = 0usize;
+        for (i, piece) in self.pieces.iter().enumerate() {
+            let value = piece_value(piece, msg, caps);
+            match piece {
+                Piece::Literal(_) => {}
+                Piece::ClientId => {
+                    if value.is_empty() || value.contains('/') {
+                        return Err(InvalidTopic::BadClientId);
+                    }
+                    check_interpolated(value)?;
+                }
+                Piece::Capture(_) | Piece::Topic => check_interpolated(value)?,
+            }
+            // `{topic}` alone (as `keep` is) is the message's own topic, not a new `$` topic.
+            if i == 0
+                && value.starts_with('$')
+                && !matches!(piece, Piece::Literal(_))
+                && !matches!(*self.pieces, [Piece::Topic])
+            {
+                return Err(InvalidTopic::DollarPrefix);
+            }
+            len = len.saturating_add(value.len());
+        }
+        if len == 0 {
+            return Err(InvalidTopic::Empty);
+        }
+        if len > MAX_TOPIC_LEN {
+            return Err(InvalidTopic::TooLong(len));
+        }
+        let mut out = String::with_capacity(len);
+        for piece in &*self.pieces {
+            out.push_str(piece_value(piece, msg, caps));
+        }
+        Ok(out)
+    }
+
+    /// The template that reproduces the message's own topic (the `keep` destination).
+    pub(crate) fn own_topic() -> Self {
+        Self {
+            pieces: Box::new([Piece::Topic]),
+        }
+    }
+}
+
+fn piece_value<'a>(piece: &'a Piece, msg: Incoming<'a>, caps: &Captures) -> &'a str {
+    match piece {
+        Piece::Literal(text) => text,
+        Piece::Capture(id) => caps.get(*id, msg.topic),
+        Piece::Topic => msg.topic,
+        Piece::ClientId => msg.client_id,
+    }
+}
+
+/// Interpolated values come from the message, which the hub validated, but a topic name with
+/// a wildcard or NUL must never leave the router whatever the input.
+fn check_interpolated(value: &str) -> Result<(), InvalidTopic> {
+    if value.bytes().any(|b| matches!(b, b'+' | b'#' | 0)) {
+        Err(InvalidTopic::ForbiddenChar)
+    } else {
+        Ok(())
+    }
+}
+
+/// A compiled destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Destination {
+    /// Publish locally on the rendered topic.
+    Local(Template),
+    /// Forward through the named bridge on the rendered topic.
+    Bridge { bridge: Box<str>, topic: Template },
+}
+
+/// What a rule (or the `otherwise` directive) does with a message it applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Deliver unchanged to its own topic (no routes).
+    Keep,
+    /// Drop the message.
+    Drop,
+    /// Deliver to these destinations only (at least one).
+    Route(Box<[Destination]>),
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rule {
+    pub(crate) pattern: Pattern,
+    pub(crate) action: Action,
+}
+
+/// What the router reads from a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incoming<'a> {
+    /// The topic name.
+    pub topic: &'a str,
+    /// The publisher's client id (empty for messages the hub published itself).
+    pub client_id: &'a str,
+}
+
+/// A destination produced for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved<'t> {
+    /// Publish locally on `topic`.
+    Local {
+        /// A valid MQTT topic name.
+        topic: String,
+    },
+    /// Forward through the bridge named `bridge` on `topic`.
+    Bridge {
+        /// The bridge's name as written in the rule.
+        bridge: &'t str,
+        /// A valid MQTT topic name.
+        topic: String,
+    },
+}
+
+/// The router's decision for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<'t> {
+    /// Deliver unchanged to its own topic.
+    Keep,
+    /// Drop the message.
+    Drop,
+    /// Deliver to these destinations only, in rule order (never empty).
+    Route(Vec<Resolved<'t>>),
+    /// A rule matched but a destination topic would be invalid; the message is dropped.
+    Invalid(InvalidRoute),
+}
+
+/// A compiled rule set: rules in order, and what happens to messages no rule matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTable {
+    pub(crate) rules: Box<[Rule]>,
+    pub(crate) otherwise: Action,
+}
+
+impl RouteTable {
+    /// Compiles a rule set written in the router's rule language (see the crate README).
+    pub fn parse(config: &str) -> Result<Self, ConfigError> {
+        crate::parse::parse(config)
+    }
+
+    /// Number of rules (the `otherwise` directive not counted).
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether the table has no rules (only an `otherwise` directive).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// 1-based number of the first rule matching `topic`, if any. Never allocates.
+    pub fn first_match(&self, topic: &str) -> Option<usize> {
+        let mut caps = Captures::default();
+        self.find(topic, &mut caps).map(|(i, _)| i + 1)
+    }
+
+    /// Decides one message: the first matching rule's action, else the `otherwise` action.
+    /// Allocates only when the action routes (the output topics).
+    pub fn route(&self, msg: Incoming<'_>) -> Outcome<'_> {
+        let mut caps = Captures::default();
+        match self.find(msg.topic, &mut caps) {
+            Some((i, rule)) => apply(&rule.action, i + 1, msg, &caps),
+            None => apply(&self.otherwise, 0, msg, &caps),
+        }
+    }
+
+    /// The first matching rule and its 0-based index; fills `caps` with its captures.
+    fn find(&self, topic: &str, caps: &mut Captures) -> Option<(usize, &Rule)> {
+        let first_level = topic.split('/').next().unwrap_or(topic);
+        self.rules.iter().enumerate().find(|(_, rule)| {
+            rule.pattern.may_match(first_level) && rule.pattern.matches(topic, caps)
+        })
+    }
+}
+
+fn apply<'t>(action: &'t Action, rule: usize, msg: Incoming<'_>, caps: &Captures) -> Outcome<'t> {
+    let destinations = match action {
+        Action::Keep => return Outcome::Keep,
+        Action::Drop => return Outcome::Drop,
+        Action::Route(destinations) => destinations,
+    };
+    let mut routes = Vec::with_capacity(destinations.len());
+    for destination in destinations {
+        let (template, bridge) = match destination {
+            Destination::Local(template) => (template, None),
+            Destination::Bridge { bridge, topic } => (topic, Some(&**bridge)),
+        };
+        let topic = match template.render(msg, caps) {
+            Ok(topic) => topic,
+            Err(reason) => return Outcome::Invalid(InvalidRoute { rule, reason }),
+        };
+        routes.push(match bridge {
+            Some(bridge) => Resolved::Bridge { bridge, topic },
+            None => Resolved::Local { topic },
+        });
+    }
+    Outcome::Route(routes)
+}
+
+/// Whether `topic` is a valid MQTT topic name: 1–65,535 bytes, no `+`, `#` or NUL.
+pub fn is_valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= MAX_TOPIC_LEN
+        && !topic.bytes().any(|b| matches!(b, b'+' | b'#' | 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(levels: Vec<Level>, tail: Tail) -> Pattern {
+        Pattern {
+            levels: levels.into_boxed_slice(),
+            tail,
+        }
+    }
+
+    fn spans(p: &Pattern, topic: &str) -> Option<Vec<(usize, usize)>> {
+        let mut caps = Captures::default();
+        p.matches(topic, &mut caps)
+            .then(|| caps.0.iter().map(|s| (s.start, s.end)).take(2).collect())
+    }
+
+    #[test]
+    fn capture_spans_are_byte_ranges_of_the_topic() {
+        let p = pattern(
+            vec![Level::Literal("s".into()), Level::Capture(CaptureId(0))],
+            Tail::Capture(CaptureId(1)),
+        );
+        assert_eq!(spans(&p, "s/é/x/y"), Some(vec![(2, 4), (5, 8)]));
+        assert_eq!(spans(&p, "s//"), Some(vec![(2, 2), (3, 3)]));
+        assert_eq!(spans(&p, "s/é"), None);
+        assert_eq!(spans(&p, "t/é/x"), None);
+    }
+
+    #[test]
+    fn hash_tail_matches_the_parent_level() {
+        let p = pattern(vec![Level::Literal("a".into())], Tail::Any);
+        assert!(spans(&p, "a").is_some());
+        assert!(spans(&p, "a/").is_some());
+        assert!(spans(&p, "a/b/c").is_some());
+        assert!(spans(&p, "ab").is_none());
+        let all = pattern(vec![], Tail::Any);
+        assert!(spans(&all, "x").is_some());
+        assert!(spans(&all, "$x").is_none());
+    }
+
+    #[test]
+    fn out_of_range_capture_ids_read_empty() {
+        let mut caps = Captures::default();
+        caps.set(CaptureId(200), Span { start: 0, end: 1 });
+        assert_eq!(caps.get(CaptureId(200), "abc"), "");
+        caps.set(CaptureId(0), Span { start: 5, end: 9 });
+        assert_eq!(caps.get(CaptureId(0), "abc"), "");
+    }
+
+    #[test]
+    fn valid_topic_names() {
+        assert!(is_valid_topic_name("a"));
+        assert!(is_valid_topic_name("/"));
+        assert!(is_valid_topic_name(&"x".repeat(MAX_TOPIC_LEN)));
+        assert!(!is_valid_topic_name(""));
+        assert!(!is_valid_topic_name(&"x".repeat(MAX_TOPIC_LEN + 1)));
+        assert!(!is_valid_topic_name("a/+"));
+        assert!(!is_valid_topic_name("#"));
+        assert!(!is_valid_topic_name("a\0"));
+    }
+}

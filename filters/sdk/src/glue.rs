@@ -1,0 +1,67 @@
+//! What [`export!`](crate::export) expands to call: the WIT bindings and the `init` /
+//! `process` entry points over a filter held in the guest's thread-local slot. Not part of
+//! the public API; filter crates reach it only through the macro.
+
+use std::cell::{Cell, RefCell};
+use std::thread::LocalKey;
+
+pub use wit_bindgen;
+
+/// The `wit_bindgen` bindings for `wit/filter.wit`.
+#[allow(unsafe_code, reason = "generated canonical-ABI glue")]
+#[allow(clippy::all, reason = "generated code")]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "filter",
+        pub_export_macro: true,
+        export_macro_name: "__export_filter_world",
+        default_bindings_module: "tern_filter::__private::bindings",
+        runtime_path: "tern_filter::__private::wit_bindgen::rt",
+    });
+}
+
+use crate::Filter;
+use bindings::Needs;
+
+/// The filter instance of one guest, created by `init`.
+pub type Slot<F> = RefCell<Option<F>>;
+
+thread_local! {
+    /// The verdict buffer, kept between calls so writing verdicts does not regrow it.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// The WIT `init`: builds the filter from its config (replacing any earlier instance) and
+/// reports what it needs in each batch.
+pub fn init<F: Filter>(slot: &'static LocalKey<Slot<F>>, config: &str) -> Result<Needs, String> {
+    slot.with_borrow_mut(|slot| {
+        *slot = None;
+        *slot = Some(F::init(config)?);
+        Ok(if F::NEEDS_PAYLOAD {
+            Needs::PAYLOAD
+        } else {
+            Needs::empty()
+        })
+    })
+}
+
+/// The WIT `process`. The returned verdicts reuse the allocation of the batch buffer, which
+/// is free once the batch is decided, so a call allocates nothing when the verdicts fit.
+pub fn process<F: Filter>(
+    slot: &'static LocalKey<Slot<F>>,
+    batch: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    slot.with_borrow_mut(|filter| {
+        let filter = filter
+            .as_mut()
+            .ok_or("process called before a successful init")?;
+        let scratch = SCRATCH.take();
+        let verdicts = crate::process_batch(filter, &batch, scratch)?;
+        let mut out = batch;
+        out.clear();
+        out.extend_from_slice(&verdicts);
+        SCRATCH.set(verdicts);
+        Ok(out)
+    })
+}

@@ -1,0 +1,184 @@
+//! Filter host benchmarks (criterion).
+//!
+//! - `chain/<filter>/<batch>`: one chain of one filter (`pass`, and `sql92` / `router`
+//!   when their guests are built), batches of 1, 16 and 256 messages with 256 B payloads
+//!   and two user properties; throughput is per message. `chain/pass-x3/<batch>` runs three
+//!   pass filters in a row.
+//! - `load/compile-cold`: `precompile` of the pass guest (Cranelift only);
+//!   `load/deploy-cold`: deploy into an empty cache (componentize, compile, write,
+//!   load, instantiate, init); `load/deploy-cached`: deploy from a warm cache.
+//! - `instantiate/<filter>`: a new instance from the `InstancePre` plus `init`.
+//!
+//! Run: `cargo bench -p tern-hub --bench filters`. Builds the guests of `filters/` first
+//! (`cargo build --release --target wasm32-unknown-unknown` there).
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tern_hub::config::HumanDuration;
+use tern_hub::filter_host::{Chain, FailurePolicy, FilterHost, FilterLimitsConfig, precompile};
+use tern_hub::message::{ClientId, Message, MessageProperties};
+use tern_mqtt::QoS;
+
+const BATCHES: [usize; 3] = [1, 16, 256];
+
+/// The guests to benchmark as chains: crate artifact, config.
+const CHAINS: [(&str, &str, &str); 3] = [
+    ("pass", "tern_filter_pass.wasm", ""),
+    (
+        "sql92",
+        "tern_filter_sql92.wasm",
+        "temperature > 30 AND site = 'north'",
+    ),
+    (
+        "router",
+        "tern_filter_router.wasm",
+        "sensors/{device}/temp -> bridge:cloud site-7/{device}/temperature",
+    ),
+];
+
+fn guests_dir() -> PathBuf {
+    let filters = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .join("filters");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&filters)
+        .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
+        .status()
+        .expect("run cargo in filters/");
+    assert!(status.success(), "building the filter guests failed");
+    filters.join("target/wasm32-unknown-unknown/release")
+}
+
+fn host(cache: &Path) -> FilterHost {
+    let limits = FilterLimitsConfig {
+        cache_dir: Some(cache.to_owned()),
+        deadline_base: HumanDuration(Duration::from_millis(100)),
+        ..FilterLimitsConfig::default()
+    };
+    FilterHost::new(&limits, cache, Arc::default()).expect("filter host")
+}
+
+fn batch(n: usize) -> Vec<Message> {
+    let payload = Bytes::from(vec![b'x'; 256]);
+    (0..n)
+        .map(|i| Message {
+            topic: format!("sensors/dev-{i}/temp"),
+            payload: payload.clone(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: MessageProperties {
+                user_properties: vec![
+                    ("temperature".into(), (20 + i % 20).to_string()),
+                    (
+                        "site".into(),
+                        if i % 2 == 0 { "north" } else { "south" }.into(),
+                    ),
+                ],
+                ..MessageProperties::default()
+            },
+            expiry: None,
+            publisher: ClientId::from("dev"),
+        })
+        .collect()
+}
+
+fn chains(c: &mut Criterion) {
+    let dir = guests_dir();
+    let cache = tempfile::tempdir().expect("temp dir");
+    let host = host(cache.path());
+    let mut group = c.benchmark_group("chain");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    let mut runs: Vec<(String, Chain)> = Vec::new();
+    for (name, artifact, config) in CHAINS {
+        match host.deploy(name, &dir.join(artifact), config) {
+            Ok(filter) => {
+                if name == "pass" {
+                    let three = vec![
+                        Arc::clone(&filter),
+                        Arc::clone(&filter),
+                        Arc::clone(&filter),
+                    ];
+                    runs.push(("pass-x3".into(), Chain::new(three, FailurePolicy::Pass)));
+                }
+                runs.push((name.into(), Chain::new(vec![filter], FailurePolicy::Pass)));
+            }
+            Err(err) => eprintln!("skipping {name}: {err}"),
+        }
+    }
+    for (name, chain) in &runs {
+        for n in BATCHES {
+            let input = batch(n);
+            group.throughput(Throughput::Elements(u64::try_from(n).expect("small")));
+            group.bench_with_input(BenchmarkId::new(name.as_str(), n), &input, |b, input| {
+                b.iter_batched(
+                    || input.clone(),
+                    |messages| black_box(chain.run(messages)),
+                    criterion::BatchSize::SmallInput,
+                );
+            });
+        }
+    }
+    group.finish();
+}
+
+fn loading(c: &mut Criterion) {
+    let dir = guests_dir();
+    let wasm_path = dir.join("tern_filter_pass.wasm");
+    let wasm = std::fs::read(&wasm_path).expect("pass guest");
+    let mut group = c.benchmark_group("load");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(10);
+    group.bench_function("compile-cold", |b| {
+        b.iter(|| black_box(precompile(&wasm, None).expect("compile")));
+    });
+    group.bench_function("deploy-cold", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().expect("temp dir"),
+            |cache| {
+                let host = host(cache.path());
+                black_box(host.deploy("p", &wasm_path, "").expect("deploy"));
+                cache
+            },
+            criterion::BatchSize::PerIteration,
+        );
+    });
+    let cache = tempfile::tempdir().expect("temp dir");
+    host(cache.path())
+        .deploy("p", &wasm_path, "")
+        .expect("warm the cache");
+    let warm = host(cache.path());
+    group.bench_function("deploy-cached", |b| {
+        b.iter(|| black_box(warm.deploy("p", &wasm_path, "").expect("deploy")));
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("instantiate");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for (name, artifact, config) in CHAINS {
+        let Ok(filter) = warm.deploy(name, &dir.join(artifact), config) else {
+            continue;
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| filter.probe_instance().expect("instantiate"));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, chains, loading);
+criterion_main!(benches);

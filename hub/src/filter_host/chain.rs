@@ -1,0 +1,499 @@
+//! A chain of filters with its failure policy ([`Chain`]), and what it produces
+//! ([`Routed`] messages with their [`Target`]).
+//!
+//! Semantics (docs/filter-abi.md, "Chain semantics"): filters run in order; a dropped
+//! message reaches no later filter; a replacement is what later filters see and what is
+//! delivered; routes set a message's destinations (a later filter's routes replace them);
+//! at the end a message with routes goes to those destinations only, one [`Routed`] per
+//! destination in order, and a message without routes to its own topic.
+//!
+//! # Failures
+//!
+//! A failed call (trap, timeout, `Err`, invalid verdicts) is counted, then the batch is
+//! split in halves that run again on fresh instances, recursively, until the failing
+//! messages stand alone; the policy applies to those only, the rest get their verdicts.
+//! The re-runs are bounded by [`isolation_budget`]: once it is spent, the policy applies
+//! to every message still suspected.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::filter_host::filter::BatchTally;
+use crate::filter_host::guest::Admission;
+use crate::filter_host::verdict::{Decisions, Route, decide};
+use crate::filter_host::{CallFailure, FailurePolicy, LoadedFilter};
+use crate::message::Message;
+
+/// User property a dead letter carries: `"<filter>: <reason>"`.
+pub const DEAD_LETTER_ERROR_PROPERTY: &str = "tern-filter-error";
+/// User property a dead letter carries: the topic the message was published to.
+pub const DEAD_LETTER_TOPIC_PROPERTY: &str = "tern-original-topic";
+
+/// Where a message goes after the filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The local router (and the store): delivered to subscribers of `message.topic`, and
+    /// to bridges forwarding that topic.
+    Local,
+    /// Forwarded by this bridge only, under `message.topic` upstream.
+    Bridge {
+        /// The bridge's configured name.
+        bridge: Arc<str>,
+    },
+}
+
+/// A message with where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The message (for [`Target::Bridge`], `topic` is the upstream topic).
+    pub message: Message,
+    /// Where it goes.
+    pub target: Target,
+}
+
+/// Filters run in order on a batch, with the policy for messages a filter fails on.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    filters: Vec<Arc<LoadedFilter>>,
+    on_failure: FailurePolicy,
+}
+
+/// One message's state while it goes through the chain.
+struct Slot {
+    message: Message,
+    routes: Option<Vec<Route>>,
+    /// The topic it was published to, kept once a replacement changed it.
+    published_topic: Option<String>,
+    fate: Fate,
+}
+
+enum Fate {
+    Alive,
+    Dropped,
+    /// Dead-lettered, with the reason (`"<filter>: <failure>"`).
+    DeadLetter(String),
+}
+
+impl Chain {
+    /// A chain of `filters` (run in this order) with its failure policy.
+    pub fn new(filters: Vec<Arc<LoadedFilter>>, on_failure: FailurePolicy) -> Self {
+        Self {
+            filters,
+            on_failure,
+        }
+    }
+
+    /// The filters, in order.
+    pub fn filters(&self) -> &[Arc<LoadedFilter>] {
+        &self.filters
+    }
+
+    /// The failure policy.
+    pub fn on_failure(&self) -> &FailurePolicy {
+        &self.on_failure
+    }
+
+    /// Runs the batch through every filter. The output keeps input order; a message routed
+    /// to several destinations becomes several [`Routed`], in destination order. Runs on
+    /// the calling thread; never panics because of a guest.
+    pub fn run(&self, batch: Vec<Message>) -> Vec<Routed> {
+        let mut out = Vec::with_capacity(batch.len());
+        self.run_with(batch, |_, routed| out.push(routed));
+        out
+    }
+
+    /// [`run`](Self::run), handing each output with the index of the input it came from.
+    pub(crate) fn run_with(&self, batch: Vec<Message>, mut emit: impl FnMut(usize, Routed)) {
+        if self.filters.is_empty() {
+            for (index, message) in batch.into_iter().enumerate() {
+                emit(
+                    index,
+                    Routed {
+                        message,
+                        target: Target::Local,
+                    },
+                );
+            }
+            return;
+        }
+        let received_ms = unix_ms();
+        let mut slots: Vec<Slot> = batch
+            .into_iter()
+            .map(|message| Slot {
+                message,
+                routes: None,
+                published_topic: None,
+                fate: Fate::Alive,
+            })
+            .collect();
+        let mut alive: Vec<usize> = (0..slots.len()).collect();
+        for filter in &self.filters {
+            if alive.is_empty() {
+                break;
+            }
+            self.run_filter(filter, &mut slots, &alive, received_ms);
+            alive.retain(|&i| matches!(slots[i].fate, Fate::Alive));
+        }
+        for (index, slot) in slots.into_iter().enumerate() {
+            emit_slot(index, slot, &self.on_failure, &mut emit);
+        }
+    }
+
+    /// Runs one filter on the messages `group` (indices into `slots`), isolating failures.
+    fn run_filter(
+        &self,
+        filter: &LoadedFilter,
+        slots: &mut [Slot],
+        group: &[usize],
+        received_ms: u64,
+    ) {
+        let first = match call(filter, slots, group, received_ms) {
+            Ok(decisions) => {
+                apply(filter, slots, group, decisions);
+                return;
+            }
+            Err(failure) => failure,
+        };
+        // Isolation: ranges of `group` known to fail, with the failure seen.
+        let mut budget = isolation_budget(group.len());
+        let mut failing = vec![(0, group.len(), first.clone())];
+        let mut poisoned = 0usize;
+        while let Some((lo, hi, failure)) = failing.pop() {
+            if hi - lo == 1 || budget == 0 {
+                poisoned += hi - lo;
+                self.apply_policy(filter, slots, &group[lo..hi], &failure);
+                continue;
+            }
+            let mid = lo + (hi - lo) / 2;
+            for (a, b) in [(lo, mid), (mid, hi)] {
+                if budget == 0 {
+                    failing.push((a, b, failure.clone()));
+                    continue;
+                }
+                budget -= 1;
+                match call(filter, slots, &group[a..b], received_ms) {
+                    Ok(decisions) => apply(filter, slots, &group[a..b], decisions),
+                    Err(half_failure) => failing.push((a, b, half_failure)),
+                }
+            }
+        }
+        let shared = filter.shared();
+        if let Admission::Yes { suppressed } = shared.failure_log.admit(std::time::Instant::now()) {
+            tracing::warn!(
+                target: "tern::filter",
+                filter = %shared.name,
+                kind = %first.kind,
+                reason = %first.detail,
+                batch = group.len(),
+                failing = poisoned,
+                policy = %self.on_failure,
+                suppressed,
+                "filter failed; failure policy applied to the failing messages"
+            );
+        }
+    }
+
+    fn apply_policy(
+        &self,
+        filter: &LoadedFilter,
+        slots: &mut [Slot],
+        members: &[usize],
+        failure: &CallFailure,
+    ) {
+        filter.shared().count_policy(members.len());
+        for &i in members {
+            match &self.on_failure {
+                FailurePolicy::Pass => {}
+                FailurePolicy::Drop => slots[i].fate = Fate::Dropped,
+                FailurePolicy::DeadLetter(_) => {
+                    slots[i].fate = Fate::DeadLetter(format!("{}: {failure}", filter.name()));
+                }
+            }
+        }
+    }
+}
+
+/// Calls made to isolate the failing messages of a failed batch of `n`: enough to isolate
+/// two poison messages by halving (two calls per level), then the policy applies to
+/// whatever is still suspected. Bounds the time one bad batch can hold a worker.
+pub(crate) fn isolation_budget(n: usize) -> usize {
+    let levels = usize::try_from(usize::BITS - n.leading_zeros()).unwrap_or(usize::MAX);
+    levels.saturating_mul(4)
+}
+
+/// One call of `filter` on `group`, counted when it fails.
+fn call(
+    filter: &LoadedFilter,
+    slots: &[Slot],
+    group: &[usize],
+    received_ms: u64,
+) -> Result<Decisions, CallFailure> {
+    let batch: Vec<&Message> = group.iter().map(|&i| &slots[i].message).collect();
+    let count = batch.len();
+    let result = filter.process(&batch, received_ms, |buf| decide(buf, count));
+    if let Err(failure) = &result {
+        filter.shared().count_failure(failure.kind);
+        tracing::debug!(
+            target: "tern::filter",
+            filter = filter.name(),
+            messages = count,
+            kind = %failure.kind,
+            reason = %failure.detail,
+            "filter call failed"
+        );
+    }
+    result
+}
+
+/// Applies the decisions for `group` to the slots and counts them.
+fn apply(filter: &LoadedFilter, slots: &mut [Slot], group: &[usize], decisions: Decisions) {
+    let mut tally = BatchTally {
+        messages: group.len(),
+        kept: group.len(),
+        ..BatchTally::default()
+    };
+    if let Decisions::Edited { kept, edits } = decisions {
+        for (&slot, kept) in group.iter().zip(kept) {
+            if !kept {
+                slots[slot].fate = Fate::Dropped;
+                tally.kept -= 1;
+            }
+        }
+        for edit in edits {
+            let Some(&i) = group.get(edit.index) else {
+                continue;
+            };
+            let slot = &mut slots[i];
+            if let Some(replacement) = edit.replacement {
+                tally.replaced += 1;
+                if slot.published_topic.is_none() && replacement.topic != slot.message.topic {
+                    slot.published_topic = Some(slot.message.topic.clone());
+                }
+                replacement.apply(&mut slot.message);
+            }
+            if let Some(routes) = edit.routes {
+                tally.routed += 1;
+                slot.routes = Some(routes);
+            }
+        }
+    }
+    filter.shared().count_batch(tally);
+}
+
+/// Emits what became of one message.
+fn emit_slot(
+    index: usize,
+    slot: Slot,
+    policy: &FailurePolicy,
+    emit: &mut impl FnMut(usize, Routed),
+) {
+    let Slot {
+        mut message,
+        routes,
+        published_topic,
+        fate,
+    } = slot;
+    match fate {
+        Fate::Dropped => {}
+        Fate::DeadLetter(reason) => {
+            let FailurePolicy::DeadLetter(topic) = policy else {
+                return;
+            };
+            let original = published_topic.unwrap_or_else(|| message.topic.clone());
+            let properties = &mut message.properties.user_properties;
+            properties.push((DEAD_LETTER_ERROR_PROPERTY.to_owned(), reason));
+            properties.push((DEAD_LETTER_TOPIC_PROPERTY.to_owned(), original));
+            message.topic = topic.to_string();
+            // A dead letter must not replace the retained message of the dead-letter topic.
+            message.retain = false;
+            emit(
+                index,
+                Routed {
+                    message,
+                    target: Target::Local,
+                },
+            );
+        }
+        Fate::Alive => match routes {
+            None => emit(
+                index,
+                Routed {
+                    message,
+                    target: Target::Local,
+                },
+            ),
+            Some(routes) => {
+                let count = routes.len();
+                let mut remaining = Some(message);
+                for (n, route) in routes.into_iter().enumerate() {
+                    // The last destination takes the message itself.
+                    let copy = if n + 1 == count {
+                        remaining.take()
+                    } else {
+                        remaining.clone()
+                    };
+                    let Some(mut copy) = copy else {
+                        break;
+                    };
+                    let target = match route {
+                        Route::Local(topic) => {
+                            copy.topic = topic;
+                            Target::Local
+                        }
+                        Route::Bridge { bridge, topic } => {
+                            copy.topic = topic;
+                            Target::Bridge { bridge }
+                        }
+                    };
+                    emit(
+                        index,
+                        Routed {
+                            message: copy,
+                            target,
+                        },
+                    );
+                }
+            }
+        },
+    }
+}
+
+/// Now, in Unix milliseconds: the `received_ms` of every record of a batch. The hub filters
+/// at ingest, so this is the receive time to within the batch's own latency.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use tern_mqtt::QoS;
+
+    use super::*;
+    use crate::filter_host::verdict::Replacement;
+    use crate::message::MessageProperties;
+
+    fn message(topic: &str) -> Message {
+        Message {
+            topic: topic.into(),
+            payload: Bytes::from_static(b"p"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: MessageProperties::default(),
+            expiry: None,
+            publisher: Arc::from("dev"),
+        }
+    }
+
+    fn emitted(slot: Slot, policy: &FailurePolicy) -> Vec<(usize, Routed)> {
+        let mut out = Vec::new();
+        emit_slot(7, slot, policy, &mut |i, r| out.push((i, r)));
+        out
+    }
+
+    fn slot(message: Message, routes: Option<Vec<Route>>, fate: Fate) -> Slot {
+        Slot {
+            message,
+            routes,
+            published_topic: None,
+            fate,
+        }
+    }
+
+    #[test]
+    fn routes_fan_out_in_destination_order() {
+        let routes = vec![
+            Route::Local("a/1".into()),
+            Route::Bridge {
+                bridge: Arc::from("cloud"),
+                topic: "up/1".into(),
+            },
+            Route::Local("a/2".into()),
+        ];
+        let out = emitted(
+            slot(message("in"), Some(routes), Fate::Alive),
+            &FailurePolicy::Pass,
+        );
+        let got: Vec<(usize, &str, &Target)> = out
+            .iter()
+            .map(|(i, r)| (*i, r.message.topic.as_str(), &r.target))
+            .collect();
+        let cloud = Target::Bridge {
+            bridge: Arc::from("cloud"),
+        };
+        assert_eq!(
+            got,
+            [
+                (7, "a/1", &Target::Local),
+                (7, "up/1", &cloud),
+                (7, "a/2", &Target::Local)
+            ]
+        );
+        assert!(out.iter().all(|(_, r)| r.message.payload == "p"));
+    }
+
+    #[test]
+    fn unrouted_messages_keep_their_topic_and_dropped_ones_vanish() {
+        let out = emitted(slot(message("in"), None, Fate::Alive), &FailurePolicy::Pass);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.message, message("in"));
+        assert!(
+            emitted(
+                slot(message("in"), None, Fate::Dropped),
+                &FailurePolicy::Drop
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn dead_letters_carry_the_reason_and_the_published_topic() {
+        let mut replaced = message("in");
+        Replacement {
+            topic: "rewritten".into(),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            content_type: None,
+            payload: None,
+            user_properties: vec![("k".into(), "v".into())],
+        }
+        .apply(&mut replaced);
+        let letter = Slot {
+            message: replaced,
+            routes: Some(vec![Route::Local("ignored".into())]),
+            published_topic: Some("in".into()),
+            fate: Fate::DeadLetter("f: trap: boom".into()),
+        };
+        let policy: FailurePolicy = "dead-letter:dlq".parse().expect("policy");
+        let out = emitted(letter, &policy);
+        assert_eq!(out.len(), 1);
+        let routed = &out[0].1;
+        assert_eq!(routed.target, Target::Local);
+        assert_eq!(routed.message.topic, "dlq");
+        assert!(!routed.message.retain);
+        assert_eq!(routed.message.qos, QoS::AtMostOnce);
+        assert_eq!(
+            routed.message.properties.user_properties,
+            [
+                ("k".to_owned(), "v".to_owned()),
+                (
+                    DEAD_LETTER_ERROR_PROPERTY.to_owned(),
+                    "f: trap: boom".to_owned()
+                ),
+                (DEAD_LETTER_TOPIC_PROPERTY.to_owned(), "in".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn isolation_budget_covers_two_poison_messages() {
+        // Two poison messages in n need at most 4 calls per halving level.
+        for n in [1usize, 2, 16, 256, 10_000] {
+            let levels = n.next_power_of_two().trailing_zeros() as usize;
+            assert!(isolation_budget(n) >= 4 * levels, "{n}");
+            assert!(isolation_budget(n) <= 4 * (levels + 1), "{n}");
+        }
+    }
+}

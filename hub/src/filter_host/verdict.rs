@@ -1,0 +1,234 @@
+//! The hub's side of the packed ABI: packing [`Message`]s into a batch and turning a verdict
+//! buffer into owned [`Decisions`], checked for what the hub will not accept (invalid or
+//! `$` topics) so a bad verdict fails the call instead of reaching the store.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tern_filter_abi::{BatchWriter, Destination, MessageView, RecordRef, Verdicts};
+use tern_mqtt::QoS;
+use tern_mqtt::topic::validate_topic_name;
+
+use crate::message::Message;
+
+/// Packs `batch` into `buf` (its allocation is reused).
+pub(crate) fn pack(
+    buf: Vec<u8>,
+    batch: &[&Message],
+    include_payloads: bool,
+    received_ms: u64,
+) -> Result<Vec<u8>, String> {
+    let mut writer = BatchWriter::new(buf, include_payloads);
+    for (index, message) in batch.iter().enumerate() {
+        let record = RecordRef {
+            topic: &message.topic,
+            client_id: &message.publisher,
+            qos: qos_byte(message.qos),
+            retain: message.retain,
+            received_ms,
+            content_type: message.properties.content_type.as_deref(),
+            payload: Some(message.payload.as_ref()),
+        };
+        let properties = message
+            .properties
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        writer
+            .push(&record, properties)
+            .map_err(|e| format!("message {index}: {e}"))?;
+    }
+    Ok(writer.finish())
+}
+
+fn qos_byte(qos: QoS) -> u8 {
+    match qos {
+        QoS::AtMostOnce => 0,
+        QoS::AtLeastOnce => 1,
+        QoS::ExactlyOnce => 2,
+    }
+}
+
+/// What a filter decided for a batch, owned (the verdict buffer is gone once the call
+/// returns).
+#[derive(Debug)]
+pub(crate) enum Decisions {
+    /// Every message kept unchanged: the common case, no allocation.
+    Unchanged,
+    /// Per message: kept or not; plus the edits of kept messages, ascending by index.
+    Edited {
+        kept: Vec<bool>,
+        edits: Vec<OwnedEdit>,
+    },
+}
+
+/// One edit, owned.
+#[derive(Debug)]
+pub(crate) struct OwnedEdit {
+    pub(crate) index: usize,
+    pub(crate) replacement: Option<Replacement>,
+    pub(crate) routes: Option<Vec<Route>>,
+}
+
+/// A message as a filter rewrote it. Fields the ABI does not carry (expiry, response topic,
+/// correlation data, publisher) stay as they were.
+#[derive(Debug)]
+pub(crate) struct Replacement {
+    pub(crate) topic: String,
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) content_type: Option<String>,
+    /// `None`: the payload is unchanged.
+    pub(crate) payload: Option<Bytes>,
+    pub(crate) user_properties: Vec<(String, String)>,
+}
+
+impl Replacement {
+    /// Applies it to `message`.
+    pub(crate) fn apply(self, message: &mut Message) {
+        message.topic = self.topic;
+        message.qos = self.qos;
+        message.retain = self.retain;
+        message.properties.content_type = self.content_type;
+        if let Some(payload) = self.payload {
+            message.payload = payload;
+        }
+        message.properties.user_properties = self.user_properties;
+    }
+}
+
+/// Where a message goes instead of its own topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// A local topic.
+    Local(String),
+    /// A bridge and the topic to publish upstream.
+    Bridge { bridge: Arc<str>, topic: String },
+}
+
+/// Parses and checks `buf` as the verdicts for `count` messages.
+pub(crate) fn decide(buf: &[u8], count: usize) -> Result<Decisions, String> {
+    let verdicts = Verdicts::parse(buf, count).map_err(|e| e.to_string())?;
+    if verdicts.unchanged() {
+        return Ok(Decisions::Unchanged);
+    }
+    let kept = (0..count).map(|i| verdicts.is_kept(i)).collect();
+    let mut edits = Vec::with_capacity(verdicts.edits().len());
+    for edit in verdicts.edits() {
+        let index = edit.index;
+        let replacement = edit
+            .replacement
+            .map(|view| replacement(&view).map_err(|e| format!("message {index}: {e}")))
+            .transpose()?;
+        let routes = edit
+            .routes
+            .map(|routes| {
+                routes
+                    .map(|dest| route(dest).map_err(|e| format!("message {index}: {e}")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        edits.push(OwnedEdit {
+            index,
+            replacement,
+            routes,
+        });
+    }
+    Ok(Decisions::Edited { kept, edits })
+}
+
+/// A topic a filter may give a message that stays in the hub: a valid topic name, not a `$`
+/// topic (filters must not forge `$SYS` messages).
+fn local_topic(topic: &str) -> Result<String, String> {
+    if topic.starts_with('$') {
+        return Err(format!("topic {topic:?} starts with `$`"));
+    }
+    validate_topic_name(topic).map_err(|e| format!("topic {topic:?}: {e:?}"))?;
+    Ok(topic.to_owned())
+}
+
+fn replacement(view: &MessageView<'_>) -> Result<Replacement, String> {
+    let qos = match view.qos() {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        2 => QoS::ExactlyOnce,
+        other => return Err(format!("QoS {other}")),
+    };
+    Ok(Replacement {
+        topic: local_topic(view.topic())?,
+        qos,
+        retain: view.retain(),
+        content_type: view.content_type().map(str::to_owned),
+        payload: view.payload().map(Bytes::copy_from_slice),
+        user_properties: view
+            .properties()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    })
+}
+
+fn route(dest: Destination<'_>) -> Result<Route, String> {
+    match dest {
+        Destination::Local { topic } => Ok(Route::Local(local_topic(topic)?)),
+        Destination::Bridge { bridge, topic } => {
+            if bridge.is_empty() {
+                return Err("route to a bridge with an empty name".into());
+            }
+            validate_topic_name(topic).map_err(|e| format!("upstream topic {topic:?}: {e:?}"))?;
+            Ok(Route::Bridge {
+                bridge: Arc::from(bridge),
+                topic: topic.to_owned(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tern_filter_abi::VerdictWriter;
+
+    use super::*;
+
+    #[test]
+    fn unchanged_verdicts_allocate_nothing() {
+        let buf = VerdictWriter::new(Vec::new(), 3).finish();
+        assert!(matches!(decide(&buf, 3), Ok(Decisions::Unchanged)));
+        assert!(decide(&buf, 3).is_ok());
+    }
+
+    #[test]
+    fn routes_to_dollar_or_wildcard_topics_are_refused() {
+        for topic in ["$SYS/x", "a/+", ""] {
+            let mut w = VerdictWriter::new(Vec::new(), 1);
+            w.route(0, &[Destination::Local { topic }])
+                .expect("writable");
+            let buf = w.finish();
+            assert!(decide(&buf, 1).is_err(), "{topic:?} accepted");
+        }
+        let mut w = VerdictWriter::new(Vec::new(), 2);
+        w.drop_message(0);
+        w.route(
+            1,
+            &[Destination::Bridge {
+                bridge: "cloud",
+                topic: "up/1",
+            }],
+        )
+        .expect("writable");
+        let buf = w.finish();
+        let Ok(Decisions::Edited { kept, edits }) = decide(&buf, 2) else {
+            panic!("valid verdicts refused");
+        };
+        assert_eq!(kept, [false, true]);
+        assert_eq!(
+            edits[0].routes.as_deref(),
+            Some(
+                &[Route::Bridge {
+                    bridge: Arc::from("cloud"),
+                    topic: "up/1".into()
+                }][..]
+            )
+        );
+        assert!(decide(&buf, 3).is_err(), "wrong count accepted");
+    }
+}
