@@ -530,3 +530,125 @@ async fn replaced_wasm_file_is_deployed_without_restart() {
     std::thread::sleep(Duration::from_millis(100));
     hub.finish();
 }
+
+/// Runs `tern filter test` and returns its JSON lines.
+fn filter_test(guest: Guest, config: &str, input: &str) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("messages.jsonl");
+    std::fs::write(&file, input).expect("write input");
+    let out = tern(&[
+        "filter",
+        "test",
+        "--wasm",
+        &wasm(guest).display().to_string(),
+        "--config",
+        config,
+        "--input",
+        &file.display().to_string(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tern filter test failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// `tern filter test` prints one verdict per sample message, as the hub would decide it.
+#[test]
+fn filter_test_command_prints_verdicts() {
+    let input = r#"{"topic": "sensors/d1/temp", "properties": {"temperature": "35"}}
+{"topic": "sensors/d2/temp", "properties": [["temperature", "12"]]}
+
+{"topic": "sensors/d3/temp"}
+"#;
+    let verdicts: Vec<(u64, String)> = filter_test(Guest::Sql92, "temperature > 30", input)
+        .iter()
+        .map(|v| {
+            (
+                v["line"].as_u64().unwrap_or(0),
+                v["verdict"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            (1, "kept".to_owned()),
+            (2, "dropped".to_owned()),
+            (4, "dropped".to_owned()),
+        ]
+    );
+
+    let routed = filter_test(
+        Guest::Router,
+        "sensors/{device}/temp -> bridge:cloud site-7/{device}/temperature",
+        "{\"topic\": \"sensors/d1/temp\", \"payload\": \"21.5\"}\n",
+    );
+    assert_eq!(routed[0]["verdict"], "changed");
+    assert_eq!(routed[0]["outputs"][0]["bridge"], "cloud");
+    assert_eq!(routed[0]["outputs"][0]["topic"], "site-7/d1/temperature");
+
+    let failed = filter_test(Guest::Hostile, "trap", "{\"topic\": \"a\"}\n");
+    assert_eq!(failed[0]["verdict"], "failed");
+    assert!(
+        failed[0]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed:?}"
+    );
+}
+
+/// A bad config is refused by `tern filter test` with the filter's reason.
+#[test]
+fn filter_test_command_reports_a_rejected_config() {
+    let out = tern(&[
+        "filter",
+        "test",
+        "--wasm",
+        &wasm(Guest::Sql92).display().to_string(),
+        "--config",
+        "temperature >",
+        "--input",
+        "/dev/null",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("column"), "{stderr}");
+}
+
+/// A filter compiled ahead of time with `tern filter compile` deploys like the original.
+#[tokio::test]
+async fn precompiled_filter_deploys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwasm = dir.path().join("sql92.cwasm");
+    let out = tern(&[
+        "filter",
+        "compile",
+        &wasm(Guest::Sql92).display().to_string(),
+        "--output",
+        &cwasm.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hub = Hub::with_config(&pipeline(
+        &["sensors/#"],
+        "pass",
+        &[FilterSpec {
+            name: "hot",
+            wasm: toml_path(&cwasm),
+            config: "temperature > 30",
+        }],
+    ));
+    let mut sub = subscriber(&hub, "cwasm-sub", "sensors/#").await;
+    let mut publ = publisher(&hub, "cwasm-pub").await;
+    publ.publish(publish("sensors/a", "cold", &[("temperature", "3")]))
+        .await;
+    publ.publish(publish("sensors/a", "hot", &[("temperature", "33")]))
+        .await;
+    assert_eq!(drain(&mut sub).await, pairs(&[("sensors/a", "hot")]));
+    publ.disconnect().await;
+    sub.disconnect().await;
+    hub.finish();
+}

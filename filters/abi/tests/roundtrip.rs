@@ -307,3 +307,77 @@ fn oversized_values_are_errors_that_leave_the_buffer_unchanged() {
     let buf = w.finish();
     assert_eq!(common::reencode_batch(&buf).unwrap(), buf);
 }
+
+/// One call on a `VerdictWriter`, for the sequence model below.
+#[derive(Debug, Clone)]
+enum Op {
+    Drop(usize),
+    Replace(usize, Msg),
+    Route(usize, Vec<Dest>),
+}
+
+fn op(n: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..n).prop_map(Op::Drop),
+        (0..n, msg()).prop_map(|(i, m)| Op::Replace(i, m)),
+        (0..n, proptest::collection::vec(dest(), 1..3)).prop_map(|(i, d)| Op::Route(i, d)),
+    ]
+}
+
+proptest! {
+    /// Any sequence of calls, in any order: each call succeeds exactly when the model says
+    /// (ascending indices, replacement before routes, nothing on dropped messages), failed
+    /// calls change nothing, and the finished buffer reads back as the model's state.
+    #[test]
+    fn verdict_writer_matches_its_model(
+        ops in (1usize..6).prop_flat_map(|n| (Just(n), proptest::collection::vec(op(n), 0..12)))
+    ) {
+        let (n, ops) = ops;
+        let mut w = VerdictWriter::new(Vec::new(), n);
+        let mut kept = vec![true; n];
+        let mut edits: std::collections::BTreeMap<usize, (Option<Msg>, Option<Vec<Dest>>)> =
+            Default::default();
+        for op in ops {
+            let last = edits.keys().next_back().copied();
+            match op {
+                Op::Drop(i) => {
+                    w.drop_message(i);
+                    kept[i] = false;
+                    edits.remove(&i);
+                }
+                Op::Replace(i, m) => {
+                    let ok = kept[i] && last.is_none_or(|l| l < i);
+                    let result = w.replace(i, &m.rec(), m.props());
+                    prop_assert_eq!(result.is_ok(), ok, "{:?}", result);
+                    if ok {
+                        edits.insert(i, (Some(m), None));
+                    }
+                }
+                Op::Route(i, d) => {
+                    let extends = last == Some(i)
+                        && edits.get(&i).is_some_and(|(_, routes)| routes.is_none());
+                    let ok = kept[i] && (last.is_none_or(|l| l < i) || extends);
+                    let result = w.route(i, &common::borrow_all(&d));
+                    prop_assert_eq!(result.is_ok(), ok, "{:?}", result);
+                    if ok {
+                        edits.entry(i).or_default().1 = Some(d);
+                    }
+                }
+            }
+        }
+        let buf = w.finish();
+        let expected: Vec<V> = (0..n)
+            .map(|i| match (kept[i], edits.get(&i).cloned()) {
+                (false, _) => V::Drop,
+                (true, None) => V::Keep,
+                (true, Some((Some(m), Some(d)))) => V::Both(m, d),
+                (true, Some((Some(m), None))) => V::Replace(m),
+                (true, Some((None, Some(d)))) => V::Route(d),
+                (true, Some((None, None))) => unreachable!("the model never stores an empty edit"),
+            })
+            .collect();
+        let parsed = Verdicts::parse(&buf, n).unwrap();
+        prop_assert_eq!(read_verdicts(&parsed), expected);
+        check_canonical(&buf, n);
+    }
+}

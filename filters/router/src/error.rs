@@ -134,6 +134,9 @@ pub enum ConfigErrorKind {
          bridge:<name> <topic>; for a local topic starting with `{0}:` write `local:{0}:...`)"
     )]
     UnknownKind(String),
+    /// A local destination written with a leading `$`.
+    #[error("a local topic cannot start with `$` (the hub reserves `$` topics)")]
+    DollarLocal,
     /// A second `otherwise` directive.
     #[error("`otherwise` given twice (the first is on line {0})")]
     DuplicateOtherwise(usize),
@@ -142,12 +145,23 @@ pub enum ConfigErrorKind {
 /// Why a matched rule could not produce a valid MQTT topic name for one message. The router
 /// drops such a message (see the README, "Invalid topics").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("rule {rule}: {reason}")]
+#[error("{}: {reason}", DisplayRule(*.rule))]
 pub struct InvalidRoute {
-    /// 1-based number of the rule that matched (0 for the `otherwise` directive).
-    pub rule: usize,
+    /// 1-based number of the rule that matched; `None` for the `otherwise` directive.
+    pub rule: Option<usize>,
     /// What was wrong with the topic.
     pub reason: InvalidTopic,
+}
+
+struct DisplayRule(Option<usize>);
+
+impl fmt::Display for DisplayRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(rule) => write!(f, "rule {rule}"),
+            None => f.write_str("otherwise"),
+        }
+    }
 }
 
 /// What makes a produced topic name invalid.
@@ -166,7 +180,8 @@ pub enum InvalidTopic {
     /// `{client_id}` is empty (a message the hub published itself) or spans levels.
     #[error("the publisher's client id is empty or contains `/`")]
     BadClientId,
-    /// An interpolated value would start the topic with `$`.
-    #[error("an interpolated value would start the topic with `$`")]
+    /// A local topic would start with `$` (the hub reserves those), or an interpolated value
+    /// would start a bridge topic with `$`.
+    #[error("the destination topic would start with `$`")]
     DollarPrefix,
 }

@@ -83,15 +83,30 @@ impl Site<'_> {
     }
 }
 
+/// The `otherwise` directive as parsed.
+struct Otherwise {
+    action: Action,
+    /// 1-based line it was given on, for the duplicate error.
+    line_no: usize,
+}
+
 pub(crate) fn parse(config: &str) -> Result<RouteTable, ConfigError> {
     let mut rules = Vec::new();
-    // The `otherwise` action and the line it was given on.
-    let mut otherwise: Option<(Action, usize)> = None;
-    let mut last_line = (1, "");
+    let mut otherwise: Option<Otherwise> = None;
+    // The last line seen, where a config-wide error points.
+    let mut last = Site {
+        line: "",
+        line_no: 1,
+        rule: None,
+    };
     for (index, raw) in config.split('\n').enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         let line_no = index + 1;
-        last_line = (line_no, line);
+        last = Site {
+            line,
+            line_no,
+            rule: None,
+        };
         if line.trim_start().starts_with('#') {
             continue;
         }
@@ -112,11 +127,11 @@ pub(crate) fn parse(config: &str) -> Result<RouteTable, ConfigError> {
                 rule: None,
             };
             if let Some(destinations) = otherwise_directive(statement) {
-                if let Some((_, first)) = otherwise {
-                    return Err(site.err(statement.at, Kind::DuplicateOtherwise(first)));
+                if let Some(first) = &otherwise {
+                    return Err(site.err(statement.at, Kind::DuplicateOtherwise(first.line_no)));
                 }
                 let action = parse_destinations(site, destinations, &[])?;
-                otherwise = Some((action, line_no));
+                otherwise = Some(Otherwise { action, line_no });
                 continue;
             }
             let site = Site {
@@ -127,17 +142,11 @@ pub(crate) fn parse(config: &str) -> Result<RouteTable, ConfigError> {
         }
     }
     if rules.is_empty() && otherwise.is_none() {
-        let (line_no, line) = last_line;
-        let site = Site {
-            line,
-            line_no,
-            rule: None,
-        };
-        return Err(site.err(line.len(), Kind::NoRules));
+        return Err(last.err(last.line.len(), Kind::NoRules));
     }
     Ok(RouteTable {
         rules: rules.into_boxed_slice(),
-        otherwise: otherwise.map_or(Action::Keep, |(action, _)| action),
+        otherwise: otherwise.map_or(Action::Keep, |o| o.action),
     })
 }
 
@@ -362,9 +371,7 @@ fn parse_destination(
         if rest.text.is_empty() {
             return Err(site.err(rest.at, Kind::EmptyDestination));
         }
-        return Ok(Written::Send(Destination::Local(parse_template(
-            site, rest, names,
-        )?)));
+        return local(site, rest, names);
     }
     // A bare topic. `word:` before the first `/` is most likely a misspelled kind.
     let first_level = item.text.split('/').next().unwrap_or("");
@@ -374,8 +381,15 @@ fn parse_destination(
     {
         return Err(site.err(item.at, Kind::UnknownKind(kind.into())));
     }
+    local(site, item, names)
+}
+
+fn local(site: Site<'_>, topic: Token<'_>, names: &[&str]) -> Result<Written, ConfigError> {
+    if topic.text.starts_with('$') {
+        return Err(site.err(topic.at, Kind::DollarLocal));
+    }
     Ok(Written::Send(Destination::Local(parse_template(
-        site, item, names,
+        site, topic, names,
     )?)))
 }
 

@@ -172,7 +172,7 @@ impl Template {
                 }
                 Piece::Capture(_) | Piece::Topic => check_interpolated(value)?,
             }
-            // `{topic}` alone (as `keep` is) is the message's own topic, not a new `$` topic.
+            // `{topic}` alone is the message's own topic, not a new `$` topic.
             if i == 0
                 && value.starts_with('$')
                 && !matches!(piece, Piece::Literal(_))
@@ -322,8 +322,8 @@ impl RouteTable {
     pub fn route(&self, msg: Incoming<'_>) -> Outcome<'_> {
         let mut caps = Captures::default();
         match self.find(msg.topic, &mut caps) {
-            Some((i, rule)) => apply(&rule.action, i + 1, msg, &caps),
-            None => apply(&self.otherwise, 0, msg, &caps),
+            Some((i, rule)) => apply(&rule.action, Some(i + 1), msg, &caps),
+            None => apply(&self.otherwise, None, msg, &caps),
         }
     }
 
@@ -336,7 +336,12 @@ impl RouteTable {
     }
 }
 
-fn apply<'t>(action: &'t Action, rule: usize, msg: Incoming<'_>, caps: &Captures) -> Outcome<'t> {
+fn apply<'t>(
+    action: &'t Action,
+    rule: Option<usize>,
+    msg: Incoming<'_>,
+    caps: &Captures,
+) -> Outcome<'t> {
     let destinations = match action {
         Action::Keep => return Outcome::Keep,
         Action::Drop => return Outcome::Drop,
@@ -348,7 +353,15 @@ fn apply<'t>(action: &'t Action, rule: usize, msg: Incoming<'_>, caps: &Captures
             Destination::Local(template) => (template, None),
             Destination::Bridge { bridge, topic } => (topic, Some(&**bridge)),
         };
-        let topic = match template.render(msg, caps) {
+        let rendered = template.render(msg, caps).and_then(|topic| {
+            // The hub refuses local routes to `$` topics (it would fail the whole batch).
+            if bridge.is_none() && topic.starts_with('$') {
+                Err(InvalidTopic::DollarPrefix)
+            } else {
+                Ok(topic)
+            }
+        });
+        let topic = match rendered {
             Ok(topic) => topic,
             Err(reason) => return Outcome::Invalid(InvalidRoute { rule, reason }),
         };

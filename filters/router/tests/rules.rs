@@ -5,13 +5,13 @@ use tern_filter_router::{
     ConfigErrorKind, Incoming, InvalidTopic, Location, Outcome, Resolved, RouteTable,
 };
 
-/// The expected outcome, written compactly: `keep`, `drop`, `invalid:<rule>`, or routes
+/// The expected outcome, written compactly: `keep`, `drop`, `invalid:<why>`, or routes
 /// `local:<topic>` / `bridge:<name> <topic>` joined by ` | `.
 fn show(outcome: &Outcome<'_>) -> String {
     match outcome {
         Outcome::Keep => "keep".into(),
         Outcome::Drop => "drop".into(),
-        Outcome::Invalid(invalid) => format!("invalid:{}", invalid.rule),
+        Outcome::Invalid(invalid) => format!("invalid:{invalid}"),
         Outcome::Route(routes) => routes
             .iter()
             .map(|r| match r {
@@ -103,19 +103,21 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("{all..} -> y", "$SYS/x", "c", "keep"),
     ("$SYS/{k} -> sys/{k}", "$SYS/x", "c", "local:sys/x"),
     ("a/+ -> y", "a/$x", "c", "local:y"),
-    // The message's own topic (`keep`, `{topic}` alone) may start with `$`.
-    (
-        "$SYS/{k} -> sys/{k}, keep",
-        "$SYS/x",
-        "c",
-        "local:sys/x | local:$SYS/x",
-    ),
+    // A bridge topic may start with `$` when the rule says so: literally, or as `{topic}`
+    // alone for a `$` topic the pattern matched literally. `keep` alone needs no route.
     (
         "$SYS/+ -> bridge:up {topic}",
         "$SYS/x",
         "c",
         "bridge:up $SYS/x",
     ),
+    (
+        "a/+ -> bridge:up $aws/{topic}",
+        "a/b",
+        "c",
+        "bridge:up $aws/a/b",
+    ),
+    ("$SYS/+ -> keep", "$SYS/x", "c", "keep"),
     // First matching rule wins.
     (
         "a/{x} -> first/{x}\na/+ -> second\n+/+ -> third",
@@ -210,7 +212,7 @@ const INVALID: &[(&str, &str, &str, InvalidTopic)] = &[
         "x\0",
         InvalidTopic::ForbiddenChar,
     ),
-    // An interpolated value may not start the topic with `$`.
+    // An interpolated value may not start a topic with `$`.
     (
         "in/{rest..} -> {rest}",
         "in/$SYS/x",
@@ -219,7 +221,26 @@ const INVALID: &[(&str, &str, &str, InvalidTopic)] = &[
     ),
     ("a -> {client_id}/x", "a", "$c", InvalidTopic::DollarPrefix),
     (
-        "$SYS/+ -> {topic}/copy",
+        "$SYS/+ -> bridge:up {topic}/x",
+        "$SYS/x",
+        "c",
+        InvalidTopic::DollarPrefix,
+    ),
+    (
+        "in/{rest..} -> bridge:up {rest}",
+        "in/$x",
+        "c",
+        InvalidTopic::DollarPrefix,
+    ),
+    // The hub reserves local `$` topics: not even the message's own.
+    (
+        "$SYS/+ -> {topic}",
+        "$SYS/x",
+        "c",
+        InvalidTopic::DollarPrefix,
+    ),
+    (
+        "$SYS/{k} -> sys/{k}, keep",
         "$SYS/x",
         "c",
         InvalidTopic::DollarPrefix,
@@ -242,7 +263,8 @@ fn invalid_topics_drop_the_message() {
         }) {
             Outcome::Invalid(invalid) => {
                 assert_eq!(invalid.reason, *reason, "{config:?} {topic:?}");
-                assert_eq!(invalid.rule, 1);
+                assert_eq!(invalid.rule, Some(1));
+                assert!(invalid.to_string().starts_with("rule 1: "), "{invalid}");
             }
             other => panic!("{config:?} {topic:?}: expected invalid, got {other:?}"),
         }
@@ -270,13 +292,19 @@ fn too_long_output_is_invalid() {
 }
 
 #[test]
-fn invalid_from_otherwise_names_rule_zero() {
+fn invalid_from_otherwise_names_it() {
     let t = table("a -> b\notherwise -> dev/{client_id}");
     match t.route(Incoming {
         topic: "z",
         client_id: "",
     }) {
-        Outcome::Invalid(invalid) => assert_eq!(invalid.rule, 0),
+        Outcome::Invalid(invalid) => {
+            assert_eq!(invalid.rule, None);
+            assert_eq!(
+                invalid.to_string(),
+                "otherwise: the publisher's client id is empty or contains `/`"
+            );
+        }
         other => panic!("expected invalid, got {other:?}"),
     }
 }
@@ -470,6 +498,20 @@ const ERRORS: &[(&str, Option<usize>, usize, usize, &str)] = &[
         "unknown destination kind `brige:`",
     ),
     ("a -> x:y", Some(1), 1, 6, "unknown destination kind `x:`"),
+    (
+        "a -> $x/y",
+        Some(1),
+        1,
+        6,
+        "a local topic cannot start with `$`",
+    ),
+    (
+        "a -> local: $x",
+        Some(1),
+        1,
+        13,
+        "a local topic cannot start with `$`",
+    ),
     ("otherwise", None, 1, 10, "expected a destination"),
     (
         "otherwise drop\notherwise keep",

@@ -7,10 +7,12 @@ use std::thread::LocalKey;
 
 pub use wit_bindgen;
 
-/// The `wit_bindgen` bindings for `wit/filter.wit`.
 #[allow(unsafe_code, reason = "generated canonical-ABI glue")]
 #[allow(clippy::all, reason = "generated code")]
 pub mod bindings {
+    //! The `wit_bindgen` bindings for `wit/filter.wit`: the host imports, the `Guest` trait
+    //! and the export macro behind [`export!`](crate::export).
+
     wit_bindgen::generate!({
         path: "../../wit",
         world: "filter",

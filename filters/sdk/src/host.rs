@@ -1,9 +1,10 @@
 //! The host imports, [`log`](crate::log) and [`now_ms`]: calls into the hub on wasm32, and
 //! stderr and the std clock on other targets so filters unit-test natively.
 
-/// Writes lines to the hub's log, tagged with the filter's name. The hub rate-limits them.
-/// (Natively: stderr.)
 pub mod log {
+    //! Writes lines to the hub's log, tagged with the filter's name. The hub rate-limits
+    //! them. (Natively: stderr.)
+
     use super::imp::{Level, write};
 
     pub fn error(message: &str) {
@@ -48,6 +49,8 @@ mod imp {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
+    //! Native stand-ins: stderr and a process-wide monotonic clock.
+
     use std::sync::OnceLock;
     use std::time::Instant;
 

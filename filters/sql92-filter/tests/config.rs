@@ -91,3 +91,23 @@ fn errors_point_into_the_whole_config() {
         other => panic!("{other:?}"),
     }
 }
+
+proptest::proptest! {
+    /// Any config text compiles or fails with an error; a selector error's column points
+    /// into the config (or one past its end) and an option error's line exists.
+    #[test]
+    fn arbitrary_configs_never_panic(
+        config in "(# ?coerce ?= ?(on|off)\n|#[a-z =]{0,8}\n|\n|[a-z0-9 '=<>#$()]{0,12}){0,6}",
+    ) {
+        match compile(&config) {
+            Ok(_) => {}
+            Err(ConfigError::Selector(e)) => {
+                proptest::prop_assert!(e.column >= 1 && e.column <= config.chars().count() + 1);
+            }
+            Err(ConfigError::Option(e)) => {
+                proptest::prop_assert!(e.line >= 1 && e.line <= config.split('\n').count());
+            }
+            Err(other) => proptest::prop_assert!(false, "unexpected error {other:?}"),
+        }
+    }
+}

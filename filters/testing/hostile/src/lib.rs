@@ -124,12 +124,15 @@ fn bomb() -> ! {
     }
 }
 
-/// The WIT exports. The generated bindings and their `export!` expansion are unsafe
-/// canonical-ABI glue; nothing else here is.
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code, reason = "generated canonical-ABI glue")]
 mod guest {
+    //! The WIT exports over a [`Mode`] held in a thread-local. The generated bindings and
+    //! their `export!` expansion are unsafe canonical-ABI glue; nothing else here is.
+
     mod bindings {
+        //! `wit_bindgen` bindings for `wit/filter.wit`.
+
         wit_bindgen::generate!({ path: "../../../wit", world: "filter" });
     }
 
