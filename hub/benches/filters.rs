@@ -8,6 +8,7 @@
 //!   `load/deploy-cold`: deploy into an empty cache (componentize, compile, write,
 //!   load, instantiate, init); `load/deploy-cached`: deploy from a warm cache.
 //! - `instantiate/<filter>`: a new instance from the `InstancePre` plus `init`.
+//! - `pipelines/empty/256`: `PipelineSet::run` with no pipeline (the default hub).
 //!
 //! Run: `cargo bench -p tern-hub --bench filters`. Builds the guests of `filters/` first
 //! (`cargo build --release --target wasm32-unknown-unknown` there).
@@ -21,7 +22,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tern_hub::config::HumanDuration;
-use tern_hub::filter_host::{Chain, FailurePolicy, FilterHost, FilterLimitsConfig, precompile};
+use tern_hub::filter_host::{
+    Chain, FailurePolicy, FilterHost, FilterLimitsConfig, PipelineSet, precompile,
+};
 use tern_hub::message::{ClientId, Message, MessageProperties};
 use tern_mqtt::QoS;
 
@@ -51,6 +54,11 @@ fn guests_dir() -> PathBuf {
     let status = Command::new(cargo)
         .current_dir(&filters)
         .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
+        // Its own target directory, whatever the outer build uses: no lock contention, and the
+        // artifacts are where we look.
+        .arg("--target-dir")
+        .arg(filters.join("target"))
+        .env_remove("CARGO_TARGET_DIR")
         .status()
         .expect("run cargo in filters/");
     assert!(status.success(), "building the filter guests failed");
@@ -180,5 +188,17 @@ fn loading(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, chains, loading);
+fn empty_set(c: &mut Criterion) {
+    let set = PipelineSet::empty();
+    let input = batch(256);
+    c.bench_function("pipelines/empty/256", |b| {
+        b.iter_batched(
+            || input.clone(),
+            |messages| black_box(set.run(messages)),
+            criterion::BatchSize::SmallInput,
+        );
+    });
+}
+
+criterion_group!(benches, chains, loading, empty_set);
 criterion_main!(benches);

@@ -331,6 +331,8 @@ pub struct Broker {
     /// The filter pipelines, once any were deployed: the filter host (a wasm engine and its
     /// ticker thread) exists only then.
     filters: OnceLock<Arc<Pipelines>>,
+    /// Extra `$SYS` publishers (the bridges), asked every `sys_interval`.
+    sys_sources: Mutex<Vec<Arc<dyn crate::metrics::SysSource>>>,
 }
 
 /// Whether messages on `topic` go to the store (`$SYS` statistics are rebuilt every
@@ -384,6 +386,7 @@ impl Broker {
             next_connection_id: AtomicU64::new(1),
             store: None,
             filters: OnceLock::new(),
+            sys_sources: Mutex::new(Vec::new()),
         }
     }
 
@@ -1387,6 +1390,17 @@ impl Broker {
         }
     }
 
+    /// Registers another publisher of `$SYS/broker/...` topics (e.g. a bridge's status).
+    pub fn add_sys_source(&self, source: Arc<dyn crate::metrics::SysSource>) {
+        self.lock_sys_sources().push(source);
+    }
+
+    fn lock_sys_sources(&self) -> MutexGuard<'_, Vec<Arc<dyn crate::metrics::SysSource>>> {
+        self.sys_sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Publishes the `$SYS/broker/...` counters as retained messages every `sys_interval`
     /// until shutdown.
     pub async fn run_sys_publisher(self: Arc<Self>) {
@@ -1402,9 +1416,19 @@ impl Broker {
                 _ = ticker.tick() => {}
             }
             let stats = self.store.as_ref().map(Store::stats);
-            for (topic, value) in self.metrics.sys_topics(self.gauges(), stats) {
+            let mut topics: Vec<(String, String)> = self
+                .metrics
+                .sys_topics(self.gauges(), stats)
+                .into_iter()
+                .map(|(topic, value)| (topic.to_owned(), value))
+                .collect();
+            let sources = self.lock_sys_sources().clone();
+            for source in sources {
+                source.sys_topics(&mut topics);
+            }
+            for (topic, value) in topics {
                 self.publish(Message {
-                    topic: topic.to_owned(),
+                    topic,
                     payload: Bytes::from(value),
                     qos: QoS::AtMostOnce,
                     retain: true,

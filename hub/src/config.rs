@@ -35,6 +35,8 @@ pub struct Config {
     pub filters: crate::filter_host::FilterLimitsConfig,
     /// Filter pipelines; a message goes through the first one whose topics match it.
     pub pipeline: Vec<crate::filter_host::PipelineConfig>,
+    /// Upstream bridges (store-and-forward to cloud brokers), each with its own cursor.
+    pub bridge: Vec<crate::bridge::BridgeConfig>,
     /// The file this configuration was read from (not a key): the hub watches it and
     /// reloads its pipelines when it changes.
     #[serde(skip)]
@@ -50,6 +52,7 @@ impl Default for Config {
             store: StoreSection::default(),
             filters: crate::filter_host::FilterLimitsConfig::default(),
             pipeline: Vec::new(),
+            bridge: Vec::new(),
             source: None,
         }
     }
@@ -391,7 +394,8 @@ impl Config {
                 "must be greater than zero".into(),
             ));
         }
-        self.validate_pipelines()
+        self.validate_pipelines()?;
+        crate::bridge::config::validate(&self.bridge)
     }
 
     /// What can be checked of `[[pipeline]]` without loading the filters.

@@ -18,6 +18,8 @@
 //!
 //! # Layout
 //!
+//! - [`bridge`]: upstream bridges: store-and-forward of the log to cloud MQTT brokers, one
+//!   task and one durable cursor per `[[bridge]]`.
 //! - [`config`]: serde configuration tree, TOML loading with file/key/reason errors.
 //! - [`error`]: the crate's [`Error`].
 //! - [`filter_host`]: wasmtime filter host: loading, caching, pooled instances, chains and
@@ -36,6 +38,7 @@
 //! - [`store`]: the durable store (redb): message log, sessions, queues, in-flight state,
 //!   retained messages; group commit. The only module that touches redb.
 
+pub mod bridge;
 pub mod broker;
 pub mod config;
 pub mod error;
@@ -70,6 +73,8 @@ pub struct OpenedStore {
     store: Store,
     recovered: Recovered,
     filters: DeployedFilters,
+    /// The bridges, their TLS files read.
+    bridges: Vec<bridge::Prepared>,
 }
 
 /// The filter pipelines of `config`, deployed (or nothing when it has none).
@@ -117,7 +122,8 @@ impl OpenedStore {
 /// Opens the durable store in `config.data_dir` (creating it if missing) and deploys the
 /// filter pipelines. Fails with a message naming the path when the directory is in use by
 /// another process, the file is corrupted or foreign, or it cannot be read; or naming the
-/// pipeline, filter and reason when a filter cannot be deployed.
+/// pipeline, filter and reason when a filter cannot be deployed; or naming the bridge,
+/// file and reason when a bridge's TLS files cannot be used.
 pub fn open_store(config: &Config) -> Result<OpenedStore> {
     let (store, recovered) =
         Store::open(&config.data_dir, config.store.store_config()).map_err(|source| {
@@ -133,10 +139,12 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
         );
     }
     let filters = deploy_filters(config)?;
+    let bridges = bridge::prepare(config)?;
     Ok(OpenedStore {
         store,
         recovered,
         filters,
+        bridges,
     })
 }
 
@@ -204,9 +212,11 @@ pub async fn run_with_store(
     let stop = Shutdown::new();
     let OpenedStore {
         store,
-        recovered,
+        mut recovered,
         filters,
+        bridges,
     } = opened;
+    let cursors = std::mem::take(&mut recovered.cursors);
     let data_dir = config.data_dir.clone();
     let store_error = |source| Error::Store {
         dir: data_dir.clone(),
@@ -234,6 +244,14 @@ pub async fn run_with_store(
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "store restored"
     );
+    // Bridges read the log only; they start once the restored state is in place,
+    // before the listeners accept anyone.
+    for status in bridge::start(bridges, &store, &cursors, &stop)
+        .await
+        .map_err(store_error)?
+    {
+        broker.add_sys_source(status);
+    }
     let mut accept_loops = Vec::with_capacity(listeners.len());
     for (listener, cap) in listeners.into_iter().zip(caps) {
         if let Ok(addr) = listener.local_addr() {

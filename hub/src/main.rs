@@ -12,6 +12,7 @@ use tern_hub::config::{Config, DEFAULT_TOML, ListenerConfig};
 use tracing_subscriber::EnvFilter;
 
 mod filter_cli;
+mod status_cli;
 
 /// Tern: edge MQTT message hub.
 #[derive(Debug, Parser)]
@@ -38,6 +39,8 @@ enum Command {
     /// Work with WebAssembly filters offline.
     #[command(subcommand)]
     Filter(FilterCommand),
+    /// Show a running hub's counters and bridge state (its `$SYS/broker/...` topics).
+    Status(status_cli::StatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +95,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Status(args)) => match status_cli::status(&args) {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("tern status: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Serve(args)) => serve_main(cli.verbose, args),
         None => serve_main(cli.verbose, ServeArgs::default()),
     }

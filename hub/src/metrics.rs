@@ -42,12 +42,20 @@
 //! | `$SYS/broker/filters/policy_applied` | messages the pipeline's failure policy was applied to |
 //! | `$SYS/broker/filters/log_suppressed` | guest log lines dropped by the rate limit |
 //! | `$SYS/broker/filters/deploys/{ok,refused}` | filters deployed, deployments refused |
+//! | `$SYS/broker/bridges/<name>/...` | per-bridge state, from a [`SysSource`] (see `docs/bridge.md`) |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::store::StoreStats;
+
+/// A component outside the broker that publishes its own `$SYS/broker/...` topics (the
+/// bridges), registered with `Broker::add_sys_source` and asked once per `sys_interval`.
+pub trait SysSource: Send + Sync + std::fmt::Debug {
+    /// Appends `(topic, payload)` pairs for this round.
+    fn sys_topics(&self, out: &mut Vec<(String, String)>);
+}
 
 /// One monotonically increasing (or, for gauges, up-and-down) counter.
 #[derive(Debug, Default)]

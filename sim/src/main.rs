@@ -51,6 +51,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Consume what a Tern bridge forwards upstream: decode envelopes and `each`-mode
+    /// messages, drop duplicates by id, report gaps per gateway.
+    Consume {
+        /// Upstream broker address.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        target: String,
+        /// Topic filter to subscribe to (repeatable).
+        #[arg(long = "topic", default_value = "#")]
+        topics: Vec<String>,
+        /// MQTT client id.
+        #[arg(long, default_value = "tern-sim-consume")]
+        client_id: String,
+        /// Subscription QoS.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+        qos: u8,
+        /// Seconds to listen at most.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Stop as soon as this many unique messages arrived.
+        #[arg(long)]
+        expect: Option<u64>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the fixed benchmark scenarios and print a markdown table.
     Bench {
         /// Broker address.
@@ -103,6 +128,32 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 println!("{summary}");
+            }
+        }
+        Command::Consume {
+            target,
+            topics,
+            client_id,
+            qos,
+            duration,
+            expect,
+            json,
+        } => {
+            anyhow::ensure!(duration >= 0.0 && duration.is_finite(), "bad --duration");
+            let config = tern_sim::consume::ConsumeConfig {
+                target,
+                client_id,
+                filters: topics,
+                qos,
+                duration: Duration::from_secs_f64(duration),
+                expect,
+                ..Default::default()
+            };
+            let summary = tern_sim::consume::run(config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{summary}");
             }
         }
         Command::Bench { target, quick } => {

@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::filter_host::filter::BatchTally;
 use crate::filter_host::guest::Admission;
 use crate::filter_host::verdict::{Decisions, Route, decide};
-use crate::filter_host::{CallFailure, FailurePolicy, LoadedFilter};
+use crate::filter_host::{CallFailure, FailurePolicy, Filtered, LoadedFilter};
 use crate::message::Message;
 
 /// User property a dead letter carries: `"<filter>: <reason>"`.
@@ -58,20 +58,88 @@ pub struct Chain {
     on_failure: FailurePolicy,
 }
 
-/// One message's state while it goes through the chain.
-struct Slot {
-    message: Message,
-    routes: Option<Vec<Route>>,
-    /// The topic it was published to, kept once a replacement changed it.
-    published_topic: Option<String>,
-    fate: Fate,
-}
-
+/// What a filter did to one message so far (the message itself stays in the batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
     Alive,
     Dropped,
-    /// Dead-lettered, with the reason (`"<filter>: <failure>"`).
-    DeadLetter(String),
+    /// Dead-lettered; the reason is `reasons[i]`.
+    DeadLetter(usize),
+}
+
+/// A batch on its way through the chain. The side tables stay empty (no allocation) until
+/// a filter routes a message or replaces a topic.
+struct Run {
+    messages: Vec<Message>,
+    fates: Vec<Fate>,
+    reasons: Vec<String>,
+    /// Per message once any message was routed; empty before.
+    routes: Vec<Option<Vec<Route>>>,
+    /// Per message once any topic was replaced; the topic it was published to.
+    published: Vec<Option<String>>,
+}
+
+impl Run {
+    fn set_routes(&mut self, i: usize, routes: Vec<Route>) {
+        if self.routes.is_empty() {
+            self.routes.resize_with(self.messages.len(), || None);
+        }
+        self.routes[i] = Some(routes);
+    }
+
+    fn remember_published(&mut self, i: usize) {
+        if self.published.is_empty() {
+            self.published.resize_with(self.messages.len(), || None);
+        }
+        if self.published[i].is_none() {
+            self.published[i] = Some(self.messages[i].topic.clone());
+        }
+    }
+
+    /// Whether every message goes to its own topic locally (no drops, routes, dead letters).
+    fn all_local(&self) -> bool {
+        self.routes.is_empty() && self.fates.iter().all(|f| *f == Fate::Alive)
+    }
+
+    /// Hands every output to `emit`, with the index of its input.
+    fn emit(self, policy: &FailurePolicy, emit: &mut impl FnMut(usize, Routed)) {
+        let Run {
+            messages,
+            fates,
+            mut reasons,
+            mut routes,
+            mut published,
+        } = self;
+        for (index, (message, fate)) in messages.into_iter().zip(fates).enumerate() {
+            let end = match fate {
+                Fate::Dropped => End::Dropped,
+                Fate::DeadLetter(reason) => End::DeadLetter {
+                    reason: reasons
+                        .get_mut(reason)
+                        .map(std::mem::take)
+                        .unwrap_or_default(),
+                    published: published.get_mut(index).and_then(Option::take),
+                },
+                Fate::Alive => End::Deliver {
+                    routes: routes.get_mut(index).and_then(Option::take),
+                },
+            };
+            emit_one(index, message, end, policy, emit);
+        }
+    }
+}
+
+/// How one message leaves the chain.
+enum End {
+    Dropped,
+    DeadLetter {
+        reason: String,
+        /// The topic it was published to, if a replacement changed it.
+        published: Option<String>,
+    },
+    Deliver {
+        routes: Option<Vec<Route>>,
+    },
 }
 
 impl Chain {
@@ -97,59 +165,55 @@ impl Chain {
     /// to several destinations becomes several [`Routed`], in destination order. Runs on
     /// the calling thread; never panics because of a guest.
     pub fn run(&self, batch: Vec<Message>) -> Vec<Routed> {
-        let mut out = Vec::with_capacity(batch.len());
-        self.run_with(batch, |_, routed| out.push(routed));
-        out
+        self.run_filtered(batch).into_routed()
+    }
+
+    /// [`run`](Self::run), returning the batch itself ([`Filtered::Unchanged`]) when every
+    /// message simply goes on to its own topic (replacements applied), which spares
+    /// building the output.
+    pub fn run_filtered(&self, batch: Vec<Message>) -> Filtered {
+        let run = self.execute(batch);
+        if run.all_local() {
+            return Filtered::Unchanged(run.messages);
+        }
+        let mut out = Vec::with_capacity(run.messages.len());
+        run.emit(&self.on_failure, &mut |_, routed| out.push(routed));
+        Filtered::Routed(out)
     }
 
     /// [`run`](Self::run), handing each output with the index of the input it came from.
     pub(crate) fn run_with(&self, batch: Vec<Message>, mut emit: impl FnMut(usize, Routed)) {
-        if self.filters.is_empty() {
-            for (index, message) in batch.into_iter().enumerate() {
-                emit(
-                    index,
-                    Routed {
-                        message,
-                        target: Target::Local,
-                    },
-                );
-            }
-            return;
+        self.execute(batch).emit(&self.on_failure, &mut emit);
+    }
+
+    fn execute(&self, messages: Vec<Message>) -> Run {
+        let mut run = Run {
+            fates: vec![Fate::Alive; messages.len()],
+            messages,
+            reasons: Vec::new(),
+            routes: Vec::new(),
+            published: Vec::new(),
+        };
+        if self.filters.is_empty() || run.messages.is_empty() {
+            return run;
         }
         let received_ms = unix_ms();
-        let mut slots: Vec<Slot> = batch
-            .into_iter()
-            .map(|message| Slot {
-                message,
-                routes: None,
-                published_topic: None,
-                fate: Fate::Alive,
-            })
-            .collect();
-        let mut alive: Vec<usize> = (0..slots.len()).collect();
+        let mut alive: Vec<usize> = (0..run.messages.len()).collect();
         for filter in &self.filters {
             if alive.is_empty() {
                 break;
             }
-            self.run_filter(filter, &mut slots, &alive, received_ms);
-            alive.retain(|&i| matches!(slots[i].fate, Fate::Alive));
+            self.run_filter(filter, &mut run, &alive, received_ms);
+            alive.retain(|&i| run.fates[i] == Fate::Alive);
         }
-        for (index, slot) in slots.into_iter().enumerate() {
-            emit_slot(index, slot, &self.on_failure, &mut emit);
-        }
+        run
     }
 
-    /// Runs one filter on the messages `group` (indices into `slots`), isolating failures.
-    fn run_filter(
-        &self,
-        filter: &LoadedFilter,
-        slots: &mut [Slot],
-        group: &[usize],
-        received_ms: u64,
-    ) {
-        let first = match call(filter, slots, group, received_ms) {
+    /// Runs one filter on the messages `group` (indices into the run), isolating failures.
+    fn run_filter(&self, filter: &LoadedFilter, run: &mut Run, group: &[usize], received_ms: u64) {
+        let first = match call(filter, &run.messages, group, received_ms) {
             Ok(decisions) => {
-                apply(filter, slots, group, decisions);
+                apply(filter, run, group, decisions);
                 return;
             }
             Err(failure) => failure,
@@ -161,7 +225,7 @@ impl Chain {
         while let Some((lo, hi, failure)) = failing.pop() {
             if hi - lo == 1 || budget == 0 {
                 poisoned += hi - lo;
-                self.apply_policy(filter, slots, &group[lo..hi], &failure);
+                self.apply_policy(filter, run, &group[lo..hi], &failure);
                 continue;
             }
             let mid = lo + (hi - lo) / 2;
@@ -171,8 +235,8 @@ impl Chain {
                     continue;
                 }
                 budget -= 1;
-                match call(filter, slots, &group[a..b], received_ms) {
-                    Ok(decisions) => apply(filter, slots, &group[a..b], decisions),
+                match call(filter, &run.messages, &group[a..b], received_ms) {
+                    Ok(decisions) => apply(filter, run, &group[a..b], decisions),
                     Err(half_failure) => failing.push((a, b, half_failure)),
                 }
             }
@@ -196,7 +260,7 @@ impl Chain {
     fn apply_policy(
         &self,
         filter: &LoadedFilter,
-        slots: &mut [Slot],
+        run: &mut Run,
         members: &[usize],
         failure: &CallFailure,
     ) {
@@ -204,9 +268,10 @@ impl Chain {
         for &i in members {
             match &self.on_failure {
                 FailurePolicy::Pass => {}
-                FailurePolicy::Drop => slots[i].fate = Fate::Dropped,
+                FailurePolicy::Drop => run.fates[i] = Fate::Dropped,
                 FailurePolicy::DeadLetter(_) => {
-                    slots[i].fate = Fate::DeadLetter(format!("{}: {failure}", filter.name()));
+                    run.reasons.push(format!("{}: {failure}", filter.name()));
+                    run.fates[i] = Fate::DeadLetter(run.reasons.len() - 1);
                 }
             }
         }
@@ -224,11 +289,11 @@ pub(crate) fn isolation_budget(n: usize) -> usize {
 /// One call of `filter` on `group`, counted when it fails.
 fn call(
     filter: &LoadedFilter,
-    slots: &[Slot],
+    messages: &[Message],
     group: &[usize],
     received_ms: u64,
 ) -> Result<Decisions, CallFailure> {
-    let batch: Vec<&Message> = group.iter().map(|&i| &slots[i].message).collect();
+    let batch: Vec<&Message> = group.iter().map(|&i| &messages[i]).collect();
     let count = batch.len();
     let result = filter.process(&batch, received_ms, |buf| decide(buf, count));
     if let Err(failure) = &result {
@@ -245,17 +310,17 @@ fn call(
     result
 }
 
-/// Applies the decisions for `group` to the slots and counts them.
-fn apply(filter: &LoadedFilter, slots: &mut [Slot], group: &[usize], decisions: Decisions) {
+/// Applies the decisions for `group` and counts them.
+fn apply(filter: &LoadedFilter, run: &mut Run, group: &[usize], decisions: Decisions) {
     let mut tally = BatchTally {
         messages: group.len(),
         kept: group.len(),
         ..BatchTally::default()
     };
     if let Decisions::Edited { kept, edits } = decisions {
-        for (&slot, kept) in group.iter().zip(kept) {
+        for (&i, kept) in group.iter().zip(kept) {
             if !kept {
-                slots[slot].fate = Fate::Dropped;
+                run.fates[i] = Fate::Dropped;
                 tally.kept -= 1;
             }
         }
@@ -263,17 +328,16 @@ fn apply(filter: &LoadedFilter, slots: &mut [Slot], group: &[usize], decisions: 
             let Some(&i) = group.get(edit.index) else {
                 continue;
             };
-            let slot = &mut slots[i];
             if let Some(replacement) = edit.replacement {
                 tally.replaced += 1;
-                if slot.published_topic.is_none() && replacement.topic != slot.message.topic {
-                    slot.published_topic = Some(slot.message.topic.clone());
+                if replacement.topic != run.messages[i].topic {
+                    run.remember_published(i);
                 }
-                replacement.apply(&mut slot.message);
+                replacement.apply(&mut run.messages[i]);
             }
             if let Some(routes) = edit.routes {
                 tally.routed += 1;
-                slot.routes = Some(routes);
+                run.set_routes(i, routes);
             }
         }
     }
@@ -281,25 +345,20 @@ fn apply(filter: &LoadedFilter, slots: &mut [Slot], group: &[usize], decisions: 
 }
 
 /// Emits what became of one message.
-fn emit_slot(
+fn emit_one(
     index: usize,
-    slot: Slot,
+    mut message: Message,
+    end: End,
     policy: &FailurePolicy,
     emit: &mut impl FnMut(usize, Routed),
 ) {
-    let Slot {
-        mut message,
-        routes,
-        published_topic,
-        fate,
-    } = slot;
-    match fate {
-        Fate::Dropped => {}
-        Fate::DeadLetter(reason) => {
+    match end {
+        End::Dropped => {}
+        End::DeadLetter { reason, published } => {
             let FailurePolicy::DeadLetter(topic) = policy else {
                 return;
             };
-            let original = published_topic.unwrap_or_else(|| message.topic.clone());
+            let original = published.unwrap_or_else(|| message.topic.clone());
             let properties = &mut message.properties.user_properties;
             properties.push((DEAD_LETTER_ERROR_PROPERTY.to_owned(), reason));
             properties.push((DEAD_LETTER_TOPIC_PROPERTY.to_owned(), original));
@@ -314,47 +373,47 @@ fn emit_slot(
                 },
             );
         }
-        Fate::Alive => match routes {
-            None => emit(
-                index,
-                Routed {
-                    message,
-                    target: Target::Local,
-                },
-            ),
-            Some(routes) => {
-                let count = routes.len();
-                let mut remaining = Some(message);
-                for (n, route) in routes.into_iter().enumerate() {
-                    // The last destination takes the message itself.
-                    let copy = if n + 1 == count {
-                        remaining.take()
-                    } else {
-                        remaining.clone()
-                    };
-                    let Some(mut copy) = copy else {
-                        break;
-                    };
-                    let target = match route {
-                        Route::Local(topic) => {
-                            copy.topic = topic;
-                            Target::Local
-                        }
-                        Route::Bridge { bridge, topic } => {
-                            copy.topic = topic;
-                            Target::Bridge { bridge }
-                        }
-                    };
-                    emit(
-                        index,
-                        Routed {
-                            message: copy,
-                            target,
-                        },
-                    );
-                }
+        End::Deliver { routes: None } => emit(
+            index,
+            Routed {
+                message,
+                target: Target::Local,
+            },
+        ),
+        End::Deliver {
+            routes: Some(routes),
+        } => {
+            let count = routes.len();
+            let mut remaining = Some(message);
+            for (n, route) in routes.into_iter().enumerate() {
+                // The last destination takes the message itself.
+                let copy = if n + 1 == count {
+                    remaining.take()
+                } else {
+                    remaining.clone()
+                };
+                let Some(mut copy) = copy else {
+                    break;
+                };
+                let target = match route {
+                    Route::Local(topic) => {
+                        copy.topic = topic;
+                        Target::Local
+                    }
+                    Route::Bridge { bridge, topic } => {
+                        copy.topic = topic;
+                        Target::Bridge { bridge }
+                    }
+                };
+                emit(
+                    index,
+                    Routed {
+                        message: copy,
+                        target,
+                    },
+                );
             }
-        },
+        }
     }
 }
 
@@ -387,19 +446,10 @@ mod tests {
         }
     }
 
-    fn emitted(slot: Slot, policy: &FailurePolicy) -> Vec<(usize, Routed)> {
+    fn emitted(message: Message, end: End, policy: &FailurePolicy) -> Vec<(usize, Routed)> {
         let mut out = Vec::new();
-        emit_slot(7, slot, policy, &mut |i, r| out.push((i, r)));
+        emit_one(7, message, end, policy, &mut |i, r| out.push((i, r)));
         out
-    }
-
-    fn slot(message: Message, routes: Option<Vec<Route>>, fate: Fate) -> Slot {
-        Slot {
-            message,
-            routes,
-            published_topic: None,
-            fate,
-        }
     }
 
     #[test]
@@ -413,7 +463,10 @@ mod tests {
             Route::Local("a/2".into()),
         ];
         let out = emitted(
-            slot(message("in"), Some(routes), Fate::Alive),
+            message("in"),
+            End::Deliver {
+                routes: Some(routes),
+            },
             &FailurePolicy::Pass,
         );
         let got: Vec<(usize, &str, &Target)> = out
@@ -436,16 +489,14 @@ mod tests {
 
     #[test]
     fn unrouted_messages_keep_their_topic_and_dropped_ones_vanish() {
-        let out = emitted(slot(message("in"), None, Fate::Alive), &FailurePolicy::Pass);
+        let out = emitted(
+            message("in"),
+            End::Deliver { routes: None },
+            &FailurePolicy::Pass,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].1.message, message("in"));
-        assert!(
-            emitted(
-                slot(message("in"), None, Fate::Dropped),
-                &FailurePolicy::Drop
-            )
-            .is_empty()
-        );
+        assert!(emitted(message("in"), End::Dropped, &FailurePolicy::Drop).is_empty());
     }
 
     #[test]
@@ -460,14 +511,12 @@ mod tests {
             user_properties: vec![("k".into(), "v".into())],
         }
         .apply(&mut replaced);
-        let letter = Slot {
-            message: replaced,
-            routes: Some(vec![Route::Local("ignored".into())]),
-            published_topic: Some("in".into()),
-            fate: Fate::DeadLetter("f: trap: boom".into()),
+        let letter = End::DeadLetter {
+            reason: "f: trap: boom".into(),
+            published: Some("in".into()),
         };
         let policy: FailurePolicy = "dead-letter:dlq".parse().expect("policy");
-        let out = emitted(letter, &policy);
+        let out = emitted(replaced, letter, &policy);
         assert_eq!(out.len(), 1);
         let routed = &out[0].1;
         assert_eq!(routed.target, Target::Local);

@@ -59,7 +59,7 @@ impl Digest {
     }
 
     /// The cache file name for this input on this engine.
-    fn cache_file(&self) -> String {
+    pub(crate) fn cache_file(&self) -> String {
         let mut hasher = Sha256::new();
         for part in [
             CACHE_FINGERPRINT,
@@ -209,8 +209,15 @@ fn componentize(module: &[u8]) -> Result<Vec<u8>, FilterError> {
 /// one built without the `compiler` feature.
 #[cfg(feature = "compiler")]
 pub fn precompile(wasm: &[u8], target: Option<&str>) -> Result<Vec<u8>, FilterError> {
-    let engine =
-        Engine::new(&engine_config(target)?).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
+    let engine = Engine::new(&engine_config(target)?).map_err(|e| {
+        let hint = if target.is_some() && !cfg!(feature = "cross-compile") {
+            " (this build compiles for its own architecture only; other targets need the \
+             `cross-compile` feature)"
+        } else {
+            ""
+        };
+        FilterError::Engine(format!("{e:#}{hint}"))
+    })?;
     let component = match classify(wasm)? {
         Input::Component => std::borrow::Cow::Borrowed(wasm),
         Input::CoreModule => std::borrow::Cow::Owned(componentize(wasm)?),

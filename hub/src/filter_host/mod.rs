@@ -53,7 +53,8 @@ mod load;
 mod pipeline;
 mod verdict;
 
-#[cfg(test)]
+// The tests compile guests, so they need the compiler.
+#[cfg(all(test, feature = "compiler"))]
 mod tests;
 
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! topic filters matches its topic, and through that one only. Messages no pipeline
 //! matches, and `$` topics (never filtered), pass unchanged to [`Target::Local`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::filter_host::load::Digest;
 use crate::filter_host::{
-    Chain, DeployError, FilterHost, LoadedFilter, PipelineConfig, Routed, Target,
+    Chain, DeployError, FilterError, FilterHost, LoadedFilter, PipelineConfig, Routed, Target,
 };
 use crate::message::Message;
 use crate::router::TopicFilter;
@@ -35,10 +35,12 @@ pub struct PipelineSet {
 /// What [`PipelineSet::run`] returns. Iterate it to get [`Routed`] messages in order.
 #[derive(Debug)]
 pub enum Filtered {
-    /// No message went through a pipeline: the batch as given, every message to
-    /// [`Target::Local`]. The common case costs nothing.
+    /// The routing is unchanged: every message of the batch, in order, goes to
+    /// [`Target::Local`] under its own topic. Either no pipeline applied (the batch as
+    /// given: the common case costs nothing), or the filters kept every message without
+    /// routing it (their replacements are applied).
     Unchanged(Vec<Message>),
-    /// At least one message went through a pipeline.
+    /// Some message was dropped, routed or dead-lettered: the outputs in order.
     Routed(Vec<Routed>),
 }
 
@@ -223,7 +225,7 @@ impl PipelineSet {
         if assigned.iter().all(|a| *a == first) {
             return match first {
                 None => Filtered::Unchanged(batch),
-                Some(p) => Filtered::Routed(self.pipelines[p].chain.run(batch)),
+                Some(p) => self.pipelines[p].chain.run_filtered(batch),
             };
         }
         let len = batch.len();
@@ -262,8 +264,8 @@ fn load_filter(
     name: &str,
     wasm: &Path,
     config: &str,
-) -> Result<Arc<LoadedFilter>, crate::filter_host::FilterError> {
-    let bytes = std::fs::read(wasm).map_err(|source| crate::filter_host::FilterError::Io {
+) -> Result<Arc<LoadedFilter>, FilterError> {
+    let bytes = std::fs::read(wasm).map_err(|source| FilterError::Io {
         path: wasm.to_owned(),
         source,
     })?;
@@ -314,6 +316,49 @@ impl Pipelines {
         let next = PipelineSet::build(&self.host, configs, Some(&current))?;
         self.current.store(Arc::new(next));
         Ok(())
+    }
+
+    /// Deletes the compiled artifacts in the cache directory that no filter of the set in
+    /// force uses (earlier versions of filters), so redeploys do not fill a small disk.
+    /// Returns how many were deleted. Call it after [`deploy`](Self::deploy) when the cache
+    /// directory belongs to this hub alone.
+    pub fn prune_cache(&self) -> Result<usize, FilterError> {
+        let _deploying = self
+            .deploying
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let used: HashSet<String> = self
+            .current
+            .load()
+            .filters()
+            .map(|(_, filter)| filter.digest().cache_file())
+            .collect();
+        let dir = self.host.cache_dir();
+        let io = |source| FilterError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(err) => return Err(io(err)),
+        };
+        let mut deleted = 0;
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            if name.ends_with(".cwasm") && !used.contains(name) {
+                std::fs::remove_file(entry.path()).map_err(|source| FilterError::Io {
+                    path: entry.path(),
+                    source,
+                })?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     /// The set in force.

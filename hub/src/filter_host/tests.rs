@@ -12,7 +12,7 @@ use tern_mqtt::QoS;
 
 use super::*;
 use crate::config::HumanDuration;
-use crate::message::{ClientId, MessageProperties};
+use crate::message::{ClientId, Message, MessageProperties};
 
 /// A guest of the filters workspace.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +32,11 @@ fn guest(guest: Guest) -> PathBuf {
         let status = Command::new(cargo)
             .current_dir(&filters)
             .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
+            // Its own target directory, whatever the outer build uses: no lock contention, and the
+            // artifacts are where we look.
+            .arg("--target-dir")
+            .arg(filters.join("target"))
+            .env_remove("CARGO_TARGET_DIR")
             .args(["-p", "tern-filter-pass", "-p", "tern-filter-hostile"])
             .status()
             .expect("run cargo to build the filter guests");
@@ -479,6 +484,73 @@ fn second_load_hits_the_cache_without_compiling() {
         Chain::new(vec![filter], FailurePolicy::Drop).run(input.clone()),
         locals(input)
     );
+}
+
+#[test]
+fn a_corrupt_cache_entry_is_compiled_again() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let limits = FilterLimitsConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        ..limits()
+    };
+    host_with(&limits)
+        .deploy("p", &guest(Guest::Pass), "")
+        .expect("first load");
+    let entry = std::fs::read_dir(cache.path())
+        .expect("cache dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .expect("cache entry");
+    std::fs::write(&entry, b"\x7fELF but not an artifact").expect("corrupt the entry");
+    let host = host_with(&limits);
+    let filter = host
+        .deploy("p", &guest(Guest::Pass), "")
+        .expect("reload after corruption");
+    assert_eq!(host.compiles(), 1);
+    let input = batch(2, &[]);
+    assert_eq!(
+        Chain::new(vec![filter], FailurePolicy::Drop).run(input.clone()),
+        locals(input)
+    );
+    // The entry was replaced: a third host loads it without compiling.
+    let third = host_with(&limits);
+    third.deploy("p", &guest(Guest::Pass), "").expect("cached");
+    assert_eq!(third.compiles(), 0);
+}
+
+#[test]
+fn pruning_keeps_only_the_artifacts_in_use() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let pipelines = Pipelines::new(host_with(&FilterLimitsConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        ..limits()
+    }));
+    assert_eq!(pipelines.prune_cache().expect("prune"), 0);
+    pipelines
+        .deploy(&[pipeline(&["t/#"], &[("p", Guest::Pass, "")])])
+        .expect("deploy pass");
+    pipelines
+        .deploy(&[pipeline(&["t/#"], &[("h", Guest::Hostile, "ok")])])
+        .expect("deploy hostile");
+    let entries = || {
+        std::fs::read_dir(cache.path())
+            .expect("cache dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .count()
+    };
+    assert_eq!(entries(), 2);
+    assert_eq!(pipelines.prune_cache().expect("prune"), 1);
+    assert_eq!(entries(), 1);
+    // What is left is the hostile guest's artifact: a new host loads it without compiling.
+    let host = host_with(&FilterLimitsConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        ..limits()
+    });
+    host.deploy("h", &guest(Guest::Hostile), "ok")
+        .expect("cached");
+    assert_eq!(host.compiles(), 0);
 }
 
 #[test]

@@ -1768,3 +1768,175 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// A mosquitto broker (the upstream of bridge tests)
+// ---------------------------------------------------------------------------------------------
+
+/// A `mosquitto` broker on a free loopback port, with its own directory (configuration,
+/// persistence file, log). Sessions and queued messages persist across [`Mosquitto::stop`] /
+/// [`Mosquitto::restart`] (SIGTERM saves them), and the port stays the same.
+pub struct Mosquitto {
+    /// `None` while stopped.
+    child: Option<Child>,
+    port: u16,
+    conf: PathBuf,
+    log_path: PathBuf,
+    /// Dropped after the process is killed.
+    dir: TempDir,
+}
+
+/// How long mosquitto may take to accept connections after it was started.
+pub const MOSQUITTO_START: Duration = Duration::from_secs(10);
+
+impl Mosquitto {
+    /// Starts a plain TCP broker accepting anonymous clients.
+    pub fn start() -> Mosquitto {
+        Mosquitto::start_with("")
+    }
+
+    /// Starts a broker whose listener gets the extra configuration `listener_conf` (e.g.
+    /// `cafile` / `certfile` / `keyfile` lines for TLS); files it names may live in
+    /// [`Mosquitto::dir`], which `write_files` fills first.
+    pub fn start_with_files(
+        write_files: impl FnOnce(&Path),
+        listener_conf: impl FnOnce(&Path) -> String,
+    ) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("create mosquitto dir");
+        write_files(dir.path());
+        let extra = listener_conf(dir.path());
+        Mosquitto::launch_new(dir, &extra)
+    }
+
+    /// [`Mosquitto::start_with_files`] without files.
+    pub fn start_with(listener_conf: &str) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("create mosquitto dir");
+        Mosquitto::launch_new(dir, listener_conf)
+    }
+
+    fn launch_new(dir: TempDir, extra: &str) -> Mosquitto {
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        let log_path = dir.path().join("mosquitto.log");
+        // `user root`: started as root, mosquitto would switch to its own user and could
+        // not write its persistence file in our directory (ignored when not root).
+        let text = format!(
+            "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n\
+             persistence true\npersistence_location {}/\nautosave_interval 0\n\
+             max_queued_messages 0\nmax_inflight_messages 100\n\
+             log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n",
+            dir.path().display(),
+            log_path.display()
+        );
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            conf,
+            log_path,
+            dir,
+        };
+        m.launch();
+        m
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mosquitto (is it installed?)");
+        self.child = Some(child);
+        let deadline = Instant::now() + MOSQUITTO_START;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("mosquitto exited at start: {status}\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {} within {MOSQUITTO_START:?}\n{}",
+                self.port,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The broker's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The broker's log.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Whether the broker process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Stops the broker with SIGTERM (it saves its sessions) and waits for it to exit.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            if child.try_wait().expect("wait for mosquitto").is_some() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("mosquitto did not exit within {EXIT_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the stopped broker again on the same port with the same state.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running mosquitto");
+        self.launch();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            // Child::kill sends SIGKILL to this child's PID only.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}

@@ -1,0 +1,176 @@
+//! Upstream bridges: store-and-forward of the message log to cloud MQTT brokers.
+//!
+//! # What it owns
+//!
+//! One tokio task per `[[bridge]]` ([`task`]) with its rumqttc connection ([`upstream`]),
+//! and one durable cursor per bridge in the store (key `bridge:<name>`, the next log
+//! position the bridge still needs; retention keeps everything from there on). The bridge
+//! reads the log through the store's public API only and never touches a session.
+//!
+//! # Guarantees
+//!
+//! - At least once, in log order, never a gap: the cursor moves only over a contiguous
+//!   prefix of messages the upstream broker acknowledged (QoS 1: PUBACK; QoS 0: written to
+//!   the socket). After a lost connection or a crash the bridge resends from the cursor,
+//!   with the same ids (`<gateway_id>:<seq>`), so consumers drop the duplicates.
+//! - The cursor is submitted to the store at most every 100 ms without waiting for it to
+//!   be durable: a crash can only make the bridge resend a little more.
+//! - A new bridge starts at the tail of the log: it forwards what arrives from its first
+//!   start on, not the history.
+//! - A cursor whose bridge is no longer configured is deleted at start-up (with a
+//!   warning), otherwise it would pin the log forever.
+//!
+//! # Layout
+//!
+//! - [`config`]: `[[bridge]]` tables and their validation.
+//! - [`select`]: which log entries a bridge forwards and their upstream topic.
+//! - [`window`]: sans-IO in-flight window: publishes, packet ids, acknowledged prefix.
+//! - [`upstream`]: rumqttc client (3.1.1 / 5.0) and its driver task.
+//! - [`envelope`]: `envelope` mode encoding (`tern-envelope`).
+//! - [`tls`]: rustls client configuration from PEM files.
+//! - [`status`]: counters and gauges, published under `$SYS/broker/bridges/<name>/`.
+//! - [`task`]: the loop tying them together.
+
+pub mod config;
+pub mod envelope;
+pub mod select;
+pub mod status;
+mod task;
+pub mod tls;
+pub mod upstream;
+pub mod window;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_rustls::rustls::ClientConfig;
+use tracing::{info, warn};
+
+pub use self::config::BridgeConfig;
+pub use self::status::BridgeStatus;
+use crate::config::ConfigError;
+use crate::shutdown::Shutdown;
+use crate::store::{Seq, Store, StoreError, WriteOp};
+
+/// v5 user property carrying a forwarded message's id in `each` mode.
+pub const ID_PROPERTY: &str = tern_envelope::each::ID_PROPERTY;
+
+/// Prefix of bridge cursors in the store's cursor table.
+const CURSOR_PREFIX: &str = "bridge:";
+
+/// The store key of bridge `name`'s cursor.
+pub fn cursor_key(name: &str) -> String {
+    format!("{CURSOR_PREFIX}{name}")
+}
+
+/// A bridge whose files (TLS) were read, ready to start.
+#[derive(Debug)]
+pub struct Prepared {
+    config: Arc<BridgeConfig>,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+/// Reads what the bridges of `config` need from disk (TLS files). Errors name the file of
+/// the configuration, the key and the reason, like other configuration errors.
+pub fn prepare(config: &crate::Config) -> Result<Vec<Prepared>, ConfigError> {
+    config
+        .bridge
+        .iter()
+        .map(|b| {
+            let tls = match &b.tls {
+                Some(t) => Some(tls::client_config(t).map_err(|err| {
+                    ConfigError::Invalid {
+                        file: config
+                            .source
+                            .clone()
+                            .unwrap_or_else(|| PathBuf::from("<default>")),
+                        key: "bridge.tls".into(),
+                        reason: format!("bridge {:?}: {err}", b.name),
+                    }
+                })?),
+                None => None,
+            };
+            Ok(Prepared {
+                config: Arc::new(b.clone()),
+                tls,
+            })
+        })
+        .collect()
+}
+
+/// Starts every prepared bridge on `stop`'s task tracker, each from its recovered cursor in
+/// `cursors` (a new one from the tail of the log), and deletes the cursors of bridges no
+/// longer configured. Returns their status handles (for `$SYS`).
+pub async fn start(
+    prepared: Vec<Prepared>,
+    store: &Store,
+    cursors: &BTreeMap<String, Seq>,
+    stop: &Shutdown,
+) -> Result<Vec<Arc<BridgeStatus>>, StoreError> {
+    let mut ops = Vec::new();
+    for (key, seq) in cursors {
+        let Some(name) = key.strip_prefix(CURSOR_PREFIX) else {
+            continue;
+        };
+        if !prepared.iter().any(|p| p.config.name == name) {
+            warn!(
+                bridge = name,
+                cursor = seq,
+                "cursor of a bridge that is no longer configured deleted"
+            );
+            ops.push(WriteOp::CursorDelete { name: key.clone() });
+        }
+    }
+    let mut started = Vec::with_capacity(prepared.len());
+    let mut tasks = Vec::with_capacity(prepared.len());
+    for Prepared { config, tls } in prepared {
+        let key = cursor_key(&config.name);
+        let (cursor, resumed) = match cursors.get(&key) {
+            Some(&seq) => (seq, true),
+            None => {
+                let tail = store.tail();
+                ops.push(WriteOp::CursorSet {
+                    name: key,
+                    seq: tail,
+                });
+                (tail, false)
+            }
+        };
+        info!(
+            bridge = config.name,
+            address = config.address,
+            cursor,
+            backlog = store.tail().saturating_sub(cursor),
+            new = !resumed,
+            "bridge starting"
+        );
+        let status = Arc::new(BridgeStatus::new(&config.name, store.clone(), cursor));
+        let upstream = match upstream::Upstream::start(&config, tls) {
+            Ok(u) => u,
+            Err(reason) => {
+                // Validated at load; kept as a log line rather than a panic.
+                warn!(bridge = config.name, reason, "bridge not started");
+                continue;
+            }
+        };
+        tasks.push(task::BridgeTask::new(
+            config,
+            store.clone(),
+            Arc::clone(&status),
+            stop.clone(),
+            upstream,
+            cursor,
+            resumed,
+        ));
+        started.push(status);
+    }
+    if !ops.is_empty() {
+        let submitted = store.submit(ops).await?;
+        store.wait_durable(submitted.ticket).await?;
+    }
+    for task in tasks {
+        stop.tasks().spawn(task.run());
+    }
+    Ok(started)
+}
