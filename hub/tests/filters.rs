@@ -99,7 +99,8 @@ async fn sql92_pipeline_delivers_only_matching_messages() {
     ));
     let mut sub = subscriber(&hub, "sql-sub", "#").await;
     let mut publ = publisher(&hub, "sql-pub").await;
-    let cases: [(&str, &str, &[(&str, &str)]); 6] = [
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let cases: [Case<'_>; 6] = [
         (
             "sensors/a/t",
             "hot-north",
@@ -151,14 +152,14 @@ fn bridge_messages(data_dir: &Path) -> Vec<(String, String, String)> {
             .expect("open the stopped hub's store");
     let mut found = Vec::new();
     for seq in 0..store.tail() {
-        if let Some(m) = store.get(seq).expect("read log") {
-            if let Some(bridge) = m.bridge {
-                found.push((
-                    bridge,
-                    m.topic,
-                    String::from_utf8_lossy(&m.payload).into_owned(),
-                ));
-            }
+        if let Some(m) = store.get(seq).expect("read log")
+            && let Some(bridge) = m.bridge
+        {
+            found.push((
+                bridge,
+                m.topic,
+                String::from_utf8_lossy(&m.payload).into_owned(),
+            ));
         }
     }
     store.close().expect("close store");

@@ -47,13 +47,14 @@ const FILTER_NATIVE_CRATES: [&str; 7] = [
     "tern-filter-hostile",
 ];
 /// Folders (relative to the workspace root) whose `fuzz/` directory holds cargo-fuzz targets.
-const FUZZ_CRATES: [&str; 6] = [
+const FUZZ_CRATES: [&str; 7] = [
     "mqtt",
     "firmware-client",
     "hub",
     "filters/sql92",
     "filters/abi",
     "filters/router",
+    "envelope",
 ];
 /// The filter guests `build-filters` turns into components: the library name cargo gives
 /// the core module, and the component's file name.

@@ -48,8 +48,11 @@ pub fn wasm(guest: Guest) -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(&filters)
+            .env_remove("CARGO_TARGET_DIR")
             .args([
                 "build",
+                "--target-dir",
+                "target",
                 "--release",
                 "--target",
                 "wasm32-unknown-unknown",
