@@ -14,8 +14,7 @@
 //! (`cargo build --release --target wasm32-unknown-unknown` there).
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,42 +27,27 @@ use tern_hub::filter_host::{
 use tern_hub::message::{ClientId, Message, MessageProperties};
 use tern_mqtt::QoS;
 
+#[allow(
+    dead_code,
+    reason = "shared with the integration tests, which use all of it"
+)]
+#[path = "../tests/common/guests.rs"]
+mod guests;
+
+use guests::{Guest, wasm as guest_wasm};
+
 const BATCHES: [usize; 3] = [1, 16, 256];
 
-/// The guests to benchmark as chains: crate artifact, config.
-const CHAINS: [(&str, &str, &str); 3] = [
-    ("pass", "tern_filter_pass.wasm", ""),
-    (
-        "sql92",
-        "tern_filter_sql92.wasm",
-        "temperature > 30 AND site = 'north'",
-    ),
+/// The guests to benchmark as chains: name, guest, config.
+const CHAINS: [(&str, Guest, &str); 3] = [
+    ("pass", Guest::Pass, ""),
+    ("sql92", Guest::Sql92, "temperature > 30 AND site = 'north'"),
     (
         "router",
-        "tern_filter_router.wasm",
+        Guest::Router,
         "sensors/{device}/temp -> bridge:cloud site-7/{device}/temperature",
     ),
 ];
-
-fn guests_dir() -> PathBuf {
-    let filters = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .join("filters");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&filters)
-        .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
-        // Its own target directory, whatever the outer build uses: no lock contention, and the
-        // artifacts are where we look.
-        .arg("--target-dir")
-        .arg(filters.join("target"))
-        .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .expect("run cargo in filters/");
-    assert!(status.success(), "building the filter guests failed");
-    filters.join("target/wasm32-unknown-unknown/release")
-}
 
 fn host(cache: &Path) -> FilterHost {
     let limits = FilterLimitsConfig {
@@ -99,7 +83,6 @@ fn batch(n: usize) -> Vec<Message> {
 }
 
 fn chains(c: &mut Criterion) {
-    let dir = guests_dir();
     let cache = tempfile::tempdir().expect("temp dir");
     let host = host(cache.path());
     let mut group = c.benchmark_group("chain");
@@ -108,8 +91,8 @@ fn chains(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
     let mut runs: Vec<(String, Chain)> = Vec::new();
-    for (name, artifact, config) in CHAINS {
-        match host.deploy(name, &dir.join(artifact), config) {
+    for (name, guest, config) in CHAINS {
+        match host.deploy(name, &guest_wasm(guest), config) {
             Ok(filter) => {
                 if name == "pass" {
                     let three = vec![
@@ -141,8 +124,7 @@ fn chains(c: &mut Criterion) {
 }
 
 fn loading(c: &mut Criterion) {
-    let dir = guests_dir();
-    let wasm_path = dir.join("tern_filter_pass.wasm");
+    let wasm_path = guest_wasm(Guest::Pass);
     let wasm = std::fs::read(&wasm_path).expect("pass guest");
     let mut group = c.benchmark_group("load");
     group
@@ -177,8 +159,8 @@ fn loading(c: &mut Criterion) {
     group
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    for (name, artifact, config) in CHAINS {
-        let Ok(filter) = warm.deploy(name, &dir.join(artifact), config) else {
+    for (name, guest, config) in CHAINS {
+        let Ok(filter) = warm.deploy(name, &guest_wasm(guest), config) else {
             continue;
         };
         group.bench_function(name, |b| {

@@ -330,6 +330,14 @@ fn deserialize_cached(engine: &Engine, path: &Path) -> Result<Component, FilterE
         .map_err(|e| FilterError::Deserialize(format!("{}: {e}", path.display())))
 }
 
+/// Reads a filter file; the error names the path.
+pub(crate) fn read_wasm(path: &Path) -> Result<Vec<u8>, FilterError> {
+    std::fs::read(path).map_err(|source| FilterError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,10 +194,7 @@ impl FilterHost {
         wasm: &Path,
         config: &str,
     ) -> Result<Arc<LoadedFilter>, FilterError> {
-        let bytes = std::fs::read(wasm).map_err(|source| FilterError::Io {
-            path: wasm.to_owned(),
-            source,
-        })?;
+        let bytes = load::read_wasm(wasm)?;
         self.deploy_bytes(name, &bytes, config)
     }
 

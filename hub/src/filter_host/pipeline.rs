@@ -265,10 +265,7 @@ fn load_filter(
     wasm: &Path,
     config: &str,
 ) -> Result<Arc<LoadedFilter>, FilterError> {
-    let bytes = std::fs::read(wasm).map_err(|source| FilterError::Io {
-        path: wasm.to_owned(),
-        source,
-    })?;
+    let bytes = super::load::read_wasm(wasm)?;
     let digest = Digest::of(&bytes);
     let key = (name.to_owned(), digest, config.to_owned());
     if let Some(filter) = reusable.get(&key) {

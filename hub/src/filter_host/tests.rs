@@ -2,8 +2,7 @@
 //! the filters workspace, built once per test binary (`cargo build --release --target
 //! wasm32-unknown-unknown` in `filters/`, which has its own target directory).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -12,47 +11,16 @@ use tern_mqtt::QoS;
 
 use super::*;
 use crate::config::HumanDuration;
+
+#[allow(
+    dead_code,
+    reason = "shared with the integration tests, which use all of it"
+)]
+#[path = "../../tests/common/guests.rs"]
+mod guests;
+
 use crate::message::{ClientId, Message, MessageProperties};
-
-/// A guest of the filters workspace.
-#[derive(Debug, Clone, Copy)]
-enum Guest {
-    Pass,
-    Hostile,
-}
-
-fn guest(guest: Guest) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let filters = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root")
-            .join("filters");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&filters)
-            .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
-            // Its own target directory, whatever the outer build uses: no lock contention, and the
-            // artifacts are where we look.
-            .arg("--target-dir")
-            .arg(filters.join("target"))
-            .env_remove("CARGO_TARGET_DIR")
-            .args(["-p", "tern-filter-pass", "-p", "tern-filter-hostile"])
-            .status()
-            .expect("run cargo to build the filter guests");
-        assert!(
-            status.success(),
-            "building the filter guests failed: {status}"
-        );
-        filters.join("target/wasm32-unknown-unknown/release")
-    });
-    let path = dir.join(match guest {
-        Guest::Pass => "tern_filter_pass.wasm",
-        Guest::Hostile => "tern_filter_hostile.wasm",
-    });
-    assert!(path.exists(), "{} was not built", path.display());
-    path
-}
+use guests::{Guest, wasm as guest};
 
 /// A cache directory shared by the tests of this binary, so each guest compiles once.
 fn shared_cache() -> &'static Path {
