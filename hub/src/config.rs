@@ -85,6 +85,21 @@ pub struct StoreSection {
     pub group_commit_max_bytes: ByteSize,
     /// How long a commit waits for more messages once nothing else is waiting.
     pub group_commit_linger: HumanDuration,
+    /// When acknowledged writes are flushed to the disk.
+    pub fsync: Fsync,
+    /// Under `fsync = "interval"`: how often the journal is flushed.
+    pub fsync_interval: HumanDuration,
+}
+
+/// `store.fsync`: when an acknowledged write reaches the disk (see `docs/storage.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fsync {
+    /// Acknowledge after an fsynced commit: survives a power loss.
+    EveryCommit,
+    /// Acknowledge after a journal write; fsync every `fsync_interval`: survives a crash or
+    /// `kill -9`, a power loss takes at most the last interval.
+    Interval,
 }
 
 impl Default for StoreSection {
@@ -99,6 +114,14 @@ impl Default for StoreSection {
                 u64::try_from(d.group_commit_max_bytes).unwrap_or(u64::MAX),
             ),
             group_commit_linger: HumanDuration(d.group_commit_linger),
+            fsync: match d.fsync {
+                crate::store::FsyncPolicy::EveryCommit => Fsync::EveryCommit,
+                crate::store::FsyncPolicy::Interval(_) => Fsync::Interval,
+            },
+            fsync_interval: HumanDuration(match d.fsync {
+                crate::store::FsyncPolicy::Interval(every) => every,
+                crate::store::FsyncPolicy::EveryCommit => Duration::from_millis(50),
+            }),
         }
     }
 }
@@ -117,6 +140,10 @@ impl StoreSection {
             group_commit_max_bytes: usize::try_from(self.group_commit_max_bytes.0)
                 .unwrap_or(usize::MAX),
             group_commit_linger: self.group_commit_linger.0,
+            fsync: match self.fsync {
+                Fsync::EveryCommit => crate::store::FsyncPolicy::EveryCommit,
+                Fsync::Interval => crate::store::FsyncPolicy::Interval(self.fsync_interval.0),
+            },
             ..crate::store::StoreConfig::default()
         }
     }
@@ -352,6 +379,16 @@ impl Config {
                 format!(
                     "must be between 64 B and 256MiB, got {}",
                     s.max_packet_size.0
+                ),
+            ));
+        }
+        let every = self.store.fsync_interval.0;
+        if every < Duration::from_millis(1) || every > Duration::from_secs(60) {
+            return Err((
+                "store.fsync_interval",
+                format!(
+                    "must be between 1ms and 60s, got {}",
+                    humantime::format_duration(every)
                 ),
             ));
         }

@@ -70,6 +70,7 @@
 //! - Bad data on disk is an error, a counter (`errors`) and a log line, never a panic.
 
 mod error;
+mod journal;
 mod record;
 mod tables;
 mod writer;
@@ -117,6 +118,21 @@ pub enum WhenFull {
     DropOldest,
 }
 
+/// When an acknowledged write reaches the disk itself (not only the operating system).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Every commit that holds a QoS 1/2 write is fsynced before it is acknowledged:
+    /// acknowledged messages survive a power loss. Throughput from one connection is bound
+    /// by the disk's flush latency (its in-flight window per flush).
+    EveryCommit,
+    /// Commits are written ahead to a journal with one `write` (no fsync) before they are
+    /// acknowledged, and a background thread fdatasyncs the journal at this interval:
+    /// acknowledged messages survive a crash or `kill -9` of the hub; a power loss or kernel
+    /// crash can take at most the last interval. Checkpoints (immediate commits) bound the
+    /// journal ([`StoreConfig::checkpoint_interval`], [`StoreConfig::checkpoint_bytes`]).
+    Interval(Duration),
+}
+
 /// Store tuning and retention. Defaults suit a gateway with a few GB of disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -153,6 +169,15 @@ pub struct StoreConfig {
     /// queue is marked [`RecoveredSession::queue_truncated`] and the rest is paged in with
     /// [`Store::read_queue`]. Default: unlimited.
     pub recovery_queue_limit: usize,
+    /// When acknowledged writes are flushed to the disk. Default
+    /// `FsyncPolicy::Interval(50 ms)`.
+    pub fsync: FsyncPolicy,
+    /// Under [`FsyncPolicy::Interval`]: the longest time between checkpoints while writes
+    /// arrive. Default 1 s.
+    pub checkpoint_interval: Duration,
+    /// Under [`FsyncPolicy::Interval`]: a checkpoint once the journal file reaches this size.
+    /// Default 64 MiB.
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -170,6 +195,9 @@ impl Default for StoreConfig {
             maintenance_interval: Duration::from_secs(1),
             cache_size: 8 << 20,
             recovery_queue_limit: usize::MAX,
+            fsync: FsyncPolicy::Interval(Duration::from_millis(50)),
+            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_bytes: 64 << 20,
         }
     }
 }
@@ -484,7 +512,17 @@ impl Store {
     ) -> Result<(Store, Recovered), StoreError> {
         let db = (opener.0)().map_err(|e| map_open_error(dir, &path, e))?;
         init_meta(&db, &path)?;
-        let mut corrupt = 0;
+        let (generation, replayed) = writer::replay_journal(&db, dir)?;
+        if replayed.files > 0 {
+            info!(
+                files = replayed.files,
+                groups = replayed.groups,
+                ops = replayed.ops,
+                damaged = replayed.damaged,
+                "journal replayed"
+            );
+        }
+        let mut corrupt = replayed.damaged;
         let recovered = recover(&db, &path, cfg.recovery_queue_limit, &mut corrupt)?;
         let counters = Counters::default();
         read_meta_counters(&db, &counters)?;
@@ -501,7 +539,13 @@ impl Store {
         });
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let (progress_tx, progress) = watch::channel(Ticket(0));
-        let writer = Writer::new(Arc::clone(&common), rx, progress_tx, recovered.next_seq)?;
+        let writer = Writer::new(
+            Arc::clone(&common),
+            rx,
+            progress_tx,
+            recovered.next_seq,
+            generation,
+        )?;
         let handle = std::thread::Builder::new()
             .name("tern-store-writer".into())
             .spawn(move || writer.run())

@@ -2,7 +2,7 @@
 //!
 //! | table | key | value | invariant |
 //! | --- | --- | --- | --- |
-//! | `meta` | `&str` | `u64` | `format_version`, `next_seq`, `head`, `log_bytes`, `log_count`, updated in the same transaction as the log, so start-up reads them instead of scanning |
+//! | `meta` | `&str` | `u64` | `format_version`, `next_seq`, `head`, `log_bytes`, `log_count`, `journal_gen`, updated in the same transaction as the log, so start-up reads them instead of scanning |
 //! | `log` | seq `u64` | postcard [`StoredMessage`](super::StoredMessage) | keys `< next_seq`; `log_bytes` = sum of value lengths, `log_count` = number of entries |
 //! | `sessions` | client id | postcard [`SessionRecord`](super::SessionRecord) | |
 //! | `queue` | (client id, seq) | postcard [`DeliveryInfo`](super::DeliveryInfo) | only for clients that have a session record |
@@ -47,3 +47,6 @@ pub(super) const KEY_NEXT_SEQ: &str = "next_seq";
 pub(super) const KEY_HEAD: &str = "head";
 pub(super) const KEY_LOG_BYTES: &str = "log_bytes";
 pub(super) const KEY_LOG_COUNT: &str = "log_count";
+/// Lowest journal generation whose frames may not be in the database yet (see
+/// [`super::journal`]); absent means 0.
+pub(super) const KEY_JOURNAL_GEN: &str = "journal_gen";

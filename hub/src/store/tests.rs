@@ -1302,8 +1302,13 @@ fn full_disk_fails_the_ticket_and_leaves_nothing_half_written() {
             fail: Arc::clone(&flag),
         }
     };
-    let (store, _) =
-        Store::open_with_backend(dir.path(), StoreConfig::default(), backend).expect("open");
+    // Every commit goes to redb's backend (under a journal, non-durable commits may stay in
+    // redb's buffers; a full disk then fails the journal write instead).
+    let cfg = StoreConfig {
+        fsync: FsyncPolicy::EveryCommit,
+        ..StoreConfig::default()
+    };
+    let (store, _) = Store::open_with_backend(dir.path(), cfg, backend).expect("open");
     let ok = commit(
         &rt,
         &store,
@@ -1362,14 +1367,17 @@ fn full_disk_fails_the_ticket_and_leaves_nothing_half_written() {
 }
 
 const CRASH_DIR_ENV: &str = "TERN_STORE_CRASH_DIR";
-const CRASH_TEST: &str = "store::tests::kill_9_keeps_every_acknowledged_append";
 
-/// Child role of the crash test: appends batches of 16 messages forever and prints
+/// Child role of the crash tests: appends batches of 16 messages forever and prints
 /// `acked <seq> <n>` for each message once its ticket is durable (payload = `n`).
-fn crash_child(dir: &Path) -> ! {
+fn crash_child(dir: &Path, fsync: FsyncPolicy) -> ! {
     use std::io::Write;
     let rt = rt();
-    let (store, rec) = open(dir);
+    let cfg = StoreConfig {
+        fsync,
+        ..StoreConfig::default()
+    };
+    let (store, rec) = Store::open(dir, cfg).expect("open store");
     let mut n = rec.next_seq;
     let stdout = std::io::stdout();
     loop {
@@ -1390,11 +1398,28 @@ fn crash_child(dir: &Path) -> ! {
 /// Property: after SIGKILL at a random point mid-stream, every append whose ticket was
 /// reported durable is in the log with its payload, and the meta counters match the log.
 /// The test runs itself as the child process (same test, with `TERN_STORE_CRASH_DIR` set).
+/// Default policy: acknowledged after the journal write.
 #[test]
 fn kill_9_keeps_every_acknowledged_append() {
+    kill_9_rounds(
+        "store::tests::kill_9_keeps_every_acknowledged_append",
+        StoreConfig::default().fsync,
+    );
+}
+
+/// The same under `fsync = "every-commit"`.
+#[test]
+fn kill_9_keeps_every_acknowledged_append_with_fsync_per_commit() {
+    kill_9_rounds(
+        "store::tests::kill_9_keeps_every_acknowledged_append_with_fsync_per_commit",
+        FsyncPolicy::EveryCommit,
+    );
+}
+
+fn kill_9_rounds(test: &str, fsync: FsyncPolicy) {
     use std::io::BufRead;
     if let Some(dir) = std::env::var_os(CRASH_DIR_ENV) {
-        crash_child(Path::new(&dir));
+        crash_child(Path::new(&dir), fsync);
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("test binary");
@@ -1403,7 +1428,7 @@ fn kill_9_keeps_every_acknowledged_append() {
     for round in 0..3u64 {
         let kill_after = 50 + (seed.wrapping_mul(31).wrapping_add(round * 977)) % 400;
         let mut child = std::process::Command::new(&exe)
-            .args([CRASH_TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
             .env(CRASH_DIR_ENV, dir.path())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -1588,4 +1613,201 @@ fn bridge_destination_round_trips() {
     m.bridge = Some("cloud".into());
     let bytes = postcard::to_stdvec(&m).expect("encode");
     assert_eq!(StoredMessage::decode(&bytes).expect("decode"), m);
+}
+
+/// Copies every file of `from` into `to` (a crash image of a running store: what the
+/// operating system holds after `kill -9`).
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
+}
+
+/// Under the journal, acknowledged writes that redb holds only in non-durable commits are
+/// recovered from the journal: a crash image of a running store has all of them (with exact
+/// counters), and the same image without its journal files does not — the journal is what
+/// keeps them.
+#[test]
+fn journal_recovers_acknowledged_writes_redb_had_not_made_durable() {
+    let live = tempfile::tempdir().expect("tempdir");
+    let rt = rt();
+    let cfg = StoreConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
+        // No checkpoint while the test runs: everything stays in the journal.
+        checkpoint_interval: Duration::from_secs(3600),
+        checkpoint_bytes: u64::MAX,
+        maintenance_interval: Duration::from_secs(3600),
+        ..StoreConfig::default()
+    };
+    let (store, _) = Store::open(live.path(), cfg.clone()).expect("open");
+    let mut seqs = Vec::new();
+    for chunk in 0..10u8 {
+        seqs.extend(commit(
+            &rt,
+            &store,
+            (0..20u8)
+                .map(|i| WriteOp::Append(msg("j", &[chunk, i], QoS::AtLeastOnce)))
+                .collect(),
+        ));
+    }
+    commit(&rt, &store, vec![WriteOp::SessionUpsert(session("c"))]);
+    commit(
+        &rt,
+        &store,
+        vec![
+            WriteOp::QueuePush {
+                client: "c".into(),
+                seq: seqs[3],
+                delivery: delivery(QoS::AtLeastOnce),
+            },
+            WriteOp::CursorSet {
+                name: "bridge:up".into(),
+                seq: seqs[5],
+            },
+        ],
+    );
+    let mut expected = Vec::new();
+    store.read_log(0, usize::MAX, &mut expected).expect("read");
+    let expected_stats = store.stats();
+
+    // The image with its journal: everything, counters exact.
+    let image = tempfile::tempdir().expect("tempdir");
+    copy_dir(live.path(), image.path());
+    // The image without it.
+    let bare = tempfile::tempdir().expect("tempdir");
+    copy_dir(live.path(), bare.path());
+    for (_, path) in journal::list(bare.path()).expect("list") {
+        std::fs::remove_file(path).expect("remove journal");
+    }
+    drop(store);
+
+    let (bare_store, _) = Store::open(bare.path(), cfg.clone()).expect("open bare image");
+    let mut bare_log = Vec::new();
+    bare_store
+        .read_log(0, usize::MAX, &mut bare_log)
+        .expect("read");
+    assert!(
+        bare_log.len() < expected.len(),
+        "without the journal the image should miss non-durable commits ({} of {})",
+        bare_log.len(),
+        expected.len()
+    );
+    drop(bare_store);
+
+    let (recovered, rec) = Store::open(image.path(), cfg.clone()).expect("open image");
+    let mut log = Vec::new();
+    recovered.read_log(0, usize::MAX, &mut log).expect("read");
+    assert_eq!(log, expected);
+    let stats = recovered.stats();
+    assert_eq!(stats.records, expected_stats.records);
+    assert_eq!(stats.bytes, expected_stats.bytes);
+    assert_eq!(rec.next_seq, expected_stats.next_seq);
+    assert_eq!(rec.cursors.get("bridge:up"), Some(&seqs[5]));
+    let session = rec.sessions.get("c").expect("session recovered");
+    assert_eq!(
+        session.queue.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [seqs[3]]
+    );
+    // Replayed files are gone once their content is durable; a second open replays nothing.
+    drop(recovered);
+    let (again, _) = Store::open(image.path(), cfg).expect("reopen");
+    let mut log = Vec::new();
+    again.read_log(0, usize::MAX, &mut log).expect("read");
+    assert_eq!(log, expected);
+    assert_eq!(again.stats().records, expected_stats.records);
+    assert_eq!(again.stats().bytes, expected_stats.bytes);
+}
+
+/// A journal whose last frame was torn (a power loss mid-write) is applied up to that frame;
+/// the damage is counted, and the store opens.
+#[test]
+fn torn_journal_tail_applies_the_intact_frames() {
+    let live = tempfile::tempdir().expect("tempdir");
+    let rt = rt();
+    let cfg = StoreConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
+        checkpoint_interval: Duration::from_secs(3600),
+        checkpoint_bytes: u64::MAX,
+        maintenance_interval: Duration::from_secs(3600),
+        ..StoreConfig::default()
+    };
+    let (store, _) = Store::open(live.path(), cfg.clone()).expect("open");
+    let first = commit(
+        &rt,
+        &store,
+        vec![WriteOp::Append(msg("t", b"first", QoS::AtLeastOnce))],
+    );
+    let second = commit(
+        &rt,
+        &store,
+        vec![WriteOp::Append(msg("t", b"second", QoS::AtLeastOnce))],
+    );
+    let image = tempfile::tempdir().expect("tempdir");
+    copy_dir(live.path(), image.path());
+    drop(store);
+    let (_, path) = journal::list(image.path())
+        .expect("list")
+        .pop()
+        .expect("a journal file");
+    let len = std::fs::metadata(&path).expect("stat").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open journal");
+    file.set_len(len - 3).expect("tear the last frame");
+    drop(file);
+
+    let (store, _) = Store::open(image.path(), cfg).expect("open torn image");
+    assert_eq!(
+        store.get(first[0]).expect("get").map(|m| m.payload),
+        Some(Bytes::from_static(b"first"))
+    );
+    assert!(store.get(second[0]).expect("get").is_none());
+    assert_eq!(store.stats().errors, 1);
+    assert_eq!(store.stats().records, 1);
+}
+
+/// Journal frames written by the writer parse back to the same ops, and damage anywhere in
+/// a frame stops parsing there instead of applying garbage.
+#[test]
+fn journal_frames_round_trip_and_damage_is_detected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut file =
+        journal::JournalFile::create(dir.path(), journal::Generation(7)).expect("create");
+    let group_a = vec![
+        writer::Op::encode(WriteOp::Append(msg("a", b"1", QoS::AtLeastOnce))).expect("op"),
+        writer::Op::encode(WriteOp::CursorSet {
+            name: "x".into(),
+            seq: 4,
+        })
+        .expect("op"),
+    ];
+    let group_b =
+        vec![writer::Op::encode(WriteOp::SessionDelete { client: "c".into() }).expect("op")];
+    file.append(group_a.iter()).expect("append");
+    let after_a = file.len();
+    file.append(group_b.iter()).expect("append");
+    let bytes = std::fs::read(journal::path_of(dir.path(), journal::Generation(7))).expect("read");
+    let parsed = journal::parse(&bytes, journal::Generation(7));
+    assert!(parsed.damage.is_none(), "{:?}", parsed.damage);
+    assert_eq!(
+        format!("{:?}", parsed.groups),
+        format!("{:?}", vec![group_a, group_b])
+    );
+    // A flipped byte in the second frame: only the first is applied.
+    let mut bad = bytes.clone();
+    let i = usize::try_from(after_a).expect("len") + 8;
+    bad[i] ^= 0xff;
+    let parsed = journal::parse(&bad, journal::Generation(7));
+    assert_eq!(parsed.groups.len(), 1);
+    assert!(
+        parsed
+            .damage
+            .as_deref()
+            .is_some_and(|d| d.contains("checksum"))
+    );
+    // A file of another generation is not applied at all.
+    let parsed = journal::parse(&bytes, journal::Generation(8));
+    assert!(parsed.groups.is_empty() && parsed.damage.is_some());
 }

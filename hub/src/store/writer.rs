@@ -8,7 +8,11 @@
 //!   exactly, because they are written in the same transaction that changes it;
 //! - a ticket is published only after its outcome is final: success is visible to readers,
 //!   failure is recorded in [`Common::failures`] before the watch moves;
-//! - the `needed` table counts, per seq, the queue and outbound in-flight entries naming it.
+//! - the `needed` table counts, per seq, the queue and outbound in-flight entries naming it;
+//! - under [`FsyncPolicy::Interval`] every non-durable commit is preceded by its journal
+//!   frame, and every durable commit is a checkpoint: it records the next journal generation
+//!   in `meta` and starts that file, so at open exactly the frames redb may have lost are
+//!   replayed (see [`super::journal`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,17 +22,19 @@ use redb::{Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction}
 use tokio::sync::{mpsc, watch};
 use tracing::{error, warn};
 
+use super::journal::{self, Generation, JournalFile, SyncTarget, Syncer};
 use super::record::{DeliveryInfo, now_millis};
 use super::tables::{
-    CURSORS, INFLIGHT_IN, INFLIGHT_OUT, KEY_HEAD, KEY_LOG_BYTES, KEY_LOG_COUNT, KEY_NEXT_SEQ, LOG,
-    META, NEEDED, QUEUE, RETAINED, SESSIONS, WILLS,
+    CURSORS, INFLIGHT_IN, INFLIGHT_OUT, KEY_HEAD, KEY_JOURNAL_GEN, KEY_LOG_BYTES, KEY_LOG_COUNT,
+    KEY_NEXT_SEQ, LOG, META, NEEDED, QUEUE, RETAINED, SESSIONS, WILLS,
 };
 use super::{
-    Common, FAILED_RANGES_KEPT, FailedRange, Seq, StoreError, Ticket, WhenFull, WriteOp, lock,
+    Common, FAILED_RANGES_KEPT, FailedRange, FsyncPolicy, Seq, StoreError, Ticket, WhenFull,
+    WriteOp, lock,
 };
 
-/// One encoded write, as the writer applies it.
-#[derive(Debug)]
+/// One encoded write, as the writer applies it (and as the journal stores it).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) enum Op {
     Append {
         seq: Seq,
@@ -321,6 +327,21 @@ pub(super) struct Writer {
     unsynced: bool,
     /// The last retention step deleted a full `trim_batch`: there is probably more to delete.
     more_to_trim: bool,
+    /// The write-ahead journal, under [`FsyncPolicy::Interval`].
+    journal: Option<Journal>,
+}
+
+/// The writer's journal state (see [`super::journal`]).
+struct Journal {
+    dir: std::path::PathBuf,
+    /// The file non-durable commits append to.
+    file: JournalFile,
+    /// What the fsync thread flushes.
+    target: SyncTarget,
+    /// Stops the fsync thread when the writer ends.
+    _syncer: Syncer,
+    /// When the last checkpoint committed.
+    last_checkpoint: Instant,
 }
 
 impl Writer {
@@ -329,6 +350,7 @@ impl Writer {
         rx: mpsc::Receiver<Batch>,
         progress: watch::Sender<Ticket>,
         next_seq: Seq,
+        generation: Generation,
     ) -> Result<Self, StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -344,6 +366,30 @@ impl Writer {
             bytes: c.bytes.load(Ordering::Relaxed),
             count: c.records.load(Ordering::Relaxed),
         };
+        let journal = match common.cfg.fsync {
+            FsyncPolicy::EveryCommit => None,
+            FsyncPolicy::Interval(interval) => {
+                let dir = common.path.parent().map_or_else(
+                    || std::path::PathBuf::from("."),
+                    std::path::Path::to_path_buf,
+                );
+                let file = JournalFile::create(&dir, generation)?;
+                let target: SyncTarget = Arc::new(std::sync::Mutex::new(Some(file.file())));
+                let syncer = Syncer::spawn(Arc::clone(&target), interval).map_err(|source| {
+                    StoreError::Io {
+                        path: dir.clone(),
+                        source,
+                    }
+                })?;
+                Some(Journal {
+                    dir,
+                    file,
+                    target,
+                    _syncer: syncer,
+                    last_checkpoint: Instant::now(),
+                })
+            }
+        };
         Ok(Self {
             common,
             rx,
@@ -355,6 +401,7 @@ impl Writer {
             needs_reopen: false,
             unsynced: false,
             more_to_trim: false,
+            journal,
         })
     }
 
@@ -388,7 +435,8 @@ impl Writer {
         self.sync();
     }
 
-    /// Makes earlier non-durable (QoS 0 only) commits durable with an empty immediate commit.
+    /// Makes earlier non-durable commits (QoS 0 only, or everything under a journal) durable
+    /// with an empty immediate commit — a journal checkpoint.
     fn sync(&mut self) {
         if !self.unsynced {
             return;
@@ -400,7 +448,17 @@ impl Writer {
             let mut txn = db.begin_write().map_err(|e| StoreError::db("sync", e))?;
             txn.set_durability(Durability::Immediate)
                 .map_err(|e| StoreError::db("sync", e))?;
-            txn.commit().map_err(|e| StoreError::db("sync", e))
+            let next = self.start_checkpoint(&txn)?;
+            match txn.commit() {
+                Ok(()) => {
+                    self.finish_checkpoint(next);
+                    Ok(())
+                }
+                Err(e) => {
+                    discard(next);
+                    Err(StoreError::db("sync", e))
+                }
+            }
         });
         match result {
             Ok(()) => self.unsynced = false,
@@ -410,6 +468,43 @@ impl Writer {
                 error!(cause = %err, "store sync failed; QoS 0 data of the last commits may be lost");
             }
         }
+    }
+
+    /// For a durable commit under a journal: records the next generation in `meta` (in
+    /// `txn`) and creates its file. Without a journal, nothing.
+    fn start_checkpoint(&self, txn: &WriteTransaction) -> Result<Option<JournalFile>, StoreError> {
+        let Some(j) = &self.journal else {
+            return Ok(None);
+        };
+        let next = Generation(j.file.generation().0 + 1);
+        let mut meta = txn
+            .open_table(META)
+            .map_err(|e| StoreError::db("checkpoint", e))?;
+        meta.insert(KEY_JOURNAL_GEN, next.0)
+            .map_err(|e| StoreError::db("checkpoint", e))?;
+        JournalFile::create(&j.dir, next).map(Some)
+    }
+
+    /// After a checkpoint committed: appends go to the new file, older files are deleted.
+    fn finish_checkpoint(&mut self, next: Option<JournalFile>) {
+        let (Some(j), Some(next)) = (self.journal.as_mut(), next) else {
+            return;
+        };
+        let keep_from = next.generation();
+        *lock(&j.target) = Some(next.file());
+        j.file = next;
+        j.last_checkpoint = Instant::now();
+        journal::delete_below(&j.dir, keep_from);
+    }
+
+    /// Whether the journal is due a checkpoint (by age or size).
+    fn checkpoint_due(&self) -> bool {
+        let cfg = &self.common.cfg;
+        self.journal.as_ref().is_some_and(|j| {
+            self.unsynced
+                && (j.last_checkpoint.elapsed() >= cfg.checkpoint_interval
+                    || j.file.len() >= cfg.checkpoint_bytes)
+        })
     }
 
     /// Collects the submissions already waiting (and those arriving within the linger).
@@ -489,6 +584,9 @@ impl Writer {
             Err(err) => self.fail(first, last, &err),
         }
         self.progress.send_replace(last);
+        if self.checkpoint_due() {
+            self.sync();
+        }
     }
 
     /// Records a failed ticket range (before the watch moves past it).
@@ -636,7 +734,10 @@ impl Writer {
         batches: &[Batch],
         maintenance: bool,
     ) -> Result<Committed, StoreError> {
-        let immediate = maintenance || batches.iter().any(|b| b.immediate);
+        // Under a journal, durability comes from the journal frame; only maintenance (and
+        // `sync`) commit immediately, as checkpoints.
+        let immediate =
+            maintenance || (self.journal.is_none() && batches.iter().any(|b| b.immediate));
         if self.needs_reopen {
             self.reopen()?;
         }
@@ -685,8 +786,32 @@ impl Writer {
                     .map_err(|e| StoreError::db("write meta", e))?;
             }
         }
-        txn.commit().map_err(|e| StoreError::db("commit", e))?;
+        // A durable commit is a checkpoint; a non-durable one is journaled first, so that
+        // nothing a reader (a subscriber, the bridge) may see can be lost in a crash.
+        let next = if immediate {
+            self.start_checkpoint(&txn)?
+        } else {
+            None
+        };
+        let frame_start = match (&mut self.journal, immediate) {
+            (Some(j), false) if !batches.is_empty() => {
+                Some(j.file.append(batches.iter().flat_map(|b| b.ops.iter()))?)
+            }
+            _ => None,
+        };
+        if let Err(e) = txn.commit() {
+            discard(next);
+            if let (Some(j), Some(start)) = (&mut self.journal, frame_start)
+                && let Err(cause) = j.file.truncate(start)
+            {
+                error!(%cause, "journal frame of a failed commit not removed; it will be replayed at the next start");
+            }
+            return Err(StoreError::db("commit", e));
+        }
         drop(db);
+        if immediate {
+            self.finish_checkpoint(next);
+        }
         // An immediate commit also makes every earlier non-durable one durable.
         self.unsynced = !immediate;
         Ok(Committed {
@@ -895,4 +1020,103 @@ fn apply(t: &mut Tables<'_>, op: &Op, meta: &mut Meta) -> DbResult<()> {
         }
     }
     Ok(())
+}
+
+/// Removes the file of a checkpoint whose commit failed.
+fn discard(next: Option<JournalFile>) {
+    if let Some(file) = next {
+        file.remove();
+    }
+}
+
+/// What [`replay_journal`] applied.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Replayed {
+    /// Journal files read.
+    pub(super) files: usize,
+    /// Committed groups applied again.
+    pub(super) groups: usize,
+    /// Ops in them.
+    pub(super) ops: usize,
+    /// Files that ended in a damaged frame (torn by a power loss, or corrupted).
+    pub(super) damaged: u64,
+}
+
+/// Applies, in one immediate transaction, every journal frame redb may have lost (files of
+/// generation at or above the committed `journal_gen`), records the next generation and
+/// deletes the files; older leftovers are deleted unread. Returns the generation the writer
+/// starts with.
+pub(super) fn replay_journal(
+    db: &redb::Database,
+    dir: &std::path::Path,
+) -> Result<(Generation, Replayed), StoreError> {
+    let err = |e: redb::Error| StoreError::db("journal replay", e);
+    let committed = {
+        let txn = db.begin_read().map_err(|e| err(e.into()))?;
+        let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+        meta.get(KEY_JOURNAL_GEN)
+            .map_err(|e| err(e.into()))?
+            .map_or(0, |v| v.value())
+    };
+    let mut pending = Vec::new();
+    for (g, path) in journal::list(dir)? {
+        if g.0 < committed {
+            if let Err(cause) = std::fs::remove_file(&path) {
+                warn!(path = %path.display(), %cause, "old journal file not deleted");
+            }
+        } else {
+            pending.push((g, path));
+        }
+    }
+    let mut done = Replayed::default();
+    let Some(&(last, _)) = pending.last() else {
+        return Ok((Generation(committed), done));
+    };
+    let next = Generation(last.0 + 1);
+    let mut txn = db.begin_write().map_err(|e| err(e.into()))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| err(e.into()))?;
+    {
+        let mut t = Tables::open(&txn).map_err(err)?;
+        let get = |t: &Tables<'_>, key: &str| -> DbResult<u64> {
+            Ok(t.meta.get(key)?.map_or(0, |v| v.value()))
+        };
+        let mut meta = Meta {
+            next_seq: get(&t, KEY_NEXT_SEQ).map_err(err)?,
+            head: get(&t, KEY_HEAD).map_err(err)?,
+            bytes: get(&t, KEY_LOG_BYTES).map_err(err)?,
+            count: get(&t, KEY_LOG_COUNT).map_err(err)?,
+        };
+        for (g, path) in &pending {
+            let frames = journal::read(path, *g)?;
+            done.files += 1;
+            if let Some(damage) = &frames.damage {
+                done.damaged += 1;
+                warn!(path = %path.display(), %damage, applied = frames.groups.len(), "journal ends in a damaged frame; nothing after it is applied");
+            }
+            for group in &frames.groups {
+                for op in group {
+                    apply(&mut t, op, &mut meta).map_err(err)?;
+                }
+                done.groups += 1;
+                done.ops += group.len();
+            }
+        }
+        for (key, value) in [
+            (KEY_NEXT_SEQ, meta.next_seq),
+            (KEY_HEAD, meta.head),
+            (KEY_LOG_BYTES, meta.bytes),
+            (KEY_LOG_COUNT, meta.count),
+            (KEY_JOURNAL_GEN, next.0),
+        ] {
+            t.meta.insert(key, value).map_err(|e| err(e.into()))?;
+        }
+    }
+    txn.commit().map_err(|e| err(e.into()))?;
+    for (_, path) in &pending {
+        if let Err(cause) = std::fs::remove_file(path) {
+            warn!(path = %path.display(), %cause, "replayed journal file not deleted");
+        }
+    }
+    Ok((next, done))
 }
