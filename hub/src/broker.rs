@@ -50,7 +50,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, QueueOverflow};
 use crate::filter_host::{Filtered, Pipelines, Target as FilterTarget};
 use crate::message::{ClientId, Message, MessageProperties, QueuedMessage};
 use crate::metrics::{BrokerGauges, Metrics};
@@ -77,6 +77,8 @@ pub struct Mailbox {
     pub notify: Notify,
     /// Messages this session lost to queue overflow; drives the rate-limited log line.
     dropped: AtomicU64,
+    /// A connection is attached: publishers may wait for room (policy `backpressure`).
+    online: std::sync::atomic::AtomicBool,
 }
 
 impl Mailbox {
@@ -88,6 +90,44 @@ impl Mailbox {
             )),
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
+            online: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the session connected or not; going offline releases waiting publishers.
+    fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Release);
+        if !online {
+            self.queue().room().notify_waiters();
+        }
+    }
+
+    /// Queues `item` once the queue has room, waiting until `deadline` at most while the
+    /// session stays connected; hands the item back if it could not be queued.
+    async fn push_when_room(
+        &self,
+        mut item: QueuedMessage,
+        deadline: tokio::time::Instant,
+    ) -> Option<QueuedMessage> {
+        loop {
+            let room = self.queue().room();
+            let notified = room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a pop in between is not missed.
+            notified.as_mut().enable();
+            match self.queue().try_push(item) {
+                Ok(()) => {
+                    self.notify.notify_one();
+                    return None;
+                }
+                Err(back) => item = back,
+            }
+            if !self.online.load(Ordering::Acquire) {
+                return Some(item);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Some(item);
+            }
         }
     }
 
@@ -836,6 +876,7 @@ impl Broker {
                         entry.generation += 1;
                         let cancelled = entry.pending_will.take();
                         entry.connection = Some(connection.clone());
+                        entry.mailbox.set_online(true);
                         let was_stored = entry.stored;
                         entry.stored = stored;
                         entry.protocol_level = request.protocol_level;
@@ -880,6 +921,7 @@ impl Broker {
                             }
                         }
                         let mailbox = Arc::new(Mailbox::new(&self.config));
+                        mailbox.set_online(true);
                         let entry = SessionEntry {
                             mailbox: Arc::clone(&mailbox),
                             connection: Some(connection.clone()),
@@ -970,6 +1012,7 @@ impl Broker {
             };
         };
         entry.connection = None;
+        entry.mailbox.set_online(false);
         entry.generation += 1;
         let generation = entry.generation;
         if session_expiry == 0 {
@@ -1224,7 +1267,25 @@ impl Broker {
             }
         }
         let mut removed = Vec::new();
+        // Policy `backpressure`: one deadline for the whole batch, so a stuck subscriber
+        // delays a publish by at most `queue_full_wait`.
+        let deadline = tokio::time::Instant::now() + self.config.session.queue_full_wait.0;
         for (mailbox, client, item) in scratch.pending.drain(..) {
+            // A client's publish to its own full queue cannot wait: its own task drains it.
+            let item = if mailbox.online.load(Ordering::Acquire)
+                && mailbox.queue().overflow() == QueueOverflow::Backpressure
+                && client != item.message.publisher
+            {
+                match mailbox.push_when_room(item, deadline).await {
+                    None => {
+                        published.queued += 1;
+                        continue;
+                    }
+                    Some(item) => item,
+                }
+            } else {
+                item
+            };
             let (outcome, discarded) = mailbox.push(item);
             removed.extend(discarded.into_iter().map(|seq| WriteOp::QueueRemove {
                 client: client.to_string(),

@@ -176,6 +176,10 @@ pub enum QueueOverflow {
     DropOldest,
     /// Keep the queue as it is and drop the new message.
     DropNew,
+    /// For a connected session, the publisher waits (at most `queue_full_wait`) until the
+    /// subscriber makes room, so a slow subscriber slows publishers down instead of losing
+    /// acknowledged messages; after the wait, and for offline sessions, as `drop-oldest`.
+    Backpressure,
 }
 
 /// Per-session protocol limits, announced to v5 clients in CONNACK where MQTT has a property.
@@ -192,6 +196,8 @@ pub struct SessionConfig {
     pub max_queued_messages: usize,
     /// Policy when the queue is full.
     pub queue_overflow: QueueOverflow,
+    /// Under `backpressure`: how long one publish waits in total for room in full queues.
+    pub queue_full_wait: HumanDuration,
     /// Keep alive imposed on clients (v5 Server Keep Alive); zero accepts the client's.
     pub server_keep_alive: HumanDuration,
     /// Cap on the session expiry interval a v5 client may ask for.
@@ -211,7 +217,8 @@ impl Default for SessionConfig {
             receive_maximum: 64,
             max_inflight: 64,
             max_queued_messages: 10_000,
-            queue_overflow: QueueOverflow::DropOldest,
+            queue_overflow: QueueOverflow::Backpressure,
+            queue_full_wait: HumanDuration(Duration::from_secs(1)),
             server_keep_alive: HumanDuration(Duration::ZERO),
             max_session_expiry: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
             topic_alias_maximum: 64,

@@ -320,6 +320,62 @@ async fn online_backlog_bounded_by_queue() {
     hub.finish();
 }
 
+/// `queue_overflow = "backpressure"` (the default): a connected subscriber slower than its
+/// publisher loses nothing — the publisher's acknowledgements wait for room instead — while
+/// the same backlog under `drop-oldest` (`online_backlog_bounded_by_queue`) loses messages.
+#[tokio::test]
+async fn backpressure_keeps_every_message_for_a_slow_subscriber() {
+    let hub = Hub::with_session(&format!(
+        "max_inflight = 1\nmax_queued_messages = 2\nqueue_full_wait = \"30s\"\n{SYS_FAST}"
+    ));
+    let (mut sub, _) = RawClient::connect_ok(hub.addr(), Connect::v4("bp-sub")).await;
+    sub.subscribe("bp/t", 1).await;
+    let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v4("bp-pub")).await;
+    const N: u8 = 20;
+    let publisher = tokio::spawn(async move {
+        for i in 0..N {
+            assert_eq!(publ.publish(Pub::new("bp/t", &[i]).qos(1, 0)).await, 0);
+        }
+        publ
+    });
+    let mut got = Vec::new();
+    while got.len() < usize::from(N) {
+        let Some(p) = sub.try_recv_publish(Duration::from_secs(10)).await else {
+            break;
+        };
+        // A slow consumer: the publisher is far ahead of it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        sub.ack(&p).await;
+        got.push(p.payload[0]);
+    }
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "every message, in order");
+    publisher.await.expect("publisher");
+    let dropped = wait_sys_counter(
+        &hub,
+        "$SYS/broker/messages/dropped",
+        Duration::from_secs(5),
+        |_| true,
+    )
+    .await;
+    assert_eq!(dropped, Some(0));
+    hub.finish();
+}
+
+/// Under `backpressure` an offline persistent session does not hold publishers up: its full
+/// queue drops the oldest message as `drop-oldest` does.
+#[tokio::test]
+async fn backpressure_falls_back_to_drop_oldest_for_offline_sessions() {
+    let hub = Hub::with_session(&format!(
+        "max_queued_messages = 3\nqueue_overflow = \"backpressure\"\nqueue_full_wait = \"30s\"\n{SYS_FAST}"
+    ));
+    assert_eq!(
+        overflow_offline_queue(&hub, "bpo/t", 5).await,
+        vec![2, 3, 4]
+    );
+    assert_counter_at_least(&hub, "$SYS/broker/messages/dropped", 2).await;
+    hub.finish();
+}
+
 /// `$SYS` statistics follow activity: connected clients and received messages.
 #[tokio::test]
 async fn sys_counters_track_activity() {

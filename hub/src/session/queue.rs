@@ -7,9 +7,16 @@
 //! mirrors. Every tracked entry that leaves the queue other than by [`SessionQueue::pop`]
 //! (overflow, expiry) is reported through [`SessionQueue::take_discarded`], so its owner
 //! can remove the store's copy too.
+//!
+//! Under policy `backpressure` a publisher that finds the queue of a connected session full
+//! waits (bounded) for room: [`SessionQueue::try_push`] hands the message back and
+//! [`SessionQueue::room`] is notified whenever a pop takes the queue below its capacity.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
+
+use tokio::sync::Notify;
 
 use crate::config::QueueOverflow;
 use crate::message::QueuedMessage;
@@ -41,6 +48,9 @@ pub struct SessionQueue {
     overflow: QueueOverflow,
     /// Seqs of tracked entries dropped by overflow or expiry, not yet removed from the store.
     discarded: Vec<Seq>,
+    /// Notified when a pop makes room in a full queue (publishers waiting under
+    /// `backpressure`).
+    room: Arc<Notify>,
 }
 
 impl SessionQueue {
@@ -51,7 +61,28 @@ impl SessionQueue {
             capacity: capacity.max(1),
             overflow,
             discarded: Vec::new(),
+            room: Arc::new(Notify::new()),
         }
+    }
+
+    /// Queues `item` if there is room; otherwise hands it back (nothing is dropped).
+    pub fn try_push(&mut self, item: QueuedMessage) -> Result<(), QueuedMessage> {
+        if self.items.len() < self.capacity {
+            self.items.push_back(item);
+            Ok(())
+        } else {
+            Err(item)
+        }
+    }
+
+    /// What a publisher waiting for room awaits (see the module docs).
+    pub fn room(&self) -> Arc<Notify> {
+        Arc::clone(&self.room)
+    }
+
+    /// The overflow policy.
+    pub fn overflow(&self) -> QueueOverflow {
+        self.overflow
     }
 
     /// Appends a message, applying the overflow policy when full.
@@ -65,7 +96,9 @@ impl SessionQueue {
                 self.discarded.extend(item.seq);
                 PushOutcome::DroppedNew
             }
-            QueueOverflow::DropOldest => {
+            // A publisher that waited in vain (or an offline session) falls back to dropping
+            // the oldest message.
+            QueueOverflow::DropOldest | QueueOverflow::Backpressure => {
                 if let Some(old) = self.items.pop_front() {
                     self.discarded.extend(old.seq);
                 }
@@ -88,6 +121,10 @@ impl SessionQueue {
     /// Takes the oldest message that has not expired at `now`; expired ones are discarded
     /// and counted in `expired`.
     pub fn pop(&mut self, now: Instant, expired: &mut u64) -> Option<QueuedMessage> {
+        if self.items.len() >= self.capacity {
+            // Room after this pop: wake publishers waiting for it.
+            self.room.notify_waiters();
+        }
         while let Some(item) = self.items.pop_front() {
             if item.message.is_expired(now) {
                 *expired += 1;
@@ -103,6 +140,7 @@ impl SessionQueue {
     pub fn retain_qos_above_zero(&mut self) {
         self.items
             .retain(|item| item.qos != tern_mqtt::QoS::AtMostOnce);
+        self.room.notify_waiters();
     }
 
     /// Number of queued messages.
