@@ -1432,6 +1432,19 @@ impl Broker {
         Ok(outcome)
     }
 
+    /// How many subscriptions `client_id` holds, and whether one of them is `filter` (a
+    /// SUBSCRIBE of it replaces rather than adds). For `max_subscriptions_per_client`.
+    pub fn subscription_count(&self, client_id: &ClientId, filter: &str) -> (usize, bool) {
+        let guard = self.lock();
+        let mut count = 0;
+        let mut present = false;
+        for subscription in guard.router.subscriptions_of(client_id) {
+            count += 1;
+            present |= subscription.filter == filter;
+        }
+        (count, present)
+    }
+
     /// Removes a subscription; returns whether it existed.
     pub fn unsubscribe(&self, client_id: &ClientId, filter: &str) -> bool {
         self.lock().router.unsubscribe(client_id, filter)

@@ -157,6 +157,36 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     /// Connections beyond this are closed right after accept (counted and logged).
     pub max_connections: usize,
+    /// Open connections allowed from one source IP address; 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// Transport: `"mqtt"`, `"mqtt+tls"`, `"ws"` or `"wss"`.
+    pub protocol: crate::security::config::ListenerProtocol,
+    /// Certificate, key and client-certificate verification (`mqtt+tls` and `wss`).
+    pub tls: Option<crate::security::config::ListenerTls>,
+    /// WebSocket settings (`ws` and `wss`).
+    pub websocket: crate::security::config::WebSocketSettings,
+    /// Whether clients without credentials may connect; unset: only on a loopback listener
+    /// without authentication (`docs/security.md`).
+    pub allow_anonymous: Option<bool>,
+    /// `user:$argon2id$...` lines, managed with `tern passwd`.
+    pub password_file: Option<PathBuf>,
+    /// Access rules (syntax in `docs/security.md`); without one every client may publish and
+    /// subscribe to everything.
+    pub acl_file: Option<PathBuf>,
+}
+
+impl ListenerConfig {
+    /// The security keys of this listener, for validation and start-up.
+    pub fn security_keys(&self) -> crate::security::config::ListenerSecurityKeys<'_> {
+        crate::security::config::ListenerSecurityKeys {
+            bind: self.bind,
+            protocol: self.protocol,
+            tls: self.tls.as_ref(),
+            websocket: &self.websocket,
+            allow_anonymous: self.allow_anonymous,
+            password_file: self.password_file.as_ref(),
+        }
+    }
 }
 
 impl Default for ListenerConfig {
@@ -164,6 +194,13 @@ impl Default for ListenerConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
             max_connections: 10_000,
+            max_connections_per_ip: 0,
+            protocol: crate::security::config::ListenerProtocol::Mqtt,
+            tls: None,
+            websocket: crate::security::config::WebSocketSettings::default(),
+            allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
         }
     }
 }
@@ -208,6 +245,12 @@ pub struct SessionConfig {
     pub connect_timeout: HumanDuration,
     /// Period of the `$SYS/broker/...` publish; zero disables it.
     pub sys_interval: HumanDuration,
+    /// Longest topic name or filter accepted, in bytes (PUBLISH, SUBSCRIBE, will).
+    pub max_topic_length: usize,
+    /// Most levels (`/`-separated parts) in a topic name or filter; 0 = no limit.
+    pub max_topic_levels: usize,
+    /// Most subscriptions one client may hold; 0 = no limit.
+    pub max_subscriptions_per_client: usize,
 }
 
 impl Default for SessionConfig {
@@ -224,6 +267,9 @@ impl Default for SessionConfig {
             topic_alias_maximum: 64,
             connect_timeout: HumanDuration(Duration::from_secs(10)),
             sys_interval: HumanDuration(Duration::from_secs(10)),
+            max_topic_length: 65_535,
+            max_topic_levels: 0,
+            max_subscriptions_per_client: 0,
         }
     }
 }
@@ -378,6 +424,18 @@ impl Config {
         }
         if self.listener.iter().any(|l| l.max_connections == 0) {
             return Err(("listener.max_connections", "must be at least 1".into()));
+        }
+        for (i, listener) in self.listener.iter().enumerate() {
+            listener
+                .security_keys()
+                .validate()
+                .map_err(|(key, reason)| (key, format!("listener {i}: {reason}")))?;
+        }
+        if s.max_topic_length == 0 || s.max_topic_length > 65_535 {
+            return Err((
+                "session.max_topic_length",
+                "must be between 1 and 65535".into(),
+            ));
         }
         // MQTT caps packets at 268 435 460 bytes (4-byte remaining length + header).
         if s.max_packet_size.0 < 64 || s.max_packet_size.0 > 268_435_460 {

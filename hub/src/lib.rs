@@ -24,9 +24,11 @@
 //! - [`error`]: the crate's [`Error`].
 //! - [`filter_host`]: wasmtime filter host: loading, caching, pooled instances, chains and
 //!   pipelines of WebAssembly filters with their failure policy.
-//! - [`listener`]: accept loop, connection cap, accept backoff, one task per connection.
+//! - [`listener`]: accept loop, connection caps (per listener and per source address),
+//!   accept backoff, TLS and WebSocket handshakes, one task per connection.
 //! - [`session`]: per-connection driver (`mod.rs`) around the sans-IO MQTT state machine
-//!   (`state.rs`) and the bounded per-session queue (`queue.rs`).
+//!   (`state.rs`) and the bounded per-session queue (`queue.rs`), generic over the byte
+//!   stream (TCP, TLS, WebSocket through `transport.rs`).
 //! - [`broker`]: shared state — session registry, router, retained messages — and the
 //!   fan-out path; will and session-expiry timers; the `$SYS` publisher.
 //! - [`router`]: subscription trie and retained-message trie (pure data structures).
@@ -34,6 +36,8 @@
 //! - [`metrics`]: atomic counters published under `$SYS/broker/...`.
 //! - [`reload`]: redeploys the filter pipelines when the configuration file or a filter's
 //!   wasm file changes, or on SIGHUP.
+//! - [`security`]: listener security: TLS server configuration, password file and
+//!   `tern passwd`, ACL files compiled per client, per-address connection limits.
 //! - [`shutdown`]: cancellation token and task tracker for graceful shutdown.
 //! - [`store`]: the durable store (redb): message log, sessions, queues, in-flight state,
 //!   retained messages; group commit. The only module that touches redb.
@@ -48,6 +52,7 @@ pub mod message;
 pub mod metrics;
 pub mod reload;
 pub mod router;
+pub mod security;
 pub mod session;
 pub mod shutdown;
 pub mod store;
@@ -75,6 +80,8 @@ pub struct OpenedStore {
     filters: DeployedFilters,
     /// The bridges, their TLS files read.
     bridges: Vec<bridge::Prepared>,
+    /// Listener security: TLS configurations, password and ACL files read.
+    security: Arc<security::Security>,
 }
 
 /// The filter pipelines of `config`, deployed (or nothing when it has none).
@@ -138,6 +145,7 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
             "corrupted store records skipped at start-up"
         );
     }
+    let security = Arc::new(security::Security::load(config)?);
     let filters = deploy_filters(config)?;
     let bridges = bridge::prepare(config)?;
     Ok(OpenedStore {
@@ -145,6 +153,7 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
         recovered,
         filters,
         bridges,
+        security,
     })
 }
 
@@ -215,6 +224,7 @@ pub async fn run_with_store(
         mut recovered,
         filters,
         bridges,
+        security,
     } = opened;
     let cursors = std::mem::take(&mut recovered.cursors);
     let data_dir = config.data_dir.clone();
@@ -253,16 +263,22 @@ pub async fn run_with_store(
         broker.add_sys_source(status);
     }
     let mut accept_loops = Vec::with_capacity(listeners.len());
-    for (listener, cap) in listeners.into_iter().zip(caps) {
+    for (index, (listener, cap)) in listeners.into_iter().zip(caps).enumerate() {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "accepting MQTT connections");
         }
+        let Some(listener_security) = security.listener(index) else {
+            continue;
+        };
         accept_loops.push(tokio::spawn(listener::accept_loop(
             listener,
             cap,
             Arc::clone(&broker),
+            listener_security,
         )));
     }
+    stop.tasks()
+        .spawn(Arc::clone(&security).watch_hangup(stop.clone()));
     stop.tasks().spawn(Arc::clone(&broker).run_sys_publisher());
     stop.tasks().spawn(reload::watch(Arc::clone(&broker)));
     shutdown.await;

@@ -12,6 +12,7 @@ use tern_hub::config::{Config, DEFAULT_TOML, ListenerConfig};
 use tracing_subscriber::EnvFilter;
 
 mod filter_cli;
+mod passwd_cli;
 mod status_cli;
 
 /// Tern: edge MQTT message hub.
@@ -41,6 +42,8 @@ enum Command {
     Filter(FilterCommand),
     /// Show a running hub's counters and bridge state (its `$SYS/broker/...` topics).
     Status(status_cli::StatusArgs),
+    /// Add, update or delete a user in a password file (Argon2id hashes).
+    Passwd(passwd_cli::PasswdArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +66,12 @@ struct ServeArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
 }
+
+/// mimalloc: the ingest and delivery paths allocate and free small buffers per message on
+/// several threads, which the system allocator does with more contention and fragmentation.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -102,6 +111,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Passwd(args)) => match passwd_cli::passwd(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("tern passwd: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Serve(args)) => serve_main(cli.verbose, args),
         None => serve_main(cli.verbose, ServeArgs::default()),
     }
@@ -124,7 +140,8 @@ fn init_tracing(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(fallback));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{fallback},rumqttc=info")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -138,15 +155,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Config::default(),
     };
     if let Some(addr) = args.listen {
-        let max_connections = config
-            .listener
-            .first()
-            .map_or(ListenerConfig::default().max_connections, |l| {
-                l.max_connections
-            });
+        // The first listener's settings (protocol, TLS, authentication) move to ADDR.
+        let first = config.listener.first().cloned().unwrap_or_default();
         config.listener = vec![ListenerConfig {
             bind: addr,
-            max_connections,
+            ..first
         }];
     }
     if let Some(dir) = args.data_dir {

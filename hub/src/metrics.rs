@@ -42,6 +42,7 @@
 //! | `$SYS/broker/filters/policy_applied` | messages the pipeline's failure policy was applied to |
 //! | `$SYS/broker/filters/log_suppressed` | guest log lines dropped by the rate limit |
 //! | `$SYS/broker/filters/deploys/{ok,refused}` | filters deployed, deployments refused |
+//! | `$SYS/broker/security/...` | refused logins and handshakes, ACL denials, hygiene limits ([`SecurityMetrics`], `docs/security.md`) |
 //! | `$SYS/broker/bridges/<name>/...` | per-bridge state, from a [`SysSource`] (see `docs/bridge.md`) |
 
 use std::sync::Arc;
@@ -123,6 +124,92 @@ pub struct Metrics {
     pub store_refused: Counter,
     /// Filter host counters, shared with the filter host (`FilterHost::new`).
     pub filters: Arc<FilterMetrics>,
+    /// Listener security: refused handshakes and logins, ACL denials, hygiene limits.
+    pub security: SecurityMetrics,
+}
+
+/// Counters of listener security (`docs/security.md`), published under
+/// `$SYS/broker/security/...`.
+#[derive(Debug, Default)]
+pub struct SecurityMetrics {
+    /// CONNECTs refused for a wrong or unknown username/password.
+    pub auth_failed: Counter,
+    /// CONNECTs refused because the listener does not allow anonymous clients.
+    pub anonymous_refused: Counter,
+    /// CONNECTs refused because the will topic may not be written.
+    pub will_denied: Counter,
+    /// PUBLISHes refused by the ACL.
+    pub acl_denied_publish: Counter,
+    /// SUBSCRIBE filters refused by the ACL.
+    pub acl_denied_subscribe: Counter,
+    /// Deliveries (including retained messages) withheld by the ACL.
+    pub acl_denied_delivery: Counter,
+    /// TLS handshakes that failed (bad or missing client certificate, protocol errors).
+    pub tls_handshake_failed: Counter,
+    /// WebSocket upgrades that failed (wrong path, not a WebSocket request).
+    pub websocket_handshake_failed: Counter,
+    /// Connections closed at accept by `max_connections_per_ip`.
+    pub per_ip_refused: Counter,
+    /// Connections ended for a packet over `max_packet_size`.
+    pub packet_too_large: Counter,
+    /// Topics over `max_topic_length` / `max_topic_levels` (PUBLISH, SUBSCRIBE, will).
+    pub topic_limit: Counter,
+    /// SUBSCRIBE filters refused by `max_subscriptions_per_client`.
+    pub subscription_limit: Counter,
+    /// Connections closed for not completing CONNECT within `connect_timeout`.
+    pub connect_timeouts: Counter,
+}
+
+impl SecurityMetrics {
+    /// `$SYS/broker/security/...` topics and payloads.
+    pub fn sys_topics(&self) -> [(&'static str, String); 13] {
+        let c = |counter: &Counter| counter.get().to_string();
+        [
+            ("$SYS/broker/security/auth_failed", c(&self.auth_failed)),
+            (
+                "$SYS/broker/security/anonymous_refused",
+                c(&self.anonymous_refused),
+            ),
+            ("$SYS/broker/security/will_denied", c(&self.will_denied)),
+            (
+                "$SYS/broker/security/acl_denied/publish",
+                c(&self.acl_denied_publish),
+            ),
+            (
+                "$SYS/broker/security/acl_denied/subscribe",
+                c(&self.acl_denied_subscribe),
+            ),
+            (
+                "$SYS/broker/security/acl_denied/delivery",
+                c(&self.acl_denied_delivery),
+            ),
+            (
+                "$SYS/broker/security/tls_handshake_failed",
+                c(&self.tls_handshake_failed),
+            ),
+            (
+                "$SYS/broker/security/websocket_handshake_failed",
+                c(&self.websocket_handshake_failed),
+            ),
+            (
+                "$SYS/broker/security/per_ip_refused",
+                c(&self.per_ip_refused),
+            ),
+            (
+                "$SYS/broker/security/packet_too_large",
+                c(&self.packet_too_large),
+            ),
+            ("$SYS/broker/security/topic_limit", c(&self.topic_limit)),
+            (
+                "$SYS/broker/security/subscription_limit",
+                c(&self.subscription_limit),
+            ),
+            (
+                "$SYS/broker/security/connect_timeouts",
+                c(&self.connect_timeouts),
+            ),
+        ]
+    }
 }
 
 /// Counters of the filter host, summed over every filter. Per-filter figures live in each
@@ -247,6 +334,7 @@ impl Default for Metrics {
             keepalive_timeouts: Counter::default(),
             store_refused: Counter::default(),
             filters: Arc::default(),
+            security: SecurityMetrics::default(),
         }
     }
 }
@@ -331,6 +419,7 @@ impl Metrics {
             ),
         ];
         topics.extend(self.filters.sys_topics());
+        topics.extend(self.security.sys_topics());
         if let Some(s) = store {
             topics.extend([
                 ("$SYS/broker/store/appends", s.appends.to_string()),

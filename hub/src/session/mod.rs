@@ -31,6 +31,7 @@
 
 pub mod queue;
 pub mod state;
+pub mod transport;
 pub mod wire;
 
 use std::collections::VecDeque;
@@ -40,9 +41,8 @@ use std::time::Instant;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use tern_mqtt::ProtocolVersion;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
 use tracing::{Span, debug, info, warn};
 
@@ -51,6 +51,8 @@ use crate::broker::{
 };
 use crate::message::{ClientId, Message};
 use crate::router::SubscriptionOptions;
+use crate::security::acl::Operation;
+use crate::security::{AclState, AuthRefusal, Credentials, ListenerSecurity};
 use crate::session::state::{
     ConnAck, Connection, Limits, Outbound, OutboundStage, PublishHeader, Violation, negotiate,
     reason,
@@ -103,6 +105,9 @@ pub enum SessionError {
     /// acknowledged stays unacknowledged.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// CONNECT refused by authentication or by the ACL (already counted and logged).
+    #[error("not authorized: {}", .0.text)]
+    Refused(AuthRefusal),
 }
 
 /// How the main loop ended.
@@ -118,26 +123,84 @@ enum End {
     Error(SessionError),
 }
 
-/// Serves one accepted connection until it closes.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
-    match serve_inner(&mut stream, peer, &broker).await {
+/// What the listener knows about a connection before its CONNECT.
+#[derive(Debug, Clone)]
+pub struct ConnectionContext {
+    /// The listener's authentication and ACL.
+    pub security: Arc<ListenerSecurity>,
+    /// Identity from a verified client certificate (`use_identity_as_username`).
+    pub certificate_identity: Option<String>,
+}
+
+/// Serves one accepted plain TCP connection until it closes.
+pub async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    context: ConnectionContext,
+) {
+    let (reader, writer) = stream.split();
+    serve_io(reader, writer, false, peer, &broker, &context).await;
+}
+
+/// Serves a connection over any byte stream (TLS, WebSocket) until it closes. Writes are
+/// flushed, since these streams buffer.
+pub async fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    context: ConnectionContext,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    let reader: Box<dyn AsyncRead + Send + Unpin> = Box::new(reader);
+    let writer: Box<dyn AsyncWrite + Send + Unpin> = Box::new(writer);
+    serve_io(reader, writer, true, peer, &broker, &context).await;
+}
+
+async fn serve_io<R, W>(
+    reader: R,
+    writer: W,
+    flush_writes: bool,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    context: &ConnectionContext,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut io = Io {
+        reader,
+        writer,
+        read_buf: BytesMut::with_capacity(READ_BUFFER),
+        write_buf: BytesMut::with_capacity(READ_BUFFER),
+        flush_writes,
+        unflushed: false,
+    };
+    match serve_inner(&mut io, peer, broker, context).await {
         Ok(()) => debug!("connection closed"),
         Err(SessionError::ClosedByPeer) => debug!("closed before CONNECT"),
+        Err(SessionError::Refused(refusal)) => debug!(reason = refusal.text, "connection refused"),
         Err(err) => warn!(%peer, reason = %err, "connection refused"),
     }
-    // Best effort: the peer may already be gone.
-    let _ = stream.shutdown().await;
+    // Best effort: the peer may already be gone (or not reading a TLS close).
+    let _ = tokio::time::timeout(SHUTDOWN_ACK_WAIT, io.writer.shutdown()).await;
 }
 
-/// The connection's socket halves and buffers.
-struct Io<'a> {
-    reader: ReadHalf<'a>,
-    writer: WriteHalf<'a>,
+/// The connection's stream halves and buffers.
+struct Io<R, W> {
+    reader: R,
+    writer: W,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// The stream buffers writes (TLS, WebSocket): flush after writing.
+    flush_writes: bool,
+    /// Bytes were written since the last flush.
+    unflushed: bool,
 }
 
-impl Io<'_> {
+impl<R, W: AsyncWrite + Unpin> Io<R, W> {
     async fn flush(&mut self, broker: &Broker) -> Result<(), SessionError> {
         if !self.write_buf.is_empty() {
             let len = self.write_buf.len();
@@ -145,15 +208,86 @@ impl Io<'_> {
             broker.metrics().bytes_sent.add_len(len);
             self.write_buf.clear();
         }
+        if self.flush_writes {
+            self.writer.flush().await?;
+            self.unflushed = false;
+        }
         Ok(())
     }
 }
 
-async fn serve_inner(
-    stream: &mut TcpStream,
+/// One step of the write side of the main loop: write pending output, or flush a
+/// buffering stream once the output is written. Both are cancel-safe.
+enum WriteStep {
+    Wrote(usize),
+    Flushed,
+}
+
+async fn write_step<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    buf: &[u8],
+) -> std::io::Result<WriteStep> {
+    if buf.is_empty() {
+        writer.flush().await.map(|()| WriteStep::Flushed)
+    } else {
+        writer.write(buf).await.map(WriteStep::Wrote)
+    }
+}
+
+/// Topic hygiene limits of `[session]`.
+#[derive(Debug, Clone, Copy)]
+struct TopicLimits {
+    max_length: usize,
+    /// 0 = no limit.
+    max_levels: usize,
+    /// 0 = no limit.
+    max_subscriptions: usize,
+}
+
+impl TopicLimits {
+    fn of(config: &crate::Config) -> Self {
+        Self {
+            max_length: config.session.max_topic_length,
+            max_levels: config.session.max_topic_levels,
+            max_subscriptions: config.session.max_subscriptions_per_client,
+        }
+    }
+
+    /// Whether a topic name or filter is within the length and depth limits.
+    fn allows(&self, topic: &str) -> bool {
+        topic.len() <= self.max_length
+            && (self.max_levels == 0 || topic.split('/').count() <= self.max_levels)
+    }
+}
+
+/// Counts a decode error; a packet over `max_packet_size` also gets its own counter.
+fn count_malformed(broker: &Broker, err: &tern_mqtt::Error) {
+    broker.metrics().malformed.inc();
+    if disconnect_code(err) == reason::PACKET_TOO_LARGE {
+        broker.metrics().security.packet_too_large.inc();
+    }
+}
+
+/// Logs a refused login: the first ten, then at power-of-two totals, so a password
+/// guessing storm cannot flood the log.
+fn log_refusal(peer: SocketAddr, username: Option<&str>, refusal: AuthRefusal, total: u64) {
+    if total <= 10 || total.is_power_of_two() {
+        warn!(%peer, username, reason = refusal.text, refused_total = total, "CONNECT refused");
+    } else {
+        debug!(%peer, username, reason = refusal.text, "CONNECT refused");
+    }
+}
+
+async fn serve_inner<R, W>(
+    io: &mut Io<R, W>,
     peer: SocketAddr,
     broker: &Arc<Broker>,
-) -> Result<(), SessionError> {
+    context: &ConnectionContext,
+) -> Result<(), SessionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let config = broker.config();
     let limits = Limits {
         receive_maximum: config.session.receive_maximum,
@@ -164,24 +298,33 @@ async fn serve_inner(
             .unwrap_or(u16::MAX),
         max_session_expiry: config.max_session_expiry_secs(),
     };
-    let (reader, writer) = stream.split();
-    let mut io = Io {
-        reader,
-        writer,
-        read_buf: BytesMut::with_capacity(READ_BUFFER),
-        write_buf: BytesMut::with_capacity(READ_BUFFER),
-    };
+    let topic_limits = TopicLimits::of(config);
 
     // CONNECT, within connect_timeout.
     let connect_timeout = config.session.connect_timeout.0;
     let first = tokio::select! {
         () = broker.shutdown().triggered() => return Ok(()),
-        first = tokio::time::timeout(connect_timeout, read_frame(&mut io, broker, limits.max_packet_size)) => first,
+        first = tokio::time::timeout(connect_timeout, read_frame(io, broker, limits.max_packet_size)) => first,
     };
     let frame = match first {
-        Err(_) => return Err(SessionError::ConnectTimeout),
+        Err(_) => {
+            broker.metrics().security.connect_timeouts.inc();
+            return Err(SessionError::ConnectTimeout);
+        }
         Ok(Err(SessionError::Malformed(err))) => {
-            broker.metrics().malformed.inc();
+            count_malformed(broker, &err);
+            if wire::connect_level(&io.read_buf) == Some(ProtocolVersion::V5 as u8)
+                && disconnect_code(&err) == reason::PACKET_TOO_LARGE
+            {
+                let refusal = state::ConnectRefusal {
+                    code: reason::PACKET_TOO_LARGE,
+                    text: "packet too large",
+                };
+                let packet = Outbound::ConnAck(ConnAck::refusal(refusal));
+                if wire::encode(&packet, ProtocolVersion::V5, &mut io.write_buf).is_ok() {
+                    io.flush(broker).await?;
+                }
+            }
             return Err(SessionError::Malformed(err));
         }
         Ok(other) => other?,
@@ -247,6 +390,25 @@ async fn serve_inner(
     };
     broker.metrics().packets_received.inc();
     let version = connect.request.version;
+    let security = &context.security;
+    let credentials = Credentials {
+        certificate: context.certificate_identity.as_deref(),
+        username: connect.username,
+        password: connect.password,
+    };
+    let username = match security.authenticate(credentials, broker.metrics()).await {
+        Ok(username) => username,
+        Err(refusal) => {
+            let m = &broker.metrics().security;
+            log_refusal(
+                peer,
+                connect.username,
+                refusal,
+                m.auth_failed.get() + m.anonymous_refused.get(),
+            );
+            return refuse_connect(io, broker, version, refusal).await;
+        }
+    };
     let params = match negotiate(&connect.request, &limits, || broker.assign_client_id()) {
         Ok(params) => params,
         Err(refusal) => {
@@ -264,6 +426,34 @@ async fn serve_inner(
     };
     let client_id = Arc::clone(&params.client_id);
     Span::current().record("client_id", &*client_id);
+    if let Some(username) = &username {
+        Span::current().record("username", &**username);
+    }
+    let mut acl = security.client_acl(username.as_ref(), &client_id);
+    if let Some(will) = &connect.will {
+        let topic = will.message.topic.as_str();
+        let refusal = if !topic_limits.allows(topic) {
+            broker.metrics().security.topic_limit.inc();
+            Some(AuthRefusal {
+                code: reason::TOPIC_NAME_INVALID,
+                text: "will topic exceeds max_topic_length or max_topic_levels",
+            })
+        } else if let Some(acl) = &mut acl
+            && !acl.check_topic(topic, Operation::Write)
+        {
+            broker.metrics().security.will_denied.inc();
+            Some(AuthRefusal {
+                code: reason::NOT_AUTHORIZED,
+                text: "will topic not writable by this client",
+            })
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            warn!(%peer, will_topic = topic, reason = refusal.text, "CONNECT refused");
+            return refuse_connect(io, broker, version, refusal).await;
+        }
+    }
     let will = connect.will.map(|w| Will {
         message: Message {
             publisher: Arc::clone(&client_id),
@@ -302,6 +492,8 @@ async fn serve_inner(
         will,
         version,
         scratch: PublishScratch::default(),
+        acl,
+        topic_limits,
         stored,
         state_ops: Vec::new(),
         batch: Vec::new(),
@@ -316,8 +508,16 @@ async fn serve_inner(
     for packet in session.conn.resend_inflight(Instant::now()) {
         session.emit(&packet, &mut io.write_buf)?;
     }
-    let end = session.run(&mut io, &connection).await;
-    let will = session.will.take();
+    let end = session.run(io, &connection).await;
+    let mut will = session.will.take();
+    if let (Some(w), Some(acl)) = (&will, &mut session.acl) {
+        // The ACL may have been reloaded since CONNECT.
+        acl.refresh();
+        if !acl.check_topic(&w.message.topic, Operation::Write) {
+            broker.metrics().security.will_denied.inc();
+            will = None;
+        }
+    }
     // Outbound progress of this connection reaches the store before the session is parked
     // (and before a takeover may resume it).
     let leftover = std::mem::take(&mut session.state_ops);
@@ -371,7 +571,11 @@ async fn serve_inner(
         _ => None,
     };
     match &end {
-        End::Error(err @ (SessionError::Malformed(_) | SessionError::Violation(_))) => {
+        End::Error(SessionError::Malformed(err)) => {
+            count_malformed(broker, err);
+            warn!(%peer, reason = %SessionError::Malformed(*err), "disconnecting client");
+        }
+        End::Error(err @ SessionError::Violation(_)) => {
             broker.metrics().malformed.inc();
             warn!(%peer, reason = %err, "disconnecting client");
         }
@@ -402,9 +606,27 @@ async fn serve_inner(
     Ok(())
 }
 
+/// Answers a refused CONNECT with CONNACK `refusal.code` (the codec maps it to the 3.1.1
+/// return code) and ends the connection.
+async fn refuse_connect<R, W: AsyncWrite + Unpin>(
+    io: &mut Io<R, W>,
+    broker: &Broker,
+    version: ProtocolVersion,
+    refusal: AuthRefusal,
+) -> Result<(), SessionError> {
+    let packet = Outbound::ConnAck(ConnAck::refusal(state::ConnectRefusal {
+        code: refusal.code,
+        text: refusal.text,
+    }));
+    wire::encode(&packet, version, &mut io.write_buf)?;
+    broker.metrics().packets_sent.inc();
+    io.flush(broker).await?;
+    Err(SessionError::Refused(refusal))
+}
+
 /// Reads until one complete frame is buffered and returns it (split off the read buffer).
-async fn read_frame(
-    io: &mut Io<'_>,
+async fn read_frame<R: AsyncRead + Unpin, W>(
+    io: &mut Io<R, W>,
     broker: &Broker,
     max_packet_size: u32,
 ) -> Result<Bytes, SessionError> {
@@ -459,6 +681,10 @@ struct Session<'a> {
     version: ProtocolVersion,
     /// Reused fan-out buffer.
     scratch: PublishScratch,
+    /// The client's compiled ACL; `None` when the listener has no ACL file.
+    acl: Option<AclState>,
+    /// Topic length/depth and subscription count limits.
+    topic_limits: TopicLimits,
     /// Whether the store tracks this session (persistent session, store present).
     stored: bool,
     /// Store writes for outbound progress and QoS 2 releases, submitted at the next turn of
@@ -475,7 +701,11 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run(&mut self, io: &mut Io<'_>, connection: &ConnectionRef) -> End {
+    async fn run<R, W>(&mut self, io: &mut Io<R, W>, connection: &ConnectionRef) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let keep_alive = self.conn.keep_alive_deadline();
         let mut last_heard = tokio::time::Instant::now();
         let mut committed = self.broker.store().map(Store::committed);
@@ -500,7 +730,7 @@ impl Session<'_> {
             // Keep room for a full read; frames already split off stay with their messages.
             io.read_buf.reserve(READ_BUFFER);
             let deadline = keep_alive.map(|k| last_heard + k);
-            let writing = !io.write_buf.is_empty();
+            let writing = !io.write_buf.is_empty() || io.unflushed;
             // A peer that sends but does not read its acknowledgements stops being read
             // once its unread output reaches the bound (its keep alive then runs out).
             let reading = io.write_buf.len() < MAX_UNREAD_OUTPUT;
@@ -520,12 +750,14 @@ impl Session<'_> {
                     }
                     Err(err) => return End::Error(err.into()),
                 },
-                written = io.writer.write(&io.write_buf), if writing => match written {
-                    Ok(0) => return End::Error(SessionError::ClosedByPeer),
-                    Ok(n) => {
+                written = write_step(&mut io.writer, &io.write_buf), if writing => match written {
+                    Ok(WriteStep::Wrote(0)) => return End::Error(SessionError::ClosedByPeer),
+                    Ok(WriteStep::Wrote(n)) => {
                         self.broker.metrics().bytes_sent.add_len(n);
                         io.write_buf.advance(n);
+                        io.unflushed = io.flush_writes;
                     }
+                    Ok(WriteStep::Flushed) => io.unflushed = false,
                     Err(err) => return End::Error(err.into()),
                 },
                 read = io.reader.read_buf(&mut io.read_buf), if reading => match read {
@@ -549,12 +781,13 @@ impl Session<'_> {
 
     /// Decodes and handles every complete frame in the read buffer, then stores and routes
     /// the read's PUBLISHes as one batch.
-    async fn process_input(
+    async fn process_input<R, W>(
         &mut self,
-        io: &mut Io<'_>,
+        io: &mut Io<R, W>,
         committed: &mut Option<watch::Receiver<Ticket>>,
     ) -> Result<Option<End>, SessionError> {
         let limit = self.broker.config().max_packet_size();
+        self.refresh_acl();
         while let Some(frame) = next_frame(&mut io.read_buf, limit)? {
             self.broker.metrics().packets_received.inc();
             let packet = match wire::decode(&frame, Some(self.version), limit) {
@@ -779,6 +1012,10 @@ impl Session<'_> {
                         identifier: subscribe.identifier,
                         ..options
                     };
+                    if let Some(refused) = self.check_subscription(filter) {
+                        codes.push(refused);
+                        continue;
+                    }
                     let code =
                         match self
                             .broker
@@ -871,6 +1108,49 @@ impl Session<'_> {
         self.state_ops.push(op);
     }
 
+    /// Recompiles the client's ACL if its file was reloaded.
+    fn refresh_acl(&mut self) {
+        if let Some(acl) = &mut self.acl
+            && acl.refresh()
+        {
+            info!("ACL file reloaded: rules recompiled for this client");
+        }
+    }
+
+    /// The SUBACK code refusing `filter` (topic limits, ACL, subscription count), or `None`
+    /// when it may be subscribed.
+    fn check_subscription(&mut self, filter: &str) -> Option<u8> {
+        let security = &self.broker.metrics().security;
+        if !self.topic_limits.allows(filter) {
+            security.topic_limit.inc();
+            debug!(
+                filter,
+                "topic filter over max_topic_length or max_topic_levels"
+            );
+            return Some(reason::TOPIC_FILTER_INVALID);
+        }
+        if let Some(acl) = &mut self.acl
+            && !acl.check_subscribe(filter)
+        {
+            security.acl_denied_subscribe.inc();
+            return Some(reason::NOT_AUTHORIZED);
+        }
+        let max = self.topic_limits.max_subscriptions;
+        if max > 0 {
+            let (held, present) = self.broker.subscription_count(self.client_id, filter);
+            if !present && held >= max {
+                security.subscription_limit.inc();
+                warn!(
+                    filter,
+                    max_subscriptions_per_client = max,
+                    "subscription refused: client at max_subscriptions_per_client"
+                );
+                return Some(reason::QUOTA_EXCEEDED);
+            }
+        }
+        None
+    }
+
     fn on_publish(
         &mut self,
         publish: InboundPublish<'_>,
@@ -886,6 +1166,39 @@ impl Session<'_> {
                 topic_alias: publish.topic_alias,
             })
             .map_err(SessionError::Violation)?;
+        if verdict.route && !self.topic_limits.allows(&verdict.topic) {
+            self.broker.metrics().security.topic_limit.inc();
+            return Err(SessionError::Violation(Violation {
+                code: reason::TOPIC_NAME_INVALID,
+                text: "topic exceeds max_topic_length or max_topic_levels",
+            }));
+        }
+        if verdict.route
+            && let Some(acl) = &mut self.acl
+            && !acl.check_topic(&verdict.topic, Operation::Write)
+        {
+            self.broker.metrics().security.acl_denied_publish.inc();
+            // MQTT 5: PUBACK/PUBREC 0x87 ends the exchange. MQTT 3.1.1 has no negative
+            // acknowledgement: the message is dropped but acknowledged as usual, so the
+            // client does not resend it forever.
+            let ack = match verdict.ack {
+                Some(Outbound::PubAck(id, _)) if self.conn.is_v5() => {
+                    Some(Outbound::PubAck(id, reason::NOT_AUTHORIZED))
+                }
+                Some(Outbound::PubRec(id, _)) if self.conn.is_v5() => {
+                    self.conn.refuse_inbound(id);
+                    Some(Outbound::PubRec(id, reason::NOT_AUTHORIZED))
+                }
+                other => other,
+            };
+            if let Some(packet) = ack {
+                self.batch_acks.push(PendingAck {
+                    packet,
+                    refusable: false,
+                });
+            }
+            return Ok(());
+        }
         if verdict.route {
             let message = Message {
                 topic: verdict.topic,
@@ -924,6 +1237,7 @@ impl Session<'_> {
     /// Moves queued messages into the in-flight window and encodes them; records the
     /// store changes of tracked deliveries in `state_ops`.
     fn pump_mailbox(&mut self, out: &mut BytesMut) -> Result<(), SessionError> {
+        self.refresh_acl();
         let now = Instant::now();
         let mut expired = 0;
         loop {
@@ -942,6 +1256,14 @@ impl Session<'_> {
                 }
             };
             let tracked = item.seq.filter(|_| self.stored);
+            if let Some(acl) = &mut self.acl
+                && !acl.check_topic(&item.message.topic, Operation::Read)
+            {
+                // Wildcard subscriptions, retained messages and queued messages alike.
+                self.broker.metrics().security.acl_denied_delivery.inc();
+                self.queue_removed(tracked);
+                continue;
+            }
             let delivery = tracked.map(|_| item.delivery_info());
             let Some(publish) = self.conn.send(item, now) else {
                 expired += 1;

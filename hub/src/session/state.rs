@@ -66,6 +66,10 @@ pub mod reason {
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
     /// Packet too large.
     pub const PACKET_TOO_LARGE: u8 = 0x95;
+    /// Bad user name or password (3.1.1 CONNACK: 0x04).
+    pub const BAD_USER_NAME_OR_PASSWORD: u8 = 0x86;
+    /// Not authorized (3.1.1 CONNACK: 0x05; SUBACK: 0x80).
+    pub const NOT_AUTHORIZED: u8 = 0x87;
     /// Quota exceeded.
     pub const QUOTA_EXCEEDED: u8 = 0x97;
     /// Shared subscriptions not supported.

@@ -35,6 +35,10 @@ pub struct InboundConnect<'a> {
     pub request: ConnectRequest<'a>,
     /// Will message, if the will flag is set.
     pub will: Option<InboundWill>,
+    /// User Name, if present.
+    pub username: Option<&'a str>,
+    /// Password, if present.
+    pub password: Option<&'a [u8]>,
 }
 
 /// The will of a CONNECT, owned (it outlives the frame).
@@ -208,6 +212,8 @@ fn connect_in<'a>(connect: &Connect<'a>, frame: &[u8]) -> Result<InboundConnect<
             topic_alias_maximum: p.topic_alias_maximum,
         },
         will,
+        username: connect.username,
+        password: connect.password,
     })
 }
 
@@ -265,6 +271,7 @@ fn ack_reason_string(code: u8) -> Option<&'static str> {
         crate::session::state::reason::QUOTA_EXCEEDED => {
             Some("store quota exceeded: message not accepted, publish again later")
         }
+        crate::session::state::reason::NOT_AUTHORIZED => Some("not authorized by the ACL"),
         _ => None,
     }
 }
