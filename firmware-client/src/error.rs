@@ -67,7 +67,7 @@ pub enum Error<E> {
     #[error("a subscription request needs 1 to MAX_FILTERS filters")]
     TooManyFilters,
     /// The operation is not supported: publishing at QoS 2, or above the
-    /// broker's Maximum QoS.
+    /// broker's Maximum QoS; subscribing at QoS 2 without the `qos2` feature.
     #[error("unsupported operation")]
     Unsupported,
 }
@@ -89,15 +89,21 @@ pub enum ProtocolError {
     /// More QoS 2 publishes awaiting PUBREL than the Receive Maximum allows.
     #[error("receive maximum exceeded")]
     ReceiveMaximumExceeded,
+    /// A QoS 2 PUBLISH to a client built without the `qos2` feature, whose
+    /// subscriptions never ask for more than QoS 1.
+    #[error("QoS 2 publish on a subscription granted at most QoS 1")]
+    QoSNotGranted,
 }
 
 impl<E> Error<E> {
-    /// Converts an encoder error, keeping "buffer too small" as its own variant.
+    /// Converts an encoder error, keeping "buffer too small" and an invalid topic
+    /// as their own variants.
     pub(crate) fn encode(e: EncodeError) -> Self {
         match e {
             EncodeError::BufferTooSmall { needed, available } => {
                 Self::BufferTooSmall { needed, available }
             }
+            EncodeError::InvalidTopicName(e) | EncodeError::InvalidTopicFilter(e) => Self::Topic(e),
             other => Self::Encode(other),
         }
     }

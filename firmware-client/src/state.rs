@@ -22,11 +22,13 @@
 use core::convert::Infallible;
 
 use heapless::Vec;
+use tern_mqtt::client::{
+    AckType, ConnectRequest, PublishRequest, WillRequest, encode_ack, encode_disconnect,
+    encode_ping_request, encode_subscribe, encode_unsubscribe,
+};
 use tern_mqtt::{
-    ConnAck, Connect, ConnectProperties, DecodeOptions, Disconnect, Packet, PacketType,
-    ProtocolVersion, PubAck, PubComp, PubRec, Publish, PublishProperties, QoS, ReasonCode,
-    ReasonCodes, Subscribe, SubscribeFilter, SubscriptionOptions, Unsubscribe, Will, decode,
-    frame_len,
+    ConnAckInfo, DecodeOptions, EncodeError, Incoming, PacketType, PublishProperties, QoS,
+    ReasonCode, ReasonCodes, decode_from_server, frame_len,
 };
 
 use crate::config::Config;
@@ -145,6 +147,7 @@ struct State<const N: usize> {
     stored: usize,
     /// Incoming QoS 2 ids between PUBREC and PUBREL, so a redelivery is not
     /// reported twice.
+    #[cfg(feature = "qos2")]
     qos2_in: Vec<u16, N>,
     /// In-flight limit: `min(N, broker Receive Maximum)`.
     send_window: usize,
@@ -155,7 +158,8 @@ struct State<const N: usize> {
     /// Length of the last CONNECT: scratch space kept free behind the stored
     /// publishes, so a reconnect (and every acknowledgement) always fits.
     reserve: usize,
-    keep_alive_ms: u64,
+    /// At most 65 535 000 (a 16-bit number of seconds).
+    keep_alive_ms: u32,
     last_tx_ms: u64,
     ping_sent_ms: Option<u64>,
 }
@@ -173,12 +177,25 @@ pub struct Session<'a, const N: usize> {
     st: State<N>,
 }
 
-fn encode_into(
-    packet: &Packet<'_>,
-    version: ProtocolVersion,
-    out: &mut [u8],
-) -> Result<usize, CoreError> {
-    packet.encode(version, out).map_err(Error::encode)
+/// The size of an encoded packet, or the client's error for an encoder failure.
+fn encoded(result: Result<usize, EncodeError>) -> Result<usize, CoreError> {
+    result.map_err(Error::encode)
+}
+
+/// `buf.copy_within(src, dest)` for `dest <= src.start`, as a plain forward loop:
+/// `copy_within` links the general `memmove` (about 1.5 KB of flash on Cortex-M),
+/// and both uses here only ever move bytes towards the front.
+fn move_down(buf: &mut [u8], src: core::ops::Range<usize>, dest: usize) {
+    let Some(gap) = src.start.checked_sub(dest) else {
+        return;
+    };
+    for i in src {
+        if let Some(&b) = buf.get(i)
+            && let Some(d) = buf.get_mut(i - gap)
+        {
+            *d = b;
+        }
+    }
 }
 
 fn protocol(e: ProtocolError) -> CoreError {
@@ -200,6 +217,7 @@ impl<'a, const N: usize> Session<'a, N> {
                 next_id: 1,
                 inflight: Vec::new(),
                 stored: 0,
+                #[cfg(feature = "qos2")]
                 qos2_in: Vec::new(),
                 send_window: N,
                 max_out_packet: usize::MAX,
@@ -244,31 +262,25 @@ impl<'a, const N: usize> Session<'a, N> {
         let receive_maximum = u16::try_from(N)
             .map_or(c.receive_maximum, |n| n.min(c.receive_maximum))
             .max(1);
-        let connect = Packet::Connect(Connect {
-            protocol_version: c.version,
+        let connect = ConnectRequest {
             clean_start: c.clean_start,
             keep_alive: c.keep_alive_secs,
             client_id: c.client_id,
-            will: c.will.map(|w| Will {
+            will: c.will.map(|w| WillRequest {
                 topic: w.topic,
                 payload: w.payload,
                 qos: w.qos,
                 retain: w.retain,
-                properties: Default::default(),
             }),
             username: c.username,
             password: c.password,
-            properties: ConnectProperties {
-                session_expiry_interval: (c.session_expiry_secs > 0)
-                    .then_some(c.session_expiry_secs),
-                receive_maximum: Some(receive_maximum),
-                maximum_packet_size: Some(u32::try_from(self.rx.len()).unwrap_or(u32::MAX)),
-                ..Default::default()
-            },
-        });
+            session_expiry_interval: (c.session_expiry_secs > 0).then_some(c.session_expiry_secs),
+            receive_maximum: Some(receive_maximum),
+            maximum_packet_size: Some(u32::try_from(self.rx.len()).unwrap_or(u32::MAX)),
+        };
         let start = self.st.stored;
         let out = self.tx.get_mut(start..).unwrap_or_default();
-        let n = encode_into(&connect, c.version, out)?;
+        let n = encoded(connect.encode(c.version, out))?;
         self.st.reserve = n;
         self.st.awaiting_connack = true;
         self.st.last_tx_ms = now_ms;
@@ -303,7 +315,7 @@ impl<'a, const N: usize> Session<'a, N> {
     fn discard_consumed(&mut self) {
         if self.rx_consumed > 0 {
             let used = self.rx_consumed.min(self.rx_len);
-            self.rx.copy_within(used..self.rx_len, 0);
+            move_down(self.rx, used..self.rx_len, 0);
             self.rx_len -= used;
             self.rx_consumed = 0;
         }
@@ -365,8 +377,13 @@ impl<'a, const N: usize> Session<'a, N> {
             max_packet_size: u32::try_from(rx.len()).unwrap_or(u32::MAX),
         };
         let rx: &[u8] = &rx[..*rx_len];
-        let (packet, used) = match decode(rx, &opts) {
+        let (packet, used) = match decode_from_server(rx, &opts) {
             Ok(ok) => ok,
+            Err(tern_mqtt::Error::NotFromServer(t)) => {
+                st.connected = false;
+                st.awaiting_connack = false;
+                return Err(protocol(ProtocolError::Unexpected(t)));
+            }
             Err(e) => {
                 warn!("malformed packet from the broker: {:?}", e);
                 st.connected = false;
@@ -379,7 +396,7 @@ impl<'a, const N: usize> Session<'a, N> {
         let unexpected = |t: PacketType| Err(protocol(ProtocolError::Unexpected(t)));
 
         if st.awaiting_connack {
-            let Packet::ConnAck(ack) = packet else {
+            let Incoming::ConnAck(ack) = packet else {
                 st.awaiting_connack = false;
                 return unexpected(packet.packet_type());
             };
@@ -393,7 +410,7 @@ impl<'a, const N: usize> Session<'a, N> {
             return unexpected(packet.packet_type());
         }
         match packet {
-            Packet::Publish(p) => {
+            Incoming::Publish(p) => {
                 if p.topic.is_empty() {
                     st.connected = false;
                     return Err(protocol(ProtocolError::TopicAlias));
@@ -406,32 +423,41 @@ impl<'a, const N: usize> Session<'a, N> {
                     dup: p.dup,
                     properties: p.properties,
                 };
-                let (deliver, reply) = match p.qos {
-                    QoS::AtMostOnce => (true, None),
-                    QoS::AtLeastOnce => (
-                        true,
-                        Some(Packet::PubAck(PubAck {
-                            packet_id: p.packet_id,
-                            ..Default::default()
-                        })),
-                    ),
+                let scratch = tx.get_mut(st.stored..).unwrap_or_default();
+                let (deliver, n) = match p.qos {
+                    QoS::AtMostOnce => (true, 0),
+                    QoS::AtLeastOnce => {
+                        let ack = encode_ack(
+                            AckType::PubAck,
+                            p.packet_id,
+                            ReasonCode::Success,
+                            version,
+                            scratch,
+                        );
+                        (true, encoded(ack)?)
+                    }
+                    #[cfg(not(feature = "qos2"))]
+                    QoS::ExactlyOnce => {
+                        // Every subscription asked for QoS 1 at most.
+                        st.connected = false;
+                        return Err(protocol(ProtocolError::QoSNotGranted));
+                    }
+                    #[cfg(feature = "qos2")]
                     QoS::ExactlyOnce => {
                         let fresh = !st.qos2_in.contains(&p.packet_id);
                         if fresh && st.qos2_in.push(p.packet_id).is_err() {
                             st.connected = false;
                             return Err(protocol(ProtocolError::ReceiveMaximumExceeded));
                         }
-                        let rec = PubRec {
-                            packet_id: p.packet_id,
-                            ..Default::default()
-                        };
-                        (fresh, Some(Packet::PubRec(rec)))
+                        let rec = encode_ack(
+                            AckType::PubRec,
+                            p.packet_id,
+                            ReasonCode::Success,
+                            version,
+                            scratch,
+                        );
+                        (fresh, encoded(rec)?)
                     }
-                };
-                let scratch = tx.get_mut(st.stored..).unwrap_or_default();
-                let n = match reply {
-                    Some(r) => encode_into(&r, version, scratch)?,
-                    None => 0,
                 };
                 if n > 0 {
                     st.last_tx_ms = now_ms;
@@ -441,30 +467,35 @@ impl<'a, const N: usize> Session<'a, N> {
                     reply: &scratch[..n],
                 })
             }
-            Packet::PubRel(rel) => {
+            #[cfg(feature = "qos2")]
+            Incoming::PubRel(rel) => {
                 let known = st.qos2_in.iter().position(|&id| id == rel.packet_id);
                 let reason_code = match known {
                     Some(i) => {
                         st.qos2_in.swap_remove(i);
                         ReasonCode::Success
                     }
-                    None if version == ProtocolVersion::V5 => ReasonCode::PacketIdentifierNotFound,
+                    None if version == tern_mqtt::ProtocolVersion::V5 => {
+                        ReasonCode::PacketIdentifierNotFound
+                    }
                     None => ReasonCode::Success,
                 };
-                let comp = Packet::PubComp(PubComp {
-                    packet_id: rel.packet_id,
-                    reason_code,
-                    ..Default::default()
-                });
                 let scratch = tx.get_mut(st.stored..).unwrap_or_default();
-                let n = encode_into(&comp, version, scratch)?;
+                let comp = encode_ack(
+                    AckType::PubComp,
+                    rel.packet_id,
+                    reason_code,
+                    version,
+                    scratch,
+                );
+                let n = encoded(comp)?;
                 st.last_tx_ms = now_ms;
                 Ok(Step {
                     event: None,
                     reply: &scratch[..n],
                 })
             }
-            Packet::PubAck(ack) => {
+            Incoming::PubAck(ack) => {
                 // An unknown id is a PUBACK for a publish already forgotten
                 // (acknowledged twice after a resend): nothing to report.
                 let event = st
@@ -475,27 +506,27 @@ impl<'a, const N: usize> Session<'a, N> {
                     });
                 Ok(Step { event, reply: &[] })
             }
-            Packet::SubAck(ack) => Ok(Step {
+            Incoming::SubAck(ack) => Ok(Step {
                 event: Some(Event::Subscribed {
                     packet_id: ack.packet_id,
                     reason_codes: ack.reason_codes,
                 }),
                 reply: &[],
             }),
-            Packet::UnsubAck(ack) => Ok(Step {
+            Incoming::UnsubAck(ack) => Ok(Step {
                 event: Some(Event::Unsubscribed {
                     packet_id: ack.packet_id,
                 }),
                 reply: &[],
             }),
-            Packet::PingResp => Ok(Step {
+            Incoming::PingResp => Ok(Step {
                 event: None,
                 reply: &[],
             }),
-            Packet::Disconnect(d) => {
-                warn!("disconnected by the broker: {:?}", d.reason_code);
+            Incoming::Disconnect(reason_code) => {
+                warn!("disconnected by the broker: {:?}", reason_code);
                 st.connected = false;
-                Err(Error::Disconnected(d.reason_code))
+                Err(Error::Disconnected(reason_code))
             }
             other => {
                 st.connected = false;
@@ -536,7 +567,7 @@ impl<'a, const N: usize> Session<'a, N> {
         now_ms: u64,
     ) -> Result<(u16, &[u8]), CoreError> {
         self.require_connected()?;
-        tern_mqtt::topic::validate_topic_name(topic).map_err(Error::Topic)?;
+        // The encoder validates the topic (an invalid one is `Error::Topic`).
         let st = &mut self.st;
         if qos > st.max_qos {
             return Err(Error::Unsupported);
@@ -551,23 +582,19 @@ impl<'a, const N: usize> Session<'a, N> {
             }
             QoS::ExactlyOnce => return Err(Error::Unsupported),
         };
-        let publish = Packet::Publish(Publish {
-            qos,
-            packet_id,
+        let publish = PublishRequest {
             topic,
             payload,
-            properties: PublishProperties {
-                user_properties: user_properties.into(),
-                ..Default::default()
-            },
-            ..Default::default()
-        });
+            qos,
+            retain: false,
+            packet_id,
+            user_properties,
+        };
         let start = st.stored;
-        let n = encode_into(
-            &publish,
+        let n = encoded(publish.encode(
             self.config.version,
             self.tx.get_mut(start..).unwrap_or_default(),
-        )?;
+        ))?;
         if n > st.max_out_packet {
             return Err(Error::Encode(tern_mqtt::EncodeError::PacketTooLarge));
         }
@@ -597,28 +624,20 @@ impl<'a, const N: usize> Session<'a, N> {
         now_ms: u64,
     ) -> Result<(u16, &[u8]), CoreError> {
         self.require_connected()?;
-        let mut list: Vec<SubscribeFilter<'_>, MAX_FILTERS> = Vec::new();
-        for &(filter, qos) in filters {
-            tern_mqtt::topic::validate_topic_filter(filter).map_err(Error::Topic)?;
-            let entry = SubscribeFilter {
-                filter,
-                options: SubscriptionOptions {
-                    qos,
-                    ..Default::default()
-                },
-            };
-            list.push(entry).map_err(|_| Error::TooManyFilters)?;
-        }
-        if list.is_empty() {
+        if filters.is_empty() || filters.len() > MAX_FILTERS {
             return Err(Error::TooManyFilters);
         }
+        #[cfg(not(feature = "qos2"))]
+        if filters.iter().any(|&(_, qos)| qos == QoS::ExactlyOnce) {
+            return Err(Error::Unsupported);
+        }
         let packet_id = self.st.allocate_id();
-        let packet = Packet::Subscribe(Subscribe {
-            packet_id,
-            filters: list.as_slice().into(),
-            ..Default::default()
-        });
-        self.send_scratch(&packet, now_ms).map(|b| (packet_id, b))
+        let version = self.config.version;
+        self.send_scratch(
+            |out| encode_subscribe(packet_id, filters, version, out),
+            now_ms,
+        )
+        .map(|b| (packet_id, b))
     }
 
     /// Encodes an UNSUBSCRIBE for up to [`MAX_FILTERS`] filters; returns its
@@ -632,16 +651,13 @@ impl<'a, const N: usize> Session<'a, N> {
         if filters.is_empty() || filters.len() > MAX_FILTERS {
             return Err(Error::TooManyFilters);
         }
-        for filter in filters {
-            tern_mqtt::topic::validate_topic_filter(filter).map_err(Error::Topic)?;
-        }
         let packet_id = self.st.allocate_id();
-        let packet = Packet::Unsubscribe(Unsubscribe {
-            packet_id,
-            filters: filters.into(),
-            ..Default::default()
-        });
-        self.send_scratch(&packet, now_ms).map(|b| (packet_id, b))
+        let version = self.config.version;
+        self.send_scratch(
+            |out| encode_unsubscribe(packet_id, filters, version, out),
+            now_ms,
+        )
+        .map(|b| (packet_id, b))
     }
 
     /// Encodes a normal DISCONNECT and marks the connection closed. In-flight
@@ -649,23 +665,21 @@ impl<'a, const N: usize> Session<'a, N> {
     pub fn disconnect(&mut self) -> Result<&[u8], CoreError> {
         self.require_connected()?;
         self.connection_lost();
-        let packet = Packet::Disconnect(Disconnect::default());
         let start = self.st.stored;
-        let n = encode_into(
-            &packet,
-            self.config.version,
+        let n = encoded(encode_disconnect(
             self.tx.get_mut(start..).unwrap_or_default(),
-        )?;
+        ))?;
         Ok(&self.tx[start..start + n])
     }
 
-    fn send_scratch(&mut self, packet: &Packet<'_>, now_ms: u64) -> Result<&[u8], CoreError> {
+    /// Encodes a packet with `encode` into the scratch area of `tx`.
+    fn send_scratch(
+        &mut self,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
+        now_ms: u64,
+    ) -> Result<&[u8], CoreError> {
         let start = self.st.stored;
-        let n = encode_into(
-            packet,
-            self.config.version,
-            self.tx.get_mut(start..).unwrap_or_default(),
-        )?;
+        let n = encoded(encode(self.tx.get_mut(start..).unwrap_or_default()))?;
         if n > self.st.max_out_packet {
             return Err(Error::Encode(tern_mqtt::EncodeError::PacketTooLarge));
         }
@@ -682,18 +696,18 @@ impl<'a, const N: usize> Session<'a, N> {
             return Ok(None);
         }
         if let Some(sent) = st.ping_sent_ms {
-            if now_ms.saturating_sub(sent) >= st.keep_alive_ms {
+            if now_ms.saturating_sub(sent) >= u64::from(st.keep_alive_ms) {
                 warn!("keep-alive timeout: no PINGRESP since {} ms", sent);
                 self.connection_lost();
                 return Err(Error::Timeout);
             }
             return Ok(None);
         }
-        if now_ms.saturating_sub(st.last_tx_ms) < st.keep_alive_ms {
+        if now_ms.saturating_sub(st.last_tx_ms) < u64::from(st.keep_alive_ms) {
             return Ok(None);
         }
         st.ping_sent_ms = Some(now_ms);
-        let bytes = self.send_scratch(&Packet::PingReq, now_ms)?;
+        let bytes = self.send_scratch(encode_ping_request, now_ms)?;
         Ok(Some(bytes))
     }
 
@@ -705,14 +719,14 @@ impl<'a, const N: usize> Session<'a, N> {
             return None;
         }
         let base = st.ping_sent_ms.unwrap_or(st.last_tx_ms);
-        Some(base.saturating_add(st.keep_alive_ms))
+        Some(base.saturating_add(u64::from(st.keep_alive_ms)))
     }
 }
 
 impl<const N: usize> State<N> {
     fn on_connack(
         &mut self,
-        ack: &ConnAck<'_>,
+        ack: &ConnAckInfo,
         config: &Config<'_>,
         now_ms: u64,
     ) -> Result<ConnectInfo, CoreError> {
@@ -721,9 +735,10 @@ impl<const N: usize> State<N> {
             warn!("connection refused: {:?}", ack.reason_code);
             return Err(Error::Refused(ack.reason_code));
         }
-        let p = &ack.properties;
+        let p = ack;
         if !ack.session_present {
             // A new session: the broker forgot the QoS 2 exchanges in progress.
+            #[cfg(feature = "qos2")]
             self.qos2_in.clear();
         }
         self.max_qos = p.maximum_qos.unwrap_or(QoS::ExactlyOnce);
@@ -734,7 +749,7 @@ impl<const N: usize> State<N> {
             .and_then(|m| usize::try_from(m).ok())
             .unwrap_or(usize::MAX);
         let keep_alive = p.server_keep_alive.unwrap_or(config.keep_alive_secs);
-        self.keep_alive_ms = u64::from(keep_alive) * 1000;
+        self.keep_alive_ms = u32::from(keep_alive) * 1000;
         self.last_tx_ms = now_ms;
         self.ping_sent_ms = None;
         self.connected = true;
@@ -768,9 +783,13 @@ impl<const N: usize> State<N> {
         };
         let start: usize = self.inflight.iter().take(index).map(|f| f.len).sum();
         let len = self.inflight[index].len;
-        tx.copy_within(start + len..self.stored, start);
+        move_down(tx, start + len..self.stored, start);
         self.stored -= len;
-        self.inflight.remove(index);
+        // `Vec::remove` would link `memmove` (see `move_down`); shift by hand.
+        for i in index + 1..self.inflight.len() {
+            self.inflight[i - 1] = self.inflight[i];
+        }
+        self.inflight.pop();
         true
     }
 }
@@ -779,6 +798,7 @@ impl<const N: usize> State<N> {
 mod tests {
     use super::*;
     use crate::ConfigBuilder;
+    use tern_mqtt::ProtocolVersion;
 
     const V5: ProtocolVersion = ProtocolVersion::V5;
 
@@ -799,6 +819,7 @@ mod tests {
     }
 
     fn publish_of(bytes: &[u8]) -> (u16, bool, &[u8]) {
+        use tern_mqtt::{Packet, decode};
         match decode(bytes, &DecodeOptions::new(V5)).unwrap().0 {
             Packet::Publish(p) => (p.packet_id, p.dup, p.payload),
             other => panic!("not a PUBLISH: {other:?}"),

@@ -11,8 +11,7 @@ use tern_client::{
     Buffers, Client, ConfigBuilder, Error, Event, ProtocolError, ProtocolVersion, QoS, ReasonCode,
 };
 use tern_mqtt::{
-    ConnAck, ConnAckProperties, DecodeOptions, Disconnect, Packet, PubAck, PubRel, Publish, SubAck,
-    decode,
+    ConnAck, ConnAckProperties, DecodeOptions, Disconnect, Packet, PubAck, Publish, SubAck, decode,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -514,8 +513,10 @@ fn broker_disconnect_reports_its_reason() {
     assert!(!client.session().is_connected());
 }
 
+#[cfg(feature = "qos2")]
 #[test]
 fn incoming_qos2_is_delivered_once_and_completed() {
+    use tern_mqtt::PubRel;
     let config = ConfigBuilder::new("q2").unwrap().build();
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
@@ -865,6 +866,7 @@ fn broker_maximum_qos_zero_refuses_qos1_publish() {
 
 /// After a reconnect that resumes the session, a QoS 2 redelivery whose
 /// PUBREC was already sent is not reported again; a new session forgets it.
+#[cfg(feature = "qos2")]
 #[test]
 fn qos2_state_survives_a_resumed_session_only() {
     let config = ConfigBuilder::new("q2s")
@@ -896,4 +898,28 @@ fn qos2_state_survives_a_resumed_session_only() {
         client.poll(&mut io, 0),
         Ok(Some(Event::Message(_)))
     ));
+}
+
+/// Without the `qos2` feature the client never asks for QoS 2, and a broker
+/// that sends it anyway breaks the protocol.
+#[cfg(not(feature = "qos2"))]
+#[test]
+fn without_qos2_subscribing_at_qos2_is_unsupported_and_receiving_it_an_error() {
+    let config = ConfigBuilder::new("no-q2").unwrap().build();
+    let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
+    let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
+    let mut io = Mock::new();
+    io.push(connack(false), V5);
+    client.connect(&mut io, 0).unwrap();
+    assert_eq!(
+        client.subscribe(&mut io, &[("q/#", QoS::ExactlyOnce)], 0),
+        Err(Error::Unsupported)
+    );
+    assert_eq!(io.sent(V5).len(), 1, "nothing but the CONNECT was written");
+    io.push(publish_in("q/2", b"x", QoS::ExactlyOnce, 5), V5);
+    assert_eq!(
+        client.poll(&mut io, 0).map(|e| e.is_some()),
+        Err(Error::Protocol(ProtocolError::QoSNotGranted))
+    );
+    assert!(!client.session().is_connected());
 }

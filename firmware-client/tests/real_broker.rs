@@ -616,6 +616,7 @@ fn mosquitto_async_publish_and_receive() {
 /// A QoS 2 message from another client (`mosquitto_pub -q 2`) is delivered
 /// once, and the PUBREC / PUBREL / PUBCOMP exchange completes: the broker
 /// would redeliver or disconnect otherwise, and the next round trip works.
+#[cfg(feature = "qos2")]
 fn receive_qos2(addr: SocketAddr) {
     let (mut rx, mut tx) = ([0u8; 512], [0u8; 512]);
     let mut client: Client<'_, 2> = Client::new(
@@ -673,12 +674,14 @@ fn receive_qos2(addr: SocketAddr) {
     );
 }
 
+#[cfg(feature = "qos2")]
 #[test]
 fn hub_receive_qos2() {
     let hub = start_hub();
     receive_qos2(hub.addr);
 }
 
+#[cfg(feature = "qos2")]
 #[test]
 fn mosquitto_receive_qos2() {
     let broker = start_mosquitto();

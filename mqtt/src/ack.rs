@@ -7,22 +7,26 @@
 use crate::ProtocolVersion;
 use crate::error::{EncodeError, Error};
 use crate::packet::PacketType;
-use crate::properties::{AckProperties, is_empty, read_properties, section_len, write_properties};
+use crate::properties::{
+    AckProperties, PropertySet, is_empty, read_properties, section_len, write_properties,
+};
 use crate::reason::ReasonCode;
 use crate::wire::{Reader, Writer};
 
 /// Decoded fields of an acknowledgement packet.
-pub(crate) struct AckFields<'a> {
+/// A decoded acknowledgement; `P` is [`AckProperties`], or [`crate::properties::Checked`]
+/// to validate the properties without keeping them.
+pub(crate) struct AckFields<P> {
     pub(crate) packet_id: u16,
     pub(crate) reason_code: ReasonCode,
-    pub(crate) properties: AckProperties<'a>,
+    pub(crate) properties: P,
 }
 
-pub(crate) fn decode_ack<'a>(
+pub(crate) fn decode_ack<'a, P: PropertySet<'a>>(
     r: &mut Reader<'a>,
     packet: PacketType,
     version: ProtocolVersion,
-) -> Result<AckFields<'a>, Error> {
+) -> Result<AckFields<P>, Error> {
     let packet_id = r.u16()?;
     if packet_id == 0 {
         return Err(Error::ZeroPacketId);
@@ -119,7 +123,8 @@ macro_rules! ack_packet {
                 _flags: u8,
                 version: $crate::ProtocolVersion,
             ) -> Result<Self, $crate::error::Error> {
-                let f = $crate::ack::decode_ack(r, Self::TYPE, version)?;
+                let f: $crate::ack::AckFields<$crate::properties::AckProperties<'a>> =
+                    $crate::ack::decode_ack(r, Self::TYPE, version)?;
                 Ok(Self { packet_id: f.packet_id, reason_code: f.reason_code, properties: f.properties })
             }
 

@@ -1,10 +1,10 @@
 //! AUTH (MQTT 5.0 §3.15): enhanced authentication exchange; MQTT 5.0 only.
 
 use crate::ProtocolVersion;
-use crate::disconnect::{short_body_len, write_short_body};
+use crate::disconnect::{decode_short_body, short_body_len, write_short_body};
 use crate::error::{EncodeError, Error};
 use crate::packet::{Body, PacketType};
-use crate::properties::{AuthProperties, read_properties};
+use crate::properties::AuthProperties;
 use crate::reason::ReasonCode;
 use crate::wire::{Reader, Writer};
 
@@ -21,25 +21,13 @@ impl<'a> Body<'a> for Auth<'a> {
     const TYPE: PacketType = PacketType::Auth;
 
     fn decode(r: &mut Reader<'a>, _flags: u8, _version: ProtocolVersion) -> Result<Self, Error> {
-        let mut packet = Self::default();
-        if !r.is_empty() {
-            let code = r.u8()?;
-            packet.reason_code = ReasonCode::from_u8(code)
-                .filter(|c| c.is_allowed_in(PacketType::Auth))
-                .ok_or(Error::InvalidReasonCode {
-                    packet: PacketType::Auth,
-                    code,
-                })?;
-            if !r.is_empty() {
-                packet.properties = read_properties(r, PacketType::Auth)?;
-            }
-        }
-        if packet.properties.authentication_data.is_some()
-            && packet.properties.authentication_method.is_none()
-        {
-            return Err(Error::AuthenticationDataWithoutMethod);
-        }
-        Ok(packet)
+        // Authentication Data without Method is rejected while reading the section.
+        let (reason_code, properties) =
+            decode_short_body(r, PacketType::Auth, ProtocolVersion::V5)?;
+        Ok(Self {
+            reason_code,
+            properties,
+        })
     }
 
     fn body_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {

@@ -3,7 +3,9 @@
 use crate::ProtocolVersion;
 use crate::error::{EncodeError, Error};
 use crate::packet::{Body, PacketType};
-use crate::properties::{ConnAckProperties, read_properties, section_len, write_properties};
+use crate::properties::{
+    ConnAckProperties, PropertyId, PropertySet, Value, read_section, section_len, write_properties,
+};
 use crate::reason::ReasonCode;
 use crate::wire::{Reader, Writer};
 
@@ -23,40 +25,63 @@ pub struct ConnAck<'a> {
     pub properties: ConnAckProperties<'a>,
 }
 
+/// The fixed part of a decoded CONNACK; its properties went to the caller's `store`.
+pub(crate) struct ConnAckHead<'a> {
+    pub(crate) session_present: bool,
+    pub(crate) reason_code: ReasonCode,
+    /// The property section, when one was read (5.0) and is not empty.
+    pub(crate) properties: Option<&'a [u8]>,
+}
+
+/// Decodes a CONNACK body, giving each property to `store`: shared by
+/// [`ConnAck`] and the client-role decoder, which keeps only a few properties.
+pub(crate) fn decode_fields<'a>(
+    r: &mut Reader<'a>,
+    version: ProtocolVersion,
+    store: &mut dyn FnMut(PropertyId, Value<'a>),
+) -> Result<ConnAckHead<'a>, Error> {
+    let flags = r.u8()?;
+    if flags & !FLAG_SESSION_PRESENT != 0 {
+        return Err(Error::InvalidConnAckFlags(flags));
+    }
+    let code = r.u8()?;
+    let invalid = Error::InvalidReasonCode {
+        packet: PacketType::ConnAck,
+        code,
+    };
+    let mut head = ConnAckHead {
+        session_present: flags & FLAG_SESSION_PRESENT != 0,
+        reason_code: ReasonCode::Success,
+        properties: None,
+    };
+    match version {
+        ProtocolVersion::V311 => {
+            head.reason_code = ReasonCode::from_connack_return_code(code).ok_or(invalid)?;
+        }
+        ProtocolVersion::V5 => {
+            head.reason_code = ReasonCode::from_u8(code)
+                .filter(|c| c.is_allowed_in(PacketType::ConnAck))
+                .ok_or(invalid)?;
+            let schema = <ConnAckProperties<'_> as PropertySet<'_>>::SCHEMA;
+            let section = read_section(r, PacketType::ConnAck, schema, store)?;
+            head.properties = (!section.is_empty()).then_some(section);
+        }
+    }
+    Ok(head)
+}
+
 impl<'a> Body<'a> for ConnAck<'a> {
     const TYPE: PacketType = PacketType::ConnAck;
 
     fn decode(r: &mut Reader<'a>, _flags: u8, version: ProtocolVersion) -> Result<Self, Error> {
-        let flags = r.u8()?;
-        if flags & !FLAG_SESSION_PRESENT != 0 {
-            return Err(Error::InvalidConnAckFlags(flags));
+        let mut properties = ConnAckProperties::default();
+        let head = decode_fields(r, version, &mut |id, v| properties.store(id, v))?;
+        if let Some(section) = head.properties {
+            properties.set_wire(section);
         }
-        let code = r.u8()?;
-        let invalid = Error::InvalidReasonCode {
-            packet: PacketType::ConnAck,
-            code,
-        };
-        let (reason_code, properties) = match version {
-            ProtocolVersion::V311 => (
-                ReasonCode::from_connack_return_code(code).ok_or(invalid)?,
-                Default::default(),
-            ),
-            ProtocolVersion::V5 => {
-                let reason = ReasonCode::from_u8(code)
-                    .filter(|c| c.is_allowed_in(PacketType::ConnAck))
-                    .ok_or(invalid)?;
-                let properties: ConnAckProperties<'a> = read_properties(r, PacketType::ConnAck)?;
-                if properties.authentication_data.is_some()
-                    && properties.authentication_method.is_none()
-                {
-                    return Err(Error::AuthenticationDataWithoutMethod);
-                }
-                (reason, properties)
-            }
-        };
         Ok(Self {
-            session_present: flags & FLAG_SESSION_PRESENT != 0,
-            reason_code,
+            session_present: head.session_present,
+            reason_code: head.reason_code,
             properties,
         })
     }

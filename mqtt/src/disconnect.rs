@@ -5,7 +5,7 @@ use crate::ProtocolVersion;
 use crate::error::{EncodeError, Error};
 use crate::packet::{Body, PacketType};
 use crate::properties::{
-    DisconnectProperties, is_empty, read_properties, section_len, write_properties,
+    DisconnectProperties, PropertySet, is_empty, read_properties, section_len, write_properties,
 };
 use crate::reason::ReasonCode;
 use crate::wire::{Reader, Writer};
@@ -23,20 +23,11 @@ impl<'a> Body<'a> for Disconnect<'a> {
     const TYPE: PacketType = PacketType::Disconnect;
 
     fn decode(r: &mut Reader<'a>, _flags: u8, version: ProtocolVersion) -> Result<Self, Error> {
-        let mut packet = Self::default();
-        if version == ProtocolVersion::V5 && !r.is_empty() {
-            let code = r.u8()?;
-            packet.reason_code = ReasonCode::from_u8(code)
-                .filter(|c| c.is_allowed_in(PacketType::Disconnect))
-                .ok_or(Error::InvalidReasonCode {
-                    packet: PacketType::Disconnect,
-                    code,
-                })?;
-            if !r.is_empty() {
-                packet.properties = read_properties(r, PacketType::Disconnect)?;
-            }
-        }
-        Ok(packet)
+        let (reason_code, properties) = decode_short_body(r, PacketType::Disconnect, version)?;
+        Ok(Self {
+            reason_code,
+            properties,
+        })
     }
 
     fn body_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
@@ -55,10 +46,32 @@ impl<'a> Body<'a> for Disconnect<'a> {
 
 /// Body length of DISCONNECT and AUTH: nothing for Success without properties,
 /// the reason code alone without properties, or both.
-pub(crate) fn short_body_len<'a, P: crate::properties::PropertySet<'a>>(
+/// Decodes the body DISCONNECT and AUTH share: in 5.0 an optional reason code and
+/// optional properties (into `P`, see [`crate::properties::Checked`]). AUTH exists
+/// only in 5.0, so it is decoded with `version` 5.0 whatever the connection says.
+pub(crate) fn decode_short_body<'a, P: PropertySet<'a>>(
+    r: &mut Reader<'a>,
+    packet: PacketType,
+    version: ProtocolVersion,
+) -> Result<(ReasonCode, P), Error> {
+    let mut reason_code = ReasonCode::Success;
+    let mut properties = P::default();
+    if version == ProtocolVersion::V5 && !r.is_empty() {
+        let code = r.u8()?;
+        reason_code = ReasonCode::from_u8(code)
+            .filter(|c| c.is_allowed_in(packet))
+            .ok_or(Error::InvalidReasonCode { packet, code })?;
+        if !r.is_empty() {
+            properties = read_properties(r, packet)?;
+        }
+    }
+    Ok((reason_code, properties))
+}
+
+pub(crate) fn short_body_len(
     packet: PacketType,
     reason_code: ReasonCode,
-    properties: &P,
+    properties: &dyn crate::properties::Visit<'_>,
     version: ProtocolVersion,
 ) -> Result<usize, EncodeError> {
     if version == ProtocolVersion::V311 {
@@ -79,9 +92,9 @@ pub(crate) fn short_body_len<'a, P: crate::properties::PropertySet<'a>>(
     }
 }
 
-pub(crate) fn write_short_body<'a, P: crate::properties::PropertySet<'a>>(
+pub(crate) fn write_short_body(
     reason_code: ReasonCode,
-    properties: &P,
+    properties: &dyn crate::properties::Visit<'_>,
     version: ProtocolVersion,
     w: &mut Writer<'_>,
 ) -> Result<(), EncodeError> {

@@ -133,6 +133,10 @@ pub enum Error {
         /// The wire value.
         code: u8,
     },
+    /// A packet type only a client sends (CONNECT, SUBSCRIBE, UNSUBSCRIBE,
+    /// PINGREQ), given to [`crate::decode_from_server`].
+    #[error("{0:?} is never sent by a server")]
+    NotFromServer(PacketType),
 }
 
 impl Error {
@@ -165,7 +169,8 @@ impl Error {
             | Self::NoTopicFilters
             | Self::DuplicateProperty(_)
             | Self::InvalidPropertyValue(_)
-            | Self::AuthenticationDataWithoutMethod => ReasonCode::ProtocolError,
+            | Self::AuthenticationDataWithoutMethod
+            | Self::NotFromServer(_) => ReasonCode::ProtocolError,
             Self::Incomplete { .. }
             | Self::MalformedRemainingLength
             | Self::MalformedVarInt

@@ -10,6 +10,7 @@ extern crate std;
 
 mod ack;
 mod auth;
+pub mod client;
 mod connack;
 mod connect;
 mod disconnect;
@@ -31,6 +32,7 @@ mod unsubscribe;
 mod wire;
 
 pub use auth::Auth;
+pub use client::{ConnAckInfo, Incoming, decode_from_server};
 pub use connack::ConnAck;
 pub use connect::{Connect, Will};
 pub use disconnect::Disconnect;

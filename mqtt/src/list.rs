@@ -9,7 +9,7 @@
 
 use core::fmt;
 
-use crate::properties::Property;
+use crate::properties::{PropertyId, Value, read_property};
 use crate::reason::ReasonCode;
 use crate::subscribe::{SubscribeFilter, SubscriptionOptions};
 use crate::wire::Reader;
@@ -183,7 +183,7 @@ impl private::Sealed for UserProperty<'_> {}
 impl<'a> Item<'a> for UserProperty<'a> {
     fn next_from_wire(r: &mut Reader<'a>) -> Option<Self> {
         while !r.is_empty() {
-            if let Property::UserProperty(name, value) = Property::read(r).ok()? {
+            if let (PropertyId::UserProperty, Value::Pair(name, value)) = read_property(r).ok()? {
                 return Some((name, value));
             }
         }
@@ -195,7 +195,7 @@ impl private::Sealed for u32 {}
 impl<'a> Item<'a> for u32 {
     fn next_from_wire(r: &mut Reader<'a>) -> Option<Self> {
         while !r.is_empty() {
-            if let Property::SubscriptionIdentifier(id) = Property::read(r).ok()? {
+            if let (PropertyId::SubscriptionIdentifier, Value::Int(id)) = read_property(r).ok()? {
                 return Some(id);
             }
         }

@@ -64,7 +64,7 @@ impl PacketType {
     }
 
     /// The fixed-header flags every packet but PUBLISH must carry (§2.1.3).
-    const fn required_flags(self) -> u8 {
+    pub(crate) const fn required_flags(self) -> u8 {
         match self {
             Self::PubRel | Self::Subscribe | Self::Unsubscribe => 0b0010,
             _ => 0,
@@ -214,18 +214,37 @@ pub fn frame_len(buf: &[u8], max: u32) -> Result<usize, Error> {
 /// and call again with the longer buffer. Any other error means the peer violated
 /// the protocol; [`Error::reason_code`] says how to answer it.
 pub fn decode<'a>(buf: &'a [u8], opts: &DecodeOptions) -> Result<(Packet<'a>, usize), Error> {
-    let header = parse_fixed_header(buf, opts.max_packet_size)?;
+    let (first_byte, body, total) = split_frame(buf, opts.max_packet_size)?;
+    let packet = decode_body(first_byte, body, opts.version)?;
+    Ok((packet, total))
+}
+
+/// The first byte and the body of the whole packet at the start of `buf`, and the
+/// packet's length.
+pub(crate) fn split_frame(buf: &[u8], max: u32) -> Result<(u8, &[u8], usize), Error> {
+    let header = parse_fixed_header(buf, max)?;
     let total = header.total();
     let Some(body) = buf.get(header.header_len..total) else {
         return Err(Error::Incomplete {
             needed: Some(total - buf.len()),
         });
     };
-    let packet = decode_body(header.first_byte, body, opts.version)?;
-    Ok((packet, total))
+    Ok((header.first_byte, body, total))
 }
 
-fn body<'a, B: Body<'a>>(
+/// The packet type and flags of a first byte. AUTH exists only in 5.0.
+pub(crate) fn packet_type_of(
+    first_byte: u8,
+    version: ProtocolVersion,
+) -> Result<(PacketType, u8), Error> {
+    let type_nibble = first_byte >> 4;
+    let packet_type = PacketType::from_u8(type_nibble)
+        .filter(|t| *t != PacketType::Auth || version == ProtocolVersion::V5)
+        .ok_or(Error::InvalidPacketType(type_nibble))?;
+    Ok((packet_type, first_byte & 0x0F))
+}
+
+pub(crate) fn body<'a, B: Body<'a>>(
     r: &mut Reader<'a>,
     flags: u8,
     version: ProtocolVersion,
@@ -244,11 +263,7 @@ fn decode_body(
     bytes: &[u8],
     version: ProtocolVersion,
 ) -> Result<Packet<'_>, Error> {
-    let type_nibble = first_byte >> 4;
-    let flags = first_byte & 0x0F;
-    let packet_type = PacketType::from_u8(type_nibble)
-        .filter(|t| *t != PacketType::Auth || version == ProtocolVersion::V5)
-        .ok_or(Error::InvalidPacketType(type_nibble))?;
+    let (packet_type, flags) = packet_type_of(first_byte, version)?;
     let r = &mut Reader::new(bytes);
     let packet = match packet_type {
         // CONNECT carries its own protocol level; its decoder ignores `version`.
@@ -285,8 +300,33 @@ fn decode_body(
     Ok(packet)
 }
 
+/// The encoding half of [`Body`], object safe: [`encode_body`] and
+/// [`remaining_len`] exist once for all packet kinds instead of once per kind.
+trait EncodeBody {
+    /// First byte of the fixed header: packet type and flags.
+    fn first_byte(&self) -> u8;
+    /// See [`Body::body_len`].
+    fn body_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError>;
+    /// See [`Body::write_body`].
+    fn write_body(&self, version: ProtocolVersion, w: &mut Writer<'_>) -> Result<(), EncodeError>;
+}
+
+impl<'a, B: Body<'a>> EncodeBody for B {
+    fn first_byte(&self) -> u8 {
+        ((B::TYPE as u8) << 4) | self.flags()
+    }
+
+    fn body_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        Body::body_len(self, version)
+    }
+
+    fn write_body(&self, version: ProtocolVersion, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        Body::write_body(self, version, w)
+    }
+}
+
 /// Remaining length of `b` as the `u32` the fixed header carries.
-fn remaining_len<'a, B: Body<'a>>(b: &B, version: ProtocolVersion) -> Result<u32, EncodeError> {
+fn remaining_len(b: &dyn EncodeBody, version: ProtocolVersion) -> Result<u32, EncodeError> {
     u32::try_from(b.body_len(version)?)
         .ok()
         .filter(|&n| n <= MAX_VARINT)
@@ -298,8 +338,8 @@ fn total_len(remaining: u32) -> usize {
     1 + varint_len(remaining) + usize::try_from(remaining).unwrap_or(usize::MAX)
 }
 
-fn encode_body<'a, B: Body<'a>>(
-    b: &B,
+fn encode_body(
+    b: &dyn EncodeBody,
     version: ProtocolVersion,
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
@@ -312,14 +352,14 @@ fn encode_body<'a, B: Body<'a>>(
         });
     }
     let mut w = Writer::new(out);
-    w.u8(((B::TYPE as u8) << 4) | b.flags())?;
+    w.u8(b.first_byte())?;
     w.varint(remaining)?;
     b.write_body(version, &mut w)?;
     Ok(w.position())
 }
 
 /// Encodes a packet with no variable header or payload.
-fn encode_empty(packet: PacketType, out: &mut [u8]) -> Result<usize, EncodeError> {
+pub(crate) fn encode_empty(packet: PacketType, out: &mut [u8]) -> Result<usize, EncodeError> {
     let mut w = Writer::new(out);
     w.bytes(&[(packet as u8) << 4, 0])?;
     Ok(2)
@@ -414,6 +454,22 @@ macro_rules! packet_from {
                     Self::$variant(p)
                 }
             }
+
+            impl $variant<'_> {
+                #[doc = concat!(
+                    "Encodes this ", stringify!($variant), " for a `version` connection into ",
+                    "the start of `out`; the same bytes and errors as [`Packet::encode`] on ",
+                    "`Packet::", stringify!($variant), "`, but an image that calls only this ",
+                    "links no other packet type's encoder."
+                )]
+                pub fn encode(
+                    &self,
+                    version: ProtocolVersion,
+                    out: &mut [u8],
+                ) -> Result<usize, EncodeError> {
+                    encode_body(self, version, out)
+                }
+            }
         )*
     };
 }
@@ -440,6 +496,27 @@ mod tests {
 
     const V5: DecodeOptions = DecodeOptions::new(ProtocolVersion::V5);
     const V311: DecodeOptions = DecodeOptions::new(ProtocolVersion::V311);
+
+    #[test]
+    fn per_kind_encode_is_packet_encode() {
+        let publish = crate::Publish {
+            qos: crate::QoS::AtLeastOnce,
+            packet_id: 3,
+            topic: "a/b",
+            payload: b"x",
+            ..Default::default()
+        };
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            let n = publish.encode(version, &mut a).unwrap();
+            assert_eq!(Packet::Publish(publish).encode(version, &mut b), Ok(n));
+            assert_eq!(a[..n], b[..n]);
+        }
+        assert_eq!(
+            crate::PubAck::default().encode(ProtocolVersion::V5, &mut a),
+            Err(EncodeError::ZeroPacketId)
+        );
+    }
 
     #[test]
     fn ping_packets_have_known_encodings() {

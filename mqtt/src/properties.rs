@@ -6,6 +6,12 @@
 //! Property, and Subscription Identifier in PUBLISH, may repeat) and properties the
 //! packet type cannot carry. The repeatable ones stay as wire bytes in a
 //! [`List`](crate::List), so a decoded packet never allocates.
+//!
+//! One reader ([`read_section`]) and one writer ([`Sink`]) serve every struct: a
+//! property is an identifier, a [`Value`] whose wire form the identifier decides,
+//! and a range check; each struct only describes which identifiers it takes
+//! ([`Schema`]) and where they go. That keeps the per-struct code to a few
+//! instructions per field, which is what firmware pays for.
 
 use crate::QoS;
 use crate::error::{EncodeError, Error};
@@ -121,14 +127,6 @@ pub enum Property<'a> {
     SharedSubscriptionAvailable(bool),
 }
 
-fn read_bool(r: &mut Reader<'_>, id: PropertyId) -> Result<bool, Error> {
-    match r.u8()? {
-        0 => Ok(false),
-        1 => Ok(true),
-        _ => Err(Error::InvalidPropertyValue(id)),
-    }
-}
-
 impl<'a> Property<'a> {
     /// The identifier of this property.
     pub const fn id(&self) -> PropertyId {
@@ -174,140 +172,51 @@ impl<'a> Property<'a> {
             _ => true,
         }
     }
-
-    /// Reads one property (identifier and value) and checks its value range.
-    pub(crate) fn read(r: &mut Reader<'a>) -> Result<Self, Error> {
-        let raw_id = r.varint()?;
-        let id = u8::try_from(raw_id)
-            .ok()
-            .and_then(PropertyId::from_u8)
-            .ok_or(Error::UnknownProperty(raw_id))?;
-        let p = match id {
-            PropertyId::PayloadFormatIndicator => Self::PayloadFormatIndicator(match r.u8()? {
-                0 => PayloadFormat::Unspecified,
-                1 => PayloadFormat::Utf8,
-                _ => return Err(Error::InvalidPropertyValue(id)),
-            }),
-            PropertyId::MessageExpiryInterval => Self::MessageExpiryInterval(r.u32()?),
-            PropertyId::ContentType => Self::ContentType(r.string()?),
-            PropertyId::ResponseTopic => Self::ResponseTopic(r.string()?),
-            PropertyId::CorrelationData => Self::CorrelationData(r.binary()?),
-            PropertyId::SubscriptionIdentifier => Self::SubscriptionIdentifier(r.varint()?),
-            PropertyId::SessionExpiryInterval => Self::SessionExpiryInterval(r.u32()?),
-            PropertyId::AssignedClientIdentifier => Self::AssignedClientIdentifier(r.string()?),
-            PropertyId::ServerKeepAlive => Self::ServerKeepAlive(r.u16()?),
-            PropertyId::AuthenticationMethod => Self::AuthenticationMethod(r.string()?),
-            PropertyId::AuthenticationData => Self::AuthenticationData(r.binary()?),
-            PropertyId::RequestProblemInformation => {
-                Self::RequestProblemInformation(read_bool(r, id)?)
-            }
-            PropertyId::WillDelayInterval => Self::WillDelayInterval(r.u32()?),
-            PropertyId::RequestResponseInformation => {
-                Self::RequestResponseInformation(read_bool(r, id)?)
-            }
-            PropertyId::ResponseInformation => Self::ResponseInformation(r.string()?),
-            PropertyId::ServerReference => Self::ServerReference(r.string()?),
-            PropertyId::ReasonString => Self::ReasonString(r.string()?),
-            PropertyId::ReceiveMaximum => Self::ReceiveMaximum(r.u16()?),
-            PropertyId::TopicAliasMaximum => Self::TopicAliasMaximum(r.u16()?),
-            PropertyId::TopicAlias => Self::TopicAlias(r.u16()?),
-            PropertyId::MaximumQoS => Self::MaximumQoS(match r.u8()? {
-                0 => QoS::AtMostOnce,
-                1 => QoS::AtLeastOnce,
-                _ => return Err(Error::InvalidPropertyValue(id)),
-            }),
-            PropertyId::RetainAvailable => Self::RetainAvailable(read_bool(r, id)?),
-            PropertyId::UserProperty => Self::UserProperty(r.string()?, r.string()?),
-            PropertyId::MaximumPacketSize => Self::MaximumPacketSize(r.u32()?),
-            PropertyId::WildcardSubscriptionAvailable => {
-                Self::WildcardSubscriptionAvailable(read_bool(r, id)?)
-            }
-            PropertyId::SubscriptionIdentifierAvailable => {
-                Self::SubscriptionIdentifierAvailable(read_bool(r, id)?)
-            }
-            PropertyId::SharedSubscriptionAvailable => {
-                Self::SharedSubscriptionAvailable(read_bool(r, id)?)
-            }
-        };
-        if !p.is_valid() {
-            return Err(Error::InvalidPropertyValue(id));
-        }
-        Ok(p)
-    }
-
-    /// Encoded size: identifier plus value. Checks the value range and field lengths.
-    pub(crate) fn wire_len(&self) -> Result<usize, EncodeError> {
-        if !self.is_valid() {
-            return Err(EncodeError::InvalidPropertyValue(self.id()));
-        }
-        let value = match *self {
-            Self::PayloadFormatIndicator(_)
-            | Self::RequestProblemInformation(_)
-            | Self::RequestResponseInformation(_)
-            | Self::MaximumQoS(_)
-            | Self::RetainAvailable(_)
-            | Self::WildcardSubscriptionAvailable(_)
-            | Self::SubscriptionIdentifierAvailable(_)
-            | Self::SharedSubscriptionAvailable(_) => 1,
-            Self::ServerKeepAlive(_)
-            | Self::ReceiveMaximum(_)
-            | Self::TopicAliasMaximum(_)
-            | Self::TopicAlias(_) => 2,
-            Self::MessageExpiryInterval(_)
-            | Self::SessionExpiryInterval(_)
-            | Self::WillDelayInterval(_)
-            | Self::MaximumPacketSize(_) => 4,
-            Self::SubscriptionIdentifier(v) => varint_len(v),
-            Self::ContentType(s)
-            | Self::ResponseTopic(s)
-            | Self::AssignedClientIdentifier(s)
-            | Self::AuthenticationMethod(s)
-            | Self::ResponseInformation(s)
-            | Self::ServerReference(s)
-            | Self::ReasonString(s) => field_len(s.len())?,
-            Self::CorrelationData(b) | Self::AuthenticationData(b) => field_len(b.len())?,
-            Self::UserProperty(k, v) => field_len(k.len())? + field_len(v.len())?,
-        };
-        Ok(1 + value)
-    }
-
-    pub(crate) fn write(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
-        w.u8(self.id() as u8)?;
-        match *self {
-            Self::PayloadFormatIndicator(f) => w.u8(f as u8),
-            Self::MaximumQoS(q) => w.u8(q as u8),
-            Self::RequestProblemInformation(b)
-            | Self::RequestResponseInformation(b)
-            | Self::RetainAvailable(b)
-            | Self::WildcardSubscriptionAvailable(b)
-            | Self::SubscriptionIdentifierAvailable(b)
-            | Self::SharedSubscriptionAvailable(b) => w.u8(u8::from(b)),
-            Self::ServerKeepAlive(v)
-            | Self::ReceiveMaximum(v)
-            | Self::TopicAliasMaximum(v)
-            | Self::TopicAlias(v) => w.u16(v),
-            Self::MessageExpiryInterval(v)
-            | Self::SessionExpiryInterval(v)
-            | Self::WillDelayInterval(v)
-            | Self::MaximumPacketSize(v) => w.u32(v),
-            Self::SubscriptionIdentifier(v) => w.varint(v),
-            Self::ContentType(s)
-            | Self::ResponseTopic(s)
-            | Self::AssignedClientIdentifier(s)
-            | Self::AuthenticationMethod(s)
-            | Self::ResponseInformation(s)
-            | Self::ServerReference(s)
-            | Self::ReasonString(s) => w.string(s),
-            Self::CorrelationData(b) | Self::AuthenticationData(b) => w.binary(b),
-            Self::UserProperty(k, v) => {
-                w.string(k)?;
-                w.string(v)
-            }
-        }
-    }
 }
 
 impl PropertyId {
+    /// How the value of this property is encoded.
+    const fn kind(self) -> Kind {
+        use PropertyId::*;
+        match self {
+            PayloadFormatIndicator
+            | RequestProblemInformation
+            | RequestResponseInformation
+            | MaximumQoS
+            | RetainAvailable
+            | WildcardSubscriptionAvailable
+            | SubscriptionIdentifierAvailable
+            | SharedSubscriptionAvailable => Kind::Bool,
+            ServerKeepAlive | ReceiveMaximum | TopicAliasMaximum | TopicAlias => Kind::Two,
+            MessageExpiryInterval
+            | SessionExpiryInterval
+            | WillDelayInterval
+            | MaximumPacketSize => Kind::Four,
+            SubscriptionIdentifier => Kind::VarInt,
+            ContentType
+            | ResponseTopic
+            | AssignedClientIdentifier
+            | AuthenticationMethod
+            | ResponseInformation
+            | ServerReference
+            | ReasonString => Kind::Str,
+            CorrelationData | AuthenticationData => Kind::Bin,
+            UserProperty => Kind::Pair,
+        }
+    }
+
+    /// This identifier's bit in a property mask.
+    pub(crate) const fn bit(self) -> u64 {
+        // Identifiers go up to 0x2A. Two 32-bit shifts instead of one 64-bit shift
+        // by a variable, which would link a shift routine into Cortex-M firmware.
+        let id = self as u8;
+        if id < 32 {
+            (1u32 << id) as u64
+        } else {
+            ((1u32 << (id - 32)) as u64) << 32
+        }
+    }
+
     /// The identifier for a wire value, `None` for undefined identifiers.
     pub const fn from_u8(v: u8) -> Option<Self> {
         use PropertyId::*;
@@ -344,24 +253,328 @@ impl PropertyId {
     }
 }
 
-/// A packet's property struct: how decoded properties are stored and how the
-/// struct is walked for encoding.
-pub(crate) trait PropertySet<'a>: Default {
-    /// Stores one decoded property. Repeatable properties are only checked here;
-    /// [`PropertySet::set_wire`] stores them.
-    fn accept(&mut self, p: Property<'a>, packet: PacketType) -> Result<(), Error>;
-    /// Gives the validated property section to the repeatable-property lists.
-    fn set_wire(&mut self, section: &'a [u8]);
-    /// Calls `f` with every property present, in a fixed order.
-    fn visit<E, F: FnMut(Property<'a>) -> Result<(), E>>(&self, f: F) -> Result<(), E>;
+/// How a property value is encoded (MQTT 5.0 §2.2.2.2). Every one-byte property
+/// (Payload Format Indicator, Maximum QoS and the booleans) allows only 0 and 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// One byte, 0 or 1.
+    Bool,
+    /// Two-byte integer.
+    Two,
+    /// Four-byte integer.
+    Four,
+    /// Variable byte integer.
+    VarInt,
+    /// UTF-8 string.
+    Str,
+    /// Binary data.
+    Bin,
+    /// UTF-8 string pair.
+    Pair,
 }
 
-/// Stores `v` in `slot`, or reports a duplicate.
-fn set_once<T>(slot: &mut Option<T>, v: T, id: PropertyId) -> Result<(), Error> {
-    if slot.replace(v).is_some() {
-        return Err(Error::DuplicateProperty(id));
+/// A property value as it is on the wire, before it is typed: the common currency
+/// of the property reader, the property structs and the [`Sink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Value<'a> {
+    /// Any integer kind.
+    Int(u32),
+    /// A UTF-8 string.
+    Str(&'a str),
+    /// Binary data.
+    Bin(&'a [u8]),
+    /// A UTF-8 string pair (User Property).
+    Pair(&'a str, &'a str),
+}
+
+/// Whether `value` is within the range the specification allows for `id`. The
+/// value has the kind of `id` (the reader and the typed fields guarantee it).
+fn value_is_valid(id: PropertyId, value: Value<'_>) -> bool {
+    match value {
+        Value::Int(v) => match id.kind() {
+            Kind::Bool => v <= 1,
+            Kind::VarInt => (1..=MAX_VARINT).contains(&v),
+            _ => {
+                v != 0
+                    || !matches!(
+                        id,
+                        PropertyId::ReceiveMaximum
+                            | PropertyId::TopicAlias
+                            | PropertyId::MaximumPacketSize
+                    )
+            }
+        },
+        Value::Str(t) if id == PropertyId::ResponseTopic => validate_topic_name(t).is_ok(),
+        _ => true,
     }
-    Ok(())
+}
+
+/// Reads one property (identifier and value) and checks its value range.
+pub(crate) fn read_property<'a>(r: &mut Reader<'a>) -> Result<(PropertyId, Value<'a>), Error> {
+    let raw_id = r.varint()?;
+    let id = u8::try_from(raw_id)
+        .ok()
+        .and_then(PropertyId::from_u8)
+        .ok_or(Error::UnknownProperty(raw_id))?;
+    let value = match id.kind() {
+        Kind::Bool => Value::Int(u32::from(r.u8()?)),
+        Kind::Two => Value::Int(u32::from(r.u16()?)),
+        Kind::Four => Value::Int(r.u32()?),
+        Kind::VarInt => Value::Int(r.varint()?),
+        Kind::Str => Value::Str(r.string()?),
+        Kind::Bin => Value::Bin(r.binary()?),
+        Kind::Pair => Value::Pair(r.string()?, r.string()?),
+    };
+    if !value_is_valid(id, value) {
+        return Err(Error::InvalidPropertyValue(id));
+    }
+    Ok((id, value))
+}
+
+/// Which properties a property struct takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schema {
+    /// [`PropertyId::bit`]s of the properties the packet may carry.
+    pub(crate) allowed: u64,
+    /// Bits of the allowed properties that may repeat.
+    pub(crate) repeatable: u64,
+}
+
+/// Reads a property section (length prefix, then properties), checking each
+/// property against `schema` (allowed here, not repeated unless repeatable), and
+/// gives each to `store`. Returns the section's bytes, for the repeatable lists.
+pub(crate) fn read_section<'a>(
+    r: &mut Reader<'a>,
+    packet: PacketType,
+    schema: Schema,
+    store: &mut dyn FnMut(PropertyId, Value<'a>),
+) -> Result<&'a [u8], Error> {
+    let len = r.varint()?;
+    let section = r.take(usize::try_from(len).map_err(|_| Error::UnexpectedEnd)?)?;
+    let mut inner = Reader::new(section);
+    let mut seen: u64 = 0;
+    while !inner.is_empty() {
+        let (id, value) = read_property(&mut inner)?;
+        let bit = id.bit();
+        if schema.allowed & bit == 0 {
+            return Err(Error::PropertyNotAllowed {
+                packet,
+                property: id,
+            });
+        }
+        if schema.repeatable & bit == 0 {
+            if seen & bit != 0 {
+                return Err(Error::DuplicateProperty(id));
+            }
+            seen |= bit;
+        }
+        store(id, value);
+    }
+    // MQTT 5.0 §3.1.2.11.10, §3.2.2.3.18, §3.15.2.2.3: data needs its method.
+    let data = PropertyId::AuthenticationData.bit();
+    if seen & (data | PropertyId::AuthenticationMethod.bit()) == data {
+        return Err(Error::AuthenticationDataWithoutMethod);
+    }
+    Ok(section)
+}
+
+/// A typed property field's conversion from and to a [`Value`].
+pub(crate) trait Field<'a>: Copy + Default {
+    /// The field value for a validated `Value` of the field's kind.
+    fn from_value(v: Value<'a>) -> Self;
+    /// The wire value of the field.
+    fn to_value(self) -> Value<'a>;
+}
+
+impl<'a> Field<'a> for u32 {
+    fn from_value(v: Value<'a>) -> Self {
+        match v {
+            Value::Int(v) => v,
+            _ => 0,
+        }
+    }
+    fn to_value(self) -> Value<'a> {
+        Value::Int(self)
+    }
+}
+
+impl<'a> Field<'a> for u16 {
+    fn from_value(v: Value<'a>) -> Self {
+        u16::try_from(u32::from_value(v)).unwrap_or_default()
+    }
+    fn to_value(self) -> Value<'a> {
+        Value::Int(u32::from(self))
+    }
+}
+
+impl<'a> Field<'a> for bool {
+    fn from_value(v: Value<'a>) -> Self {
+        u32::from_value(v) != 0
+    }
+    fn to_value(self) -> Value<'a> {
+        Value::Int(u32::from(self))
+    }
+}
+
+impl<'a> Field<'a> for QoS {
+    fn from_value(v: Value<'a>) -> Self {
+        u8::try_from(u32::from_value(v))
+            .ok()
+            .and_then(QoS::from_u8)
+            .unwrap_or_default()
+    }
+    fn to_value(self) -> Value<'a> {
+        Value::Int(u32::from(self as u8))
+    }
+}
+
+impl<'a> Field<'a> for PayloadFormat {
+    fn from_value(v: Value<'a>) -> Self {
+        if u32::from_value(v) == 1 {
+            PayloadFormat::Utf8
+        } else {
+            PayloadFormat::Unspecified
+        }
+    }
+    fn to_value(self) -> Value<'a> {
+        Value::Int(u32::from(self as u8))
+    }
+}
+
+impl<'a> Field<'a> for &'a str {
+    fn from_value(v: Value<'a>) -> Self {
+        match v {
+            Value::Str(s) => s,
+            _ => "",
+        }
+    }
+    fn to_value(self) -> Value<'a> {
+        Value::Str(self)
+    }
+}
+
+impl<'a> Field<'a> for &'a [u8] {
+    fn from_value(v: Value<'a>) -> Self {
+        match v {
+            Value::Bin(b) => b,
+            _ => &[],
+        }
+    }
+    fn to_value(self) -> Value<'a> {
+        Value::Bin(self)
+    }
+}
+
+/// Where [`Visit::visit`] sends a struct's properties: counted for the section
+/// length, or written.
+pub(crate) struct Sink<'s, 'b> {
+    /// `None` while counting.
+    writer: Option<&'s mut Writer<'b>>,
+    /// Bytes counted so far.
+    len: usize,
+}
+
+impl Sink<'_, '_> {
+    /// Counts or writes one property after checking its value.
+    pub(crate) fn put(&mut self, id: PropertyId, value: Value<'_>) -> Result<(), EncodeError> {
+        if !value_is_valid(id, value) {
+            return Err(EncodeError::InvalidPropertyValue(id));
+        }
+        let Some(w) = self.writer.as_deref_mut() else {
+            let len = 1 + match value {
+                Value::Int(v) => match id.kind() {
+                    Kind::Bool => 1,
+                    Kind::Two => 2,
+                    Kind::VarInt => varint_len(v),
+                    _ => 4,
+                },
+                Value::Str(s) => field_len(s.len())?,
+                Value::Bin(b) => field_len(b.len())?,
+                Value::Pair(k, v) => field_len(k.len())? + field_len(v.len())?,
+            };
+            self.len = self
+                .len
+                .checked_add(len)
+                .ok_or(EncodeError::PacketTooLarge)?;
+            return Ok(());
+        };
+        w.u8(id as u8)?;
+        match value {
+            Value::Int(v) => match id.kind() {
+                Kind::Bool => w.u8(u8::try_from(v).unwrap_or_default()),
+                Kind::Two => w.u16(u16::try_from(v).unwrap_or_default()),
+                Kind::VarInt => w.varint(v),
+                _ => w.u32(v),
+            },
+            Value::Str(s) => w.string(s),
+            Value::Bin(b) => w.binary(b),
+            Value::Pair(k, v) => {
+                w.string(k)?;
+                w.string(v)
+            }
+        }
+    }
+
+    /// [`Sink::put`] for an optional field.
+    #[inline]
+    pub(crate) fn field<'a, T: Field<'a>>(
+        &mut self,
+        id: PropertyId,
+        v: Option<T>,
+    ) -> Result<(), EncodeError> {
+        match v {
+            Some(v) => self.put(id, v.to_value()),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Sink::put`] for every user property of a list.
+    pub(crate) fn user_properties(&mut self, list: &UserProperties<'_>) -> Result<(), EncodeError> {
+        for (name, value) in list.iter() {
+            self.put(PropertyId::UserProperty, Value::Pair(name, value))?;
+        }
+        Ok(())
+    }
+}
+
+/// A packet's property struct: how decoded properties are stored. Walking it for
+/// encoding is [`Visit`].
+pub(crate) trait PropertySet<'a>: Default + Visit<'a> {
+    /// The properties this struct takes.
+    const SCHEMA: Schema;
+    /// Stores one property that [`read_section`] checked against [`Self::SCHEMA`].
+    /// Repeatable properties are not stored here; [`PropertySet::set_wire`] does.
+    fn store(&mut self, id: PropertyId, value: Value<'a>);
+    /// Gives the validated property section to the repeatable-property lists.
+    fn set_wire(&mut self, section: &'a [u8]);
+}
+
+/// Walks a property struct for encoding. Object safe, so the section length and
+/// writing code exists once and not once per property struct (which matters for
+/// firmware flash size).
+pub(crate) trait Visit<'a> {
+    /// Gives every property present to `sink`, in a fixed order; stops at the first
+    /// error.
+    fn visit(&self, sink: &mut Sink<'_, '_>) -> Result<(), EncodeError>;
+}
+
+/// A property struct that checks a section against the schema of `S` and keeps
+/// nothing: for decoders that only validate properties (the client role).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Checked<S>(core::marker::PhantomData<S>);
+
+impl<'a, S: PropertySet<'a>> PropertySet<'a> for Checked<S> {
+    const SCHEMA: Schema = S::SCHEMA;
+
+    fn store(&mut self, _id: PropertyId, _value: Value<'a>) {}
+
+    fn set_wire(&mut self, _section: &'a [u8]) {}
+}
+
+impl<'a, S> Visit<'a> for Checked<S> {
+    fn visit(&self, _sink: &mut Sink<'_, '_>) -> Result<(), EncodeError> {
+        Ok(())
+    }
 }
 
 /// Reads a property section (length, then properties) into `P`.
@@ -369,14 +582,8 @@ pub(crate) fn read_properties<'a, P: PropertySet<'a>>(
     r: &mut Reader<'a>,
     packet: PacketType,
 ) -> Result<P, Error> {
-    let len = r.varint()?;
-    let section = r.take(usize::try_from(len).map_err(|_| Error::UnexpectedEnd)?)?;
-    let mut inner = Reader::new(section);
     let mut set = P::default();
-    while !inner.is_empty() {
-        let p = Property::read(&mut inner)?;
-        set.accept(p, packet)?;
-    }
+    let section = read_section(r, packet, P::SCHEMA, &mut |id, v| set.store(id, v))?;
     if !section.is_empty() {
         set.set_wire(section);
     }
@@ -384,37 +591,35 @@ pub(crate) fn read_properties<'a, P: PropertySet<'a>>(
 }
 
 /// Length of the properties of `set`, without the length prefix.
-pub(crate) fn properties_len<'a, P: PropertySet<'a>>(set: &P) -> Result<u32, EncodeError> {
-    let mut total: usize = 0;
-    set.visit(|p| {
-        total = total
-            .checked_add(p.wire_len()?)
-            .ok_or(EncodeError::PacketTooLarge)?;
-        Ok(())
-    })?;
-    u32::try_from(total)
+pub(crate) fn properties_len(set: &dyn Visit<'_>) -> Result<u32, EncodeError> {
+    let mut sink = Sink {
+        writer: None,
+        len: 0,
+    };
+    set.visit(&mut sink)?;
+    u32::try_from(sink.len)
         .ok()
         .filter(|&n| n <= MAX_VARINT)
         .ok_or(EncodeError::PacketTooLarge)
 }
 
 /// Length of the property section of `set`, length prefix included.
-pub(crate) fn section_len<'a, P: PropertySet<'a>>(set: &P) -> Result<usize, EncodeError> {
+pub(crate) fn section_len(set: &dyn Visit<'_>) -> Result<usize, EncodeError> {
     let len = properties_len(set)?;
     Ok(varint_len(len) + usize::try_from(len).map_err(|_| EncodeError::PacketTooLarge)?)
 }
 
 /// Writes the property section of `set`, length prefix included.
-pub(crate) fn write_properties<'a, P: PropertySet<'a>>(
-    set: &P,
-    w: &mut Writer<'_>,
-) -> Result<(), EncodeError> {
+pub(crate) fn write_properties(set: &dyn Visit<'_>, w: &mut Writer<'_>) -> Result<(), EncodeError> {
     w.varint(properties_len(set)?)?;
-    set.visit(|p| p.write(w))
+    set.visit(&mut Sink {
+        writer: Some(w),
+        len: 0,
+    })
 }
 
 /// Defines a property struct: an `Option` per single-valued property plus the
-/// repeatable user properties, and its [`PropertySet`] implementation.
+/// repeatable user properties, and its [`PropertySet`] and [`Visit`] implementations.
 macro_rules! property_set {
     (
         $(#[$meta:meta])*
@@ -431,24 +636,31 @@ macro_rules! property_set {
         }
 
         impl<'a> PropertySet<'a> for $name<'a> {
-            fn accept(&mut self, p: Property<'a>, packet: PacketType) -> Result<(), Error> {
-                match p {
-                    $( Property::$variant(v) => set_once(&mut self.$field, v, PropertyId::$variant), )*
-                    Property::UserProperty(..) => Ok(()),
-                    other => Err(Error::PropertyNotAllowed { packet, property: other.id() }),
+            const SCHEMA: Schema = Schema {
+                allowed: PropertyId::UserProperty.bit() $( | PropertyId::$variant.bit() )*,
+                repeatable: PropertyId::UserProperty.bit(),
+            };
+
+            fn store(&mut self, id: PropertyId, value: Value<'a>) {
+                match id {
+                    $( PropertyId::$variant => self.$field = Some(Field::from_value(value)), )*
+                    // Only user properties, which `set_wire` stores (and, for a struct
+                    // without fields, nothing else uses `value`).
+                    _ => {
+                        let _ = value;
+                    }
                 }
             }
 
             fn set_wire(&mut self, section: &'a [u8]) {
                 self.user_properties = List::from_wire(section);
             }
+        }
 
-            fn visit<E, F: FnMut(Property<'a>) -> Result<(), E>>(&self, mut f: F) -> Result<(), E> {
-                $( if let Some(v) = self.$field { f(Property::$variant(v))?; } )*
-                for (name, value) in self.user_properties.iter() {
-                    f(Property::UserProperty(name, value))?;
-                }
-                Ok(())
+        impl<'a> Visit<'a> for $name<'a> {
+            fn visit(&self, sink: &mut Sink<'_, '_>) -> Result<(), EncodeError> {
+                $( sink.field(PropertyId::$variant, self.$field)?; )*
+                sink.user_properties(&self.user_properties)
             }
         }
     };
@@ -601,23 +813,31 @@ pub struct PublishProperties<'a> {
 }
 
 impl<'a> PropertySet<'a> for PublishProperties<'a> {
-    fn accept(&mut self, p: Property<'a>, packet: PacketType) -> Result<(), Error> {
-        match p {
-            Property::PayloadFormatIndicator(v) => {
-                set_once(&mut self.payload_format_indicator, v, p.id())
+    const SCHEMA: Schema = Schema {
+        allowed: PropertyId::PayloadFormatIndicator.bit()
+            | PropertyId::MessageExpiryInterval.bit()
+            | PropertyId::TopicAlias.bit()
+            | PropertyId::ResponseTopic.bit()
+            | PropertyId::CorrelationData.bit()
+            | PropertyId::ContentType.bit()
+            | PropertyId::UserProperty.bit()
+            | PropertyId::SubscriptionIdentifier.bit(),
+        repeatable: PropertyId::UserProperty.bit() | PropertyId::SubscriptionIdentifier.bit(),
+    };
+
+    fn store(&mut self, id: PropertyId, value: Value<'a>) {
+        match id {
+            PropertyId::PayloadFormatIndicator => {
+                self.payload_format_indicator = Some(Field::from_value(value));
             }
-            Property::MessageExpiryInterval(v) => {
-                set_once(&mut self.message_expiry_interval, v, p.id())
+            PropertyId::MessageExpiryInterval => {
+                self.message_expiry_interval = Some(Field::from_value(value));
             }
-            Property::TopicAlias(v) => set_once(&mut self.topic_alias, v, p.id()),
-            Property::ResponseTopic(v) => set_once(&mut self.response_topic, v, p.id()),
-            Property::CorrelationData(v) => set_once(&mut self.correlation_data, v, p.id()),
-            Property::ContentType(v) => set_once(&mut self.content_type, v, p.id()),
-            Property::UserProperty(..) | Property::SubscriptionIdentifier(_) => Ok(()),
-            other => Err(Error::PropertyNotAllowed {
-                packet,
-                property: other.id(),
-            }),
+            PropertyId::TopicAlias => self.topic_alias = Some(Field::from_value(value)),
+            PropertyId::ResponseTopic => self.response_topic = Some(Field::from_value(value)),
+            PropertyId::CorrelationData => self.correlation_data = Some(Field::from_value(value)),
+            PropertyId::ContentType => self.content_type = Some(Field::from_value(value)),
+            _ => {}
         }
     }
 
@@ -625,39 +845,37 @@ impl<'a> PropertySet<'a> for PublishProperties<'a> {
         self.user_properties = List::from_wire(section);
         self.subscription_identifiers = List::from_wire(section);
     }
+}
 
-    fn visit<E, F: FnMut(Property<'a>) -> Result<(), E>>(&self, mut f: F) -> Result<(), E> {
-        if let Some(v) = self.payload_format_indicator {
-            f(Property::PayloadFormatIndicator(v))?;
-        }
-        if let Some(v) = self.message_expiry_interval {
-            f(Property::MessageExpiryInterval(v))?;
-        }
-        if let Some(v) = self.topic_alias {
-            f(Property::TopicAlias(v))?;
-        }
-        if let Some(v) = self.response_topic {
-            f(Property::ResponseTopic(v))?;
-        }
-        if let Some(v) = self.correlation_data {
-            f(Property::CorrelationData(v))?;
-        }
-        for (name, value) in self.user_properties.iter() {
-            f(Property::UserProperty(name, value))?;
-        }
+impl<'a> Visit<'a> for PublishProperties<'a> {
+    fn visit(&self, sink: &mut Sink<'_, '_>) -> Result<(), EncodeError> {
+        sink.field(
+            PropertyId::PayloadFormatIndicator,
+            self.payload_format_indicator,
+        )?;
+        sink.field(
+            PropertyId::MessageExpiryInterval,
+            self.message_expiry_interval,
+        )?;
+        sink.field(PropertyId::TopicAlias, self.topic_alias)?;
+        sink.field(PropertyId::ResponseTopic, self.response_topic)?;
+        sink.field(PropertyId::CorrelationData, self.correlation_data)?;
+        sink.user_properties(&self.user_properties)?;
         for id in self.subscription_identifiers.iter() {
-            f(Property::SubscriptionIdentifier(id))?;
+            sink.put(PropertyId::SubscriptionIdentifier, Value::Int(id))?;
         }
-        if let Some(v) = self.content_type {
-            f(Property::ContentType(v))?;
-        }
-        Ok(())
+        sink.field(PropertyId::ContentType, self.content_type)
     }
 }
 
 /// True when a property struct would encode to an empty section.
-pub(crate) fn is_empty<'a, P: PropertySet<'a>>(set: &P) -> bool {
-    set.visit(|_| Err(())).is_ok()
+pub(crate) fn is_empty(set: &dyn Visit<'_>) -> bool {
+    let mut sink = Sink {
+        writer: None,
+        len: 0,
+    };
+    // Every property counts at least two bytes; one that fails to encode is there too.
+    set.visit(&mut sink).is_ok() && sink.len == 0
 }
 
 #[cfg(test)]

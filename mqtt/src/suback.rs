@@ -3,7 +3,9 @@
 use crate::error::{EncodeError, Error};
 use crate::list::ReasonCodes;
 use crate::packet::{Body, PacketType};
-use crate::properties::{AckProperties, read_properties, section_len, write_properties};
+use crate::properties::{
+    AckProperties, PropertySet, read_properties, section_len, write_properties,
+};
 use crate::reason::ReasonCode;
 use crate::wire::{Reader, Writer};
 use crate::{List, ProtocolVersion};
@@ -22,36 +24,46 @@ pub struct SubAck<'a> {
     pub properties: AckProperties<'a>,
 }
 
+/// Decodes a SUBACK body: packet identifier, properties into `P` (see
+/// [`crate::properties::Checked`]), reason codes.
+pub(crate) fn decode_parts<'a, P: PropertySet<'a>>(
+    r: &mut Reader<'a>,
+    version: ProtocolVersion,
+) -> Result<(u16, P, ReasonCodes<'a>), Error> {
+    let packet_id = r.u16()?;
+    if packet_id == 0 {
+        return Err(Error::ZeroPacketId);
+    }
+    let properties = match version {
+        ProtocolVersion::V5 => read_properties(r, PacketType::SubAck)?,
+        ProtocolVersion::V311 => P::default(),
+    };
+    let payload = r.rest();
+    for &code in payload {
+        let valid = match version {
+            ProtocolVersion::V311 => ReasonCode::from_suback_return_code(code).is_some(),
+            ProtocolVersion::V5 => {
+                ReasonCode::from_u8(code).is_some_and(|c| c.is_allowed_in(PacketType::SubAck))
+            }
+        };
+        if !valid {
+            return Err(Error::InvalidReasonCode {
+                packet: PacketType::SubAck,
+                code,
+            });
+        }
+    }
+    Ok((packet_id, properties, List::from_wire(payload)))
+}
+
 impl<'a> Body<'a> for SubAck<'a> {
     const TYPE: PacketType = PacketType::SubAck;
 
     fn decode(r: &mut Reader<'a>, _flags: u8, version: ProtocolVersion) -> Result<Self, Error> {
-        let packet_id = r.u16()?;
-        if packet_id == 0 {
-            return Err(Error::ZeroPacketId);
-        }
-        let properties = match version {
-            ProtocolVersion::V5 => read_properties(r, PacketType::SubAck)?,
-            ProtocolVersion::V311 => AckProperties::default(),
-        };
-        let payload = r.rest();
-        for &code in payload {
-            let valid = match version {
-                ProtocolVersion::V311 => ReasonCode::from_suback_return_code(code).is_some(),
-                ProtocolVersion::V5 => {
-                    ReasonCode::from_u8(code).is_some_and(|c| c.is_allowed_in(PacketType::SubAck))
-                }
-            };
-            if !valid {
-                return Err(Error::InvalidReasonCode {
-                    packet: PacketType::SubAck,
-                    code,
-                });
-            }
-        }
+        let (packet_id, properties, reason_codes) = decode_parts(r, version)?;
         Ok(Self {
             packet_id,
-            reason_codes: List::from_wire(payload),
+            reason_codes,
             properties,
         })
     }

@@ -47,7 +47,8 @@ fn check_common(s: &str) -> Result<(), TopicError> {
     if s.len() > MAX_TOPIC_LEN {
         return Err(TopicError::TooLong);
     }
-    if s.as_bytes().contains(&0) {
+    // A plain loop: `contains` would link the word-at-a-time `memchr` into firmware.
+    if s.bytes().any(|b| b == 0) {
         return Err(TopicError::NullCharacter);
     }
     Ok(())
@@ -75,16 +76,18 @@ pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
 /// [`validate_topic_filter`] without the shared-subscription form.
 pub(crate) fn validate_plain_filter(filter: &str) -> Result<(), TopicError> {
     check_common(filter)?;
-    let mut levels = filter.split('/').peekable();
-    while let Some(level) = levels.next() {
-        let is_last = levels.peek().is_none();
-        match level {
-            "#" if is_last => {}
-            "+" => {}
-            _ if level.bytes().any(|b| b == b'+' || b == b'#') => {
-                return Err(TopicError::MisplacedWildcard);
-            }
-            _ => {}
+    // One pass over the bytes (no `split`, which links the string searcher into
+    // firmware): a wildcard must fill its level, and `#` must also end the filter.
+    let bytes = filter.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != b'+' && b != b'#' {
+            continue;
+        }
+        let starts_level = i == 0 || bytes.get(i - 1) == Some(&b'/');
+        let next = bytes.get(i + 1);
+        let ends_level = next.is_none() || next == Some(&b'/');
+        if !starts_level || !ends_level || (b == b'#' && next.is_some()) {
+            return Err(TopicError::MisplacedWildcard);
         }
     }
     Ok(())
@@ -105,16 +108,25 @@ pub struct SharedSubscription<'a> {
 /// The share name must be non-empty and free of `+` and `#` (a `/` ends it), and
 /// the rest must be a valid, non-empty topic filter (MQTT 5.0 §4.8.2).
 pub fn shared_subscription(filter: &str) -> Result<Option<SharedSubscription<'_>>, TopicError> {
-    let Some(rest) = filter.strip_prefix(SHARED_PREFIX) else {
+    // Byte by byte: `strip_prefix` would link `memcmp` into firmware.
+    let prefix = SHARED_PREFIX.as_bytes();
+    let is_shared =
+        filter.len() >= prefix.len() && filter.bytes().zip(prefix).all(|(a, &b)| a == b);
+    let Some(rest) = filter.get(prefix.len()..).filter(|_| is_shared) else {
         return Ok(None);
     };
-    let Some((group, inner)) = rest.split_once('/') else {
+    let Some(slash) = rest.bytes().position(|b| b == b'/') else {
         return Err(if rest.is_empty() {
             TopicError::InvalidShareName
         } else {
             TopicError::MissingSharedFilter
         });
     };
+    // `slash` indexes an ASCII byte, so both halves are on character boundaries.
+    let (group, inner) = (
+        rest.get(..slash).unwrap_or_default(),
+        rest.get(slash + 1..).unwrap_or_default(),
+    );
     if group.is_empty() || group.bytes().any(|b| b == b'+' || b == b'#' || b == 0) {
         return Err(TopicError::InvalidShareName);
     }

@@ -4,7 +4,9 @@
 use crate::error::{EncodeError, Error};
 use crate::list::ReasonCodes;
 use crate::packet::{Body, PacketType};
-use crate::properties::{AckProperties, read_properties, section_len, write_properties};
+use crate::properties::{
+    AckProperties, PropertySet, read_properties, section_len, write_properties,
+};
 use crate::reason::ReasonCode;
 use crate::wire::{Reader, Writer};
 use crate::{List, ProtocolVersion};
@@ -20,33 +22,40 @@ pub struct UnsubAck<'a> {
     pub properties: AckProperties<'a>,
 }
 
+/// Decodes an UNSUBACK body: packet identifier, properties into `P` (see
+/// [`crate::properties::Checked`]), reason codes (5.0 only).
+pub(crate) fn decode_parts<'a, P: PropertySet<'a>>(
+    r: &mut Reader<'a>,
+    version: ProtocolVersion,
+) -> Result<(u16, P, ReasonCodes<'a>), Error> {
+    let packet_id = r.u16()?;
+    if packet_id == 0 {
+        return Err(Error::ZeroPacketId);
+    }
+    if version == ProtocolVersion::V311 {
+        return Ok((packet_id, P::default(), ReasonCodes::default()));
+    }
+    let properties = read_properties(r, PacketType::UnsubAck)?;
+    let payload = r.rest();
+    for &code in payload {
+        if !ReasonCode::from_u8(code).is_some_and(|c| c.is_allowed_in(PacketType::UnsubAck)) {
+            return Err(Error::InvalidReasonCode {
+                packet: PacketType::UnsubAck,
+                code,
+            });
+        }
+    }
+    Ok((packet_id, properties, List::from_wire(payload)))
+}
+
 impl<'a> Body<'a> for UnsubAck<'a> {
     const TYPE: PacketType = PacketType::UnsubAck;
 
     fn decode(r: &mut Reader<'a>, _flags: u8, version: ProtocolVersion) -> Result<Self, Error> {
-        let packet_id = r.u16()?;
-        if packet_id == 0 {
-            return Err(Error::ZeroPacketId);
-        }
-        if version == ProtocolVersion::V311 {
-            return Ok(Self {
-                packet_id,
-                ..Default::default()
-            });
-        }
-        let properties = read_properties(r, PacketType::UnsubAck)?;
-        let payload = r.rest();
-        for &code in payload {
-            if !ReasonCode::from_u8(code).is_some_and(|c| c.is_allowed_in(PacketType::UnsubAck)) {
-                return Err(Error::InvalidReasonCode {
-                    packet: PacketType::UnsubAck,
-                    code,
-                });
-            }
-        }
+        let (packet_id, properties, reason_codes) = decode_parts(r, version)?;
         Ok(Self {
             packet_id,
-            reason_codes: List::from_wire(payload),
+            reason_codes,
             properties,
         })
     }

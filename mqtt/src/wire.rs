@@ -71,7 +71,8 @@ pub(crate) fn field_len(len: usize) -> Result<usize, EncodeError> {
 /// U+0000 MUST NOT appear (MQTT 5.0 §1.5.4, 3.1.1 §1.5.3). Surrogates and ill-formed
 /// sequences are already rejected by `core::str::from_utf8`.
 pub(crate) fn check_mqtt_str(s: &str) -> Result<(), Error> {
-    if s.as_bytes().contains(&0) {
+    // A plain loop: `contains` would link the word-at-a-time `memchr` into firmware.
+    if s.bytes().any(|b| b == 0) {
         return Err(Error::NullCharacter);
     }
     Ok(())

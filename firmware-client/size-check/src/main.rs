@@ -72,15 +72,17 @@ impl Write for Canned {
 
 #[entry]
 fn main() -> ! {
-    let mut rx = [0u8; 512];
-    let mut tx = [0u8; 512];
+    // `#[entry]` turns these into `&'static mut` buffers in .bss, as firmware keeps
+    // them: zeroed by the reset handler, not by code in `main`.
+    static mut RX: [u8; 512] = [0; 512];
+    static mut TX: [u8; 512] = [0; 512];
     let mut io = Canned { at: 0 };
     let mut clock: u64 = 0;
     let Ok(builder) = ConfigBuilder::new(black_box("sensor-17")) else {
         halt()
     };
     let config = builder.keep_alive(30).build();
-    let mut client: Client<'_, 4> = Client::new(config, Buffers::new(&mut rx, &mut tx));
+    let mut client: Client<'_, 4> = Client::new(config, Buffers::new(RX, TX));
     if client.connect(&mut io, clock).is_err() {
         halt()
     }
