@@ -30,6 +30,9 @@ const TARGETS: [&str; 3] = [
     "wasm32-unknown-unknown",
 ];
 /// Executables the integration tests run, and where apt finds them.
+/// Flash budget of the firmware client's size-check image (`.text`, bytes): connect, QoS 1
+/// publish, subscribe on a Cortex-M4F at opt-level "z" with LTO.
+const FIRMWARE_TEXT_BUDGET: u64 = 12 * 1024;
 const MOSQUITTO_TOOLS: [&str; 3] = ["mosquitto", "mosquitto_pub", "mosquitto_sub"];
 const MOSQUITTO_PACKAGES: [&str; 2] = ["mosquitto", "mosquitto-clients"];
 /// Seconds each fuzz target runs inside `cargo xtask test`.
@@ -189,24 +192,45 @@ fn test(root: &Path, quick: bool, steps: &mut Steps) -> Result<()> {
         ]),
     )?;
     for target in ["thumbv7em-none-eabihf", "riscv32imc-unknown-none-elf"] {
-        steps.run(
-            &format!("no_std check: tern-client ({target})"),
-            cargo(root).args([
-                "check",
-                "-p",
-                "tern-client",
-                "--no-default-features",
-                "--target",
-                target,
-            ]),
-        )?;
+        for features in ["", "async,qos2"] {
+            steps.run(
+                &format!("no_std build: tern-client ({target}, features [{features}])"),
+                cargo(root).args([
+                    "build",
+                    "-p",
+                    "tern-client",
+                    "--no-default-features",
+                    "--features",
+                    features,
+                    "--target",
+                    target,
+                ]),
+            )?;
+        }
     }
-    // A real Cortex-M firmware image (connect + QoS 1 publish + subscribe) must link; its
-    // section sizes are what `docs/benchmarks.md` reports.
+    // The client without QoS 2 receive (the size-check configuration) behaves as documented.
+    steps.run(
+        "tern-client tests without qos2",
+        cargo(root).args([
+            "test",
+            "-p",
+            "tern-client",
+            "--no-default-features",
+            "--features",
+            "std,async",
+            "--lib",
+            "--test",
+            "mock",
+        ]),
+    )?;
+    // A real Cortex-M firmware image (connect + QoS 1 publish + subscribe) must link and fit
+    // the flash budget; its section sizes are what `docs/benchmarks.md` reports.
+    let size_check = root.join("firmware-client").join("size-check");
     steps.run(
         "firmware size-check build",
-        cargo(&root.join("firmware-client").join("size-check")).args(["build", "--release"]),
+        cargo(&size_check).args(["build", "--release"]),
     )?;
+    firmware_size_gate(&size_check)?;
     let filters = root.join("filters");
     if filters.join("Cargo.toml").is_file() {
         // The wasm build, then the guests as components in target/filters.
@@ -398,8 +422,53 @@ fn fuzz_prerequisites() -> Result<FuzzToolchain> {
     Ok(toolchain)
 }
 
+/// Fails when the size-check image's `.text` exceeds [`FIRMWARE_TEXT_BUDGET`].
+fn firmware_size_gate(size_check: &Path) -> Result<()> {
+    let sysroot = capture(Command::new("rustc").args(["--print", "sysroot"]))?;
+    let host = capture(Command::new("rustc").args(["--print", "host-tuple"]))?;
+    let llvm_size = Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(host.trim())
+        .join("bin/llvm-size");
+    let image = size_check.join("target/thumbv7em-none-eabihf/release/tern-client-size-check");
+    let out = capture(Command::new(&llvm_size).arg("-A").arg(&image)).with_context(|| {
+        format!(
+            "{} failed (the llvm-tools component: `rustup component add llvm-tools`)",
+            llvm_size.display()
+        )
+    })?;
+    let text = out
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.split_whitespace();
+            (parts.next() == Some(".text")).then(|| parts.next()?.parse::<u64>().ok())?
+        })
+        .context("no .text section in llvm-size output")?;
+    println!("firmware size-check: .text {text} B (budget {FIRMWARE_TEXT_BUDGET} B)");
+    if text > FIRMWARE_TEXT_BUDGET {
+        bail!("firmware client .text is {text} B, over the {FIRMWARE_TEXT_BUDGET} B budget");
+    }
+    Ok(())
+}
+
 /// Installs what the tests need, or fails naming what is missing and how to get it.
 fn prerequisites() -> Result<()> {
+    let components = capture(Command::new("rustup").args(["component", "list", "--installed"]))
+        .context("`rustup` is needed to add the llvm-tools component")?;
+    if !components
+        .lines()
+        .any(|l| l.trim().starts_with("llvm-tools"))
+    {
+        println!("adding rust component: llvm-tools");
+        let status = Command::new("rustup")
+            .args(["component", "add", "llvm-tools"])
+            .stdin(Stdio::null())
+            .status()
+            .context("running rustup")?;
+        if !status.success() {
+            bail!("`rustup component add llvm-tools` failed (needed for the firmware size gate)");
+        }
+    }
     let installed = capture(Command::new("rustup").args(["target", "list", "--installed"]))
         .context("`rustup` is needed to add the cross-compilation targets (https://rustup.rs)")?;
     let missing: Vec<&str> = TARGETS
