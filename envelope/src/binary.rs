@@ -1,6 +1,10 @@
 //! The binary form: `b"TERN"`, a version byte, a flags byte, then the postcard encoding of
 //! [`Envelope`](crate::Envelope). The writer encodes the header fields last but emits them
 //! first, so it can append messages before it knows their count and `last_seq`.
+//!
+//! Flags (version 1): bit 0 ([`FLAG_ZSTD`]) says the bytes after the prefix are a zstd
+//! frame holding the postcard body ([`crate::compress`]); bit 1 ([`FLAG_REPLAY`]) marks a
+//! replayed envelope. Other bits are reserved: a decoder rejects them.
 
 use crate::model::MessageRef;
 use crate::writer::Head;
@@ -10,8 +14,14 @@ use crate::{Envelope, EnvelopeError};
 pub const MAGIC: [u8; 4] = *b"TERN";
 /// Binary format version this crate writes and reads.
 pub const VERSION: u8 = 1;
-/// Flags byte of version 1: no flag defined (a later version may add compression).
+/// Flags byte of an uncompressed envelope.
 pub const FLAGS: u8 = 0;
+/// Flag bit: the body after the prefix is zstd-compressed.
+pub const FLAG_ZSTD: u8 = 0x01;
+/// Flag bit: a replayed envelope ([`Envelope::replay`]).
+pub const FLAG_REPLAY: u8 = 0x02;
+/// Every flag bit this decoder knows.
+pub const KNOWN_FLAGS: u8 = FLAG_ZSTD | FLAG_REPLAY;
 /// Bytes before the postcard body.
 pub const PREFIX_LEN: usize = 6;
 
@@ -29,7 +39,7 @@ pub(crate) fn assemble(head: &Head<'_>, body: &[u8]) -> Result<Vec<u8>, Envelope
     let mut out = Vec::with_capacity(PREFIX_LEN + max_head_len(head.gateway) + body.len());
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
-    out.push(FLAGS);
+    out.push(if head.replay { FLAG_REPLAY } else { FLAGS });
     let fields = (
         head.gateway,
         head.prev_seq,
@@ -58,10 +68,18 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
     if *version != VERSION {
         return Err(EnvelopeError::UnsupportedVersion(u64::from(*version)));
     }
-    if *flags != FLAGS {
+    if flags & !KNOWN_FLAGS != 0 {
         return Err(EnvelopeError::UnsupportedFlags(*flags));
     }
-    let (envelope, tail) = postcard::take_from_bytes::<Envelope>(body)?;
+    let decompressed;
+    let body = if flags & FLAG_ZSTD != 0 {
+        decompressed = crate::compress::decompress(body)?;
+        decompressed.as_slice()
+    } else {
+        body
+    };
+    let (mut envelope, tail) = postcard::take_from_bytes::<Envelope>(body)?;
+    envelope.replay = flags & FLAG_REPLAY != 0;
     if !tail.is_empty() {
         return Err(EnvelopeError::TrailingBytes(tail.len()));
     }

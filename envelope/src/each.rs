@@ -10,6 +10,14 @@ pub const ID_PROPERTY: &str = "tern-id";
 /// the same stream, in decimal; the empty string when there was none (start of the
 /// stream). The message then covers `(tern-prev, seq]`.
 pub const PREV_PROPERTY: &str = "tern-prev";
+/// User property marking a message the bridge resent from its backlog after an outage
+/// while newer ones went first (`replay = "live-first"`); value `1`.
+pub const REPLAY_PROPERTY: &str = "tern-replay";
+
+/// The replay marker the bridge appends to a replayed message.
+pub fn replay_property() -> (String, String) {
+    (REPLAY_PROPERTY.to_owned(), "1".to_owned())
+}
 
 /// The two user properties the bridge appends to a forwarded message, in this order.
 /// `prev_seq` is the seq of the previous message of the stream (`None` at its start).
@@ -31,6 +39,8 @@ pub struct Provenance {
     /// From `tern-prev` and the id's seq; `None` when the sender gave no `tern-prev`
     /// (de-duplication still works, gap detection does not).
     pub coverage: Option<Coverage>,
+    /// From `tern-replay`: a message replayed behind newer ones.
+    pub replay: bool,
 }
 
 /// Reads `tern-id` and `tern-prev` from a message's user properties (the first of each
@@ -41,11 +51,14 @@ pub fn provenance<'a>(
 ) -> Result<Option<Provenance>, EnvelopeError> {
     let mut id = None;
     let mut prev = None;
+    let mut replay = false;
     for (key, value) in user_properties {
         if key == ID_PROPERTY && id.is_none() {
             id = Some(value);
         } else if key == PREV_PROPERTY && prev.is_none() {
             prev = Some(value);
+        } else if key == REPLAY_PROPERTY {
+            replay = true;
         }
     }
     let Some(id) = id else {
@@ -75,7 +88,11 @@ pub fn provenance<'a>(
             })
         }
     };
-    Ok(Some(Provenance { id, coverage }))
+    Ok(Some(Provenance {
+        id,
+        coverage,
+        replay,
+    }))
 }
 
 #[cfg(test)]

@@ -55,6 +55,15 @@ pub enum EnvelopeError {
     /// The envelope decodes but breaks an invariant of the format (seq order, range, QoS...).
     #[error("invalid envelope: {0}")]
     Invalid(&'static str),
+    /// A zstd frame does not decompress (or, when encoding, the compressor failed).
+    #[error("zstd: {0}")]
+    Compression(String),
+    /// A compressed envelope decompresses to more than this many bytes.
+    #[error("compressed envelope larger than {0} bytes once decompressed")]
+    DecompressedTooLarge(usize),
+    /// A compressed envelope, and this build has no zstd support (crate feature `zstd`).
+    #[error("compressed envelope, but this decoder was built without the zstd feature")]
+    CompressionUnsupported,
     /// A `tern-id` / `tern-prev` value does not parse.
     #[error("invalid message id {0:?}: expected \"<gateway>:<seq>\"")]
     InvalidId(String),

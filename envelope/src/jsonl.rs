@@ -20,6 +20,8 @@ struct HeaderOut<'a> {
     last_seq: u64,
     created_ms: u64,
     count: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replay: bool,
 }
 
 #[derive(Serialize)]
@@ -50,6 +52,8 @@ struct HeaderIn {
     last_seq: u64,
     created_ms: u64,
     count: u64,
+    #[serde(default)]
+    replay: bool,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +114,7 @@ pub(crate) fn assemble(
         last_seq: head.last_seq,
         created_ms: head.created_ms,
         count: head.count,
+        replay: head.replay,
     };
     let mut out = Vec::with_capacity(128 + head.gateway.len() + body.len());
     serde_json::to_writer(&mut out, &header).map_err(|e| json_error(1, &e))?;
@@ -185,5 +190,6 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         last_seq: header.last_seq,
         created_ms: header.created_ms,
         messages,
+        replay: header.replay,
     })
 }

@@ -14,6 +14,7 @@
 //! - `id`: [`MessageId`], `"<gateway>:<seq>"`.
 //! - `model`: [`Envelope`], [`ForwardedMessage`], [`MessageRef`], [`Coverage`], invariants.
 //! - `binary`: the postcard form behind the `TERN` magic.
+//! - `compress`: zstd compression of either form (crate feature `zstd`, on by default).
 //! - `jsonl`: the JSON-lines form.
 //! - `base64`: the JSON form's encoding of non-UTF-8 payloads.
 //! - `writer`: [`EnvelopeWriter`], the copy-free encoder.
@@ -40,6 +41,7 @@
 //!     last_seq: 7,
 //!     created_ms: 1_700_000_000_050,
 //!     messages: vec![message],
+//!     replay: false,
 //! };
 //! for format in [Format::Postcard, Format::JsonLines] {
 //!     let bytes = tern_envelope::encode(&envelope, format)?;
@@ -53,6 +55,7 @@
 
 pub mod base64;
 pub mod binary;
+pub mod compress;
 pub mod consumer;
 pub mod each;
 mod error;
@@ -79,6 +82,7 @@ pub enum Format {
 pub fn encode(envelope: &Envelope, format: Format) -> Result<Vec<u8>, EnvelopeError> {
     envelope.validate()?;
     let mut writer = EnvelopeWriter::new(format, envelope.gateway.as_str(), envelope.prev_seq);
+    writer.set_replay(envelope.replay);
     for message in &envelope.messages {
         writer.push(&message.as_ref())?;
     }
@@ -86,7 +90,8 @@ pub fn encode(envelope: &Envelope, format: Format) -> Result<Vec<u8>, EnvelopeEr
     writer.finish(envelope.created_ms)
 }
 
-/// Which format `bytes` are in: the binary magic, or a JSON object's `{`.
+/// Which format `bytes` are in: the binary magic, or a JSON object's `{`. A zstd frame
+/// (compressed JSON lines) is [`EnvelopeError::UnknownFormat`] here; [`decode`] opens it.
 pub fn detect(bytes: &[u8]) -> Result<Format, EnvelopeError> {
     match bytes.first() {
         None => Err(EnvelopeError::Empty),
@@ -96,9 +101,19 @@ pub fn detect(bytes: &[u8]) -> Result<Format, EnvelopeError> {
     }
 }
 
-/// Decodes an envelope in either format and checks its invariants. Never panics; any
-/// malformed input is an [`EnvelopeError`].
+/// Decodes an envelope in either format, compressed ([`compress`]) or not, and checks its
+/// invariants. Never panics; any malformed input is an [`EnvelopeError`].
 pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+    if compress::is_zstd_frame(bytes) {
+        let text = compress::decompress(bytes)?;
+        // Only JSON lines travel as a bare frame; a frame inside a frame is refused.
+        return match detect(&text)? {
+            Format::JsonLines => jsonl::decode(&text),
+            Format::Postcard => Err(EnvelopeError::Invalid(
+                "a zstd frame holding a binary envelope (binary envelopes flag compression)",
+            )),
+        };
+    }
     match detect(bytes)? {
         Format::Postcard => binary::decode(bytes),
         Format::JsonLines => jsonl::decode(bytes),

@@ -30,6 +30,11 @@ pub struct Envelope {
     pub created_ms: u64,
     /// The messages, seq strictly increasing, every seq in `(prev_seq, last_seq]`.
     pub messages: Vec<ForwardedMessage>,
+    /// The bridge resent these messages from its backlog after an outage while newer ones
+    /// went first (`replay = "live-first"`): they are older than envelopes that may have
+    /// arrived before. Travels in the binary flags / the JSON header, not in the body.
+    #[serde(skip)]
+    pub replay: bool,
 }
 
 /// One message as the hub received it from a device.

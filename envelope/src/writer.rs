@@ -16,6 +16,7 @@ pub(crate) struct Head<'a> {
     pub last_seq: u64,
     pub created_ms: u64,
     pub count: u64,
+    pub replay: bool,
 }
 
 /// Builds one envelope: create it with the stream's `prev_seq`, [`push`](Self::push)
@@ -53,6 +54,8 @@ pub struct EnvelopeWriter {
     count: u64,
     /// Encoded messages; the header is put in front by `finish`.
     body: Vec<u8>,
+    /// Mark the envelope as replayed.
+    replay: bool,
 }
 
 impl EnvelopeWriter {
@@ -67,7 +70,13 @@ impl EnvelopeWriter {
             order_last: None,
             count: 0,
             body: Vec::new(),
+            replay: false,
         }
+    }
+
+    /// Marks the envelope as replayed ([`Envelope::replay`](crate::Envelope::replay)).
+    pub fn set_replay(&mut self, replay: bool) {
+        self.replay = replay;
     }
 
     /// Reserves room for `additional` more encoded bytes.
@@ -148,6 +157,7 @@ impl EnvelopeWriter {
             last_seq: coverage.last_seq,
             created_ms,
             count: self.count,
+            replay: self.replay,
         };
         match self.format {
             Format::Postcard => binary::assemble(&head, &self.body),

@@ -34,6 +34,7 @@ fn sample() -> Envelope {
                 payload: vec![0xff, 0x00],
             },
         ],
+        replay: false,
     }
 }
 
@@ -179,8 +180,8 @@ fn binary_rejections() {
         Err(EnvelopeError::UnsupportedVersion(2))
     );
     assert_eq!(
-        decode(b"TERN\x01\x01"),
-        Err(EnvelopeError::UnsupportedFlags(1))
+        decode(b"TERN\x01\x80"),
+        Err(EnvelopeError::UnsupportedFlags(0x80))
     );
     let mut trailing = good.clone();
     trailing.push(0);
@@ -249,4 +250,105 @@ fn detection() {
     assert_eq!(detect(b"TERN\x01\x00"), Ok(Format::Postcard));
     assert_eq!(detect(b"{}"), Ok(Format::JsonLines));
     assert_eq!(detect(b" {}"), Err(EnvelopeError::UnknownFormat));
+}
+
+/// zstd: both forms round-trip; the binary prefix stays readable with the flag set, the
+/// JSON form is a bare zstd frame; a repetitive batch gets much smaller.
+#[cfg(feature = "zstd")]
+#[test]
+fn zstd_round_trips_in_both_formats() {
+    use tern_envelope::binary::{FLAG_ZSTD, MAGIC, VERSION};
+    use tern_envelope::compress::{DEFAULT_LEVEL, ZSTD_MAGIC, compress};
+    let mut big = sample();
+    big.last_seq = 5000;
+    big.messages = (10..1010)
+        .map(|seq| ForwardedMessage {
+            seq,
+            topic: "site-7/sensors/t1".into(),
+            received_ms: 1_700_000_000_000 + seq,
+            qos: 1,
+            retain: false,
+            content_type: None,
+            user_properties: vec![],
+            payload: format!("{{\"t\":21.{},\"unit\":\"C\"}}", seq % 10).into_bytes(),
+        })
+        .collect();
+    for envelope in [sample(), big] {
+        for format in [Format::Postcard, Format::JsonLines] {
+            let plain = encode(&envelope, format).unwrap();
+            let packed = compress(&plain, DEFAULT_LEVEL).unwrap();
+            assert_eq!(decode(&packed).as_ref(), Ok(&envelope), "{format:?}");
+            match format {
+                Format::Postcard => {
+                    assert_eq!(&packed[..4], &MAGIC);
+                    assert_eq!((packed[4], packed[5]), (VERSION, FLAG_ZSTD));
+                }
+                Format::JsonLines => assert_eq!(&packed[..4], &ZSTD_MAGIC),
+            }
+            if envelope.messages.len() > 100 {
+                assert!(
+                    packed.len() * 4 < plain.len(),
+                    "{format:?}: {} -> {} bytes",
+                    plain.len(),
+                    packed.len()
+                );
+            }
+            // Compressing twice is refused, not nested.
+            assert!(compress(&packed, DEFAULT_LEVEL).is_err());
+        }
+    }
+}
+
+/// Broken compressed input is an error, never a panic.
+#[cfg(feature = "zstd")]
+#[test]
+fn zstd_rejections() {
+    use tern_envelope::compress::{DEFAULT_LEVEL, compress};
+    let packed = compress(&encode(&sample(), Format::Postcard).unwrap(), DEFAULT_LEVEL).unwrap();
+    for cut in 6..packed.len() {
+        assert!(decode(&packed[..cut]).is_err(), "cut at {cut}");
+    }
+    assert!(matches!(
+        decode(b"TERN\x01\x01garbage"),
+        Err(EnvelopeError::Compression(_))
+    ));
+    // A frame holding a binary envelope is not a valid form.
+    let plain = encode(&sample(), Format::Postcard).unwrap();
+    let frame = zstd_frame(&plain);
+    assert!(matches!(decode(&frame), Err(EnvelopeError::Invalid(_))));
+}
+
+#[cfg(feature = "zstd")]
+fn zstd_frame(bytes: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(bytes, 1).unwrap()
+}
+
+/// The replay marker: flag 0x02 in the binary prefix, `"replay":true` in the JSON header
+/// (absent when false), kept through compression.
+#[test]
+fn replay_marker_round_trips() {
+    let mut replayed = sample();
+    replayed.replay = true;
+    let binary = encode(&replayed, Format::Postcard).unwrap();
+    assert_eq!(&binary[..6], b"TERN\x01\x02");
+    assert_eq!(decode(&binary).as_ref(), Ok(&replayed));
+    let json = encode(&replayed, Format::JsonLines).unwrap();
+    let header = json.split(|&b| b == b'\n').next().unwrap();
+    assert!(
+        std::str::from_utf8(header)
+            .unwrap()
+            .contains("\"replay\":true")
+    );
+    assert_eq!(decode(&json).as_ref(), Ok(&replayed));
+    let plain = encode(&sample(), Format::JsonLines).unwrap();
+    assert!(!std::str::from_utf8(&plain).unwrap().contains("replay"));
+    #[cfg(feature = "zstd")]
+    for bytes in [binary, json] {
+        let packed = tern_envelope::compress::compress(&bytes, 3).unwrap();
+        assert_eq!(decode(&packed).as_ref(), Ok(&replayed));
+    }
+    assert_eq!(
+        decode(b"TERN\x01\x04"),
+        Err(EnvelopeError::UnsupportedFlags(4))
+    );
 }

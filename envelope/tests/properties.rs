@@ -68,6 +68,8 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                 last_seq,
                 created_ms,
                 messages,
+                // Both values of the replay marker, from the generated time.
+                replay: created_ms % 2 == 1,
             },
         )
 }
@@ -136,6 +138,7 @@ proptest! {
                         seq, topic: "t".into(), received_ms: 0, qos: 1, retain: false,
                         content_type: None, user_properties: vec![], payload: vec![],
                     }).collect(),
+                    replay: false,
                 });
                 prev = Some(last_seq);
             }

@@ -335,6 +335,9 @@ async fn each_mode_forwards_in_order_with_prefix_and_ids() {
     assert_eq!(cloud_status["connected"], 1, "{json}");
     assert_eq!(cloud_status["forwarded"], 301, "{json}");
     assert_eq!(cloud_status["backlog"], 0, "{json}");
+    assert_eq!(cloud_status["backlog_bytes"], 0, "{json}");
+    assert_eq!(cloud_status["dropped"], 0, "{json}");
+    assert_eq!(cloud_status["trimmed"], 0, "{json}");
     hub.finish();
 }
 
@@ -815,5 +818,429 @@ async fn refused_message_is_retried_not_skipped() {
         .await,
         Some(1)
     );
+    hub.finish();
+}
+
+/// Payload of message `i` in the outbox tests: `p<i>:` and padding, `PAYLOAD` bytes.
+fn padded(range: std::ops::Range<usize>) -> impl Iterator<Item = String> {
+    const PAYLOAD: usize = 200;
+    range.map(|i| {
+        let head = format!("p{i}:");
+        format!("{head}{}", "x".repeat(PAYLOAD - head.len()))
+    })
+}
+
+/// Index `i` of a [`padded`] payload.
+fn padded_index(got: &Got) -> usize {
+    got.text()
+        .strip_prefix('p')
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected payload {:?}", got.text()))
+}
+
+/// The seq of an `each`-mode message's `tern-id`.
+fn id_seq(got: &Got) -> u64 {
+    got.prop("tern-id")
+        .and_then(|id| id.rsplit_once(':'))
+        .and_then(|(_, seq)| seq.parse().ok())
+        .unwrap_or_else(|| panic!("no tern-id on {:?}", got.text()))
+}
+
+/// Waits until the bridge's `$SYS` values satisfy `ok` (topics without the
+/// `$SYS/broker/bridges/<name>/` prefix); returns the last values seen.
+async fn bridge_sys(
+    hub: &Hub,
+    name: &str,
+    ok: impl Fn(&BTreeMap<String, u64>) -> bool,
+) -> BTreeMap<String, u64> {
+    let prefix = format!("$SYS/broker/bridges/{name}/");
+    let (mut c, _) = RawClient::connect_ok(hub.addr(), Connect::v4("")).await;
+    c.subscribe(&format!("{prefix}+"), 0).await;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    let mut values = BTreeMap::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(p) = c.try_recv_publish(left).await else {
+            panic!("bridge {name} $SYS never satisfied the condition: {values:?}");
+        };
+        let Some(key) = p.topic.strip_prefix(&prefix) else {
+            continue;
+        };
+        if let Ok(v) = String::from_utf8_lossy(&p.payload).trim().parse::<u64>() {
+            values.insert(key.to_owned(), v);
+        }
+        // Each round publishes every value, `last_error` last: judge complete rounds.
+        if key == "last_error" && ok(&values) {
+            return values;
+        }
+    }
+}
+
+/// Outbox bound: with the upstream down, devices keep publishing far beyond the bridge's
+/// `outbox.max_bytes`. Every publish is accepted, the bridge gives up the oldest messages
+/// (counted in `dropped`, logged) and keeps its backlog within the bound; once upstream is
+/// back, the newest messages arrive in order and the consumer sees exactly one gap, where
+/// the given-up messages were.
+#[tokio::test]
+async fn outbox_bound_gives_up_the_oldest_and_consumers_see_the_gap() {
+    const BEFORE: usize = 10;
+    const N: usize = 3000;
+    const MAX_BYTES: u64 = 64 * 1024;
+    let mut upstream = Mosquitto::start();
+    let mut cloud = Cloud::connect(upstream.port(), "cloud-bound").await;
+    let hub = Hub::with_config(&hub_config(&bridge(
+        "cloud",
+        &upstream.address(),
+        "topics = [\"sensors/#\"]\noutbox = { max_bytes = \"64KiB\" }",
+    )));
+    hub.wait_log("bridge connected");
+    publish_all(&hub, "sensors/b", padded(0..BEFORE)).await;
+    let first = cloud.collect(BEFORE).await;
+    upstream.stop();
+    hub.wait_log("bridge disconnected");
+    publish_all(&hub, "sensors/b", padded(BEFORE..N)).await;
+    let outage = (N - BEFORE) as u64;
+    // Everything published during the outage is either waiting or given up.
+    let sys = bridge_sys(&hub, "cloud", |v| {
+        v.get("dropped").copied().unwrap_or(0) + v.get("backlog").copied().unwrap_or(0) == outage
+    })
+    .await;
+    let dropped = sys["dropped"];
+    let waiting = sys["backlog"];
+    assert!(dropped > 0, "{sys:?}");
+    assert!(sys["backlog_bytes"] <= MAX_BYTES, "{sys:?}");
+    assert!(sys["dropped_bytes"] >= dropped * 200, "{sys:?}");
+    assert_eq!(sys["connected"], 0);
+    hub.wait_log("bridge lost messages before forwarding them");
+
+    upstream.restart();
+    let rest = cloud
+        .collect_until(DRAIN_TIMEOUT, |g| {
+            g.last().is_some_and(|l| padded_index(l) == N - 1)
+        })
+        .await;
+    // The newest `waiting` messages, in order, once each.
+    let indices: Vec<usize> = rest.iter().map(padded_index).collect();
+    let first_kept = N - usize::try_from(waiting).expect("small");
+    assert_eq!(indices, (first_kept..N).collect::<Vec<_>>());
+    assert_eq!(
+        first_kept - BEFORE,
+        usize::try_from(dropped).expect("small")
+    );
+    cloud.expect_quiet().await;
+
+    // The consumer's view: one gap, from after the last message before the outage to
+    // right before the first kept one.
+    let mut dedup = tern_envelope::consumer::Deduplicator::new();
+    for g in first.iter().chain(&rest) {
+        let p =
+            tern_envelope::each::provenance(g.user.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .expect("valid tern-id / tern-prev")
+                .expect("a tern-id");
+        assert_eq!(
+            dedup.observe(&p.id, p.coverage),
+            tern_envelope::consumer::Verdict::New
+        );
+    }
+    let report = dedup.reports().remove(0);
+    let last_before = id_seq(first.last().expect("messages before the outage"));
+    let first_after = id_seq(&rest[0]);
+    assert_eq!(
+        report.gaps,
+        [tern_envelope::SeqRange {
+            first: last_before + 1,
+            last: first_after - 1
+        }]
+    );
+    let sys = bridge_sys(&hub, "cloud", |v| v.get("backlog") == Some(&0)).await;
+    assert_eq!(sys["dropped"], dropped, "nothing given up once connected");
+    assert_eq!(sys["forwarded"], (BEFORE as u64) + waiting);
+    hub.finish();
+}
+
+/// `compression = "zstd"`: envelopes carry the flag (binary) or are a zstd frame (JSON
+/// lines), the content type says so, and they decode to the messages published.
+#[tokio::test]
+async fn zstd_envelopes_decode_to_the_originals() {
+    for format in ["postcard", "json-lines"] {
+        let upstream = Mosquitto::start();
+        let mut cloud = Cloud::connect(upstream.port(), "cloud-zstd").await;
+        let hub = Hub::with_config(&hub_config(&bridge(
+            "cloud",
+            &upstream.address(),
+            &format!(
+                "topics = [\"sensors/#\"]\nmode = \"envelope\"\nenvelope_format = {format:?}\n\
+                 compression = \"zstd\"\ncompression_level = 5\n\
+                 batch = {{ max_messages = 100, max_bytes = \"64KiB\", linger = \"20ms\" }}"
+            ),
+        )));
+        hub.wait_log("bridge connected");
+        publish_all(&hub, "sensors/z", padded(0..500)).await;
+        let mut dedup = tern_envelope::consumer::Deduplicator::new();
+        let mut payloads = Vec::new();
+        let mut wire = 0;
+        while payloads.len() < 500 {
+            let got = cloud.collect(1).await.remove(0);
+            assert_eq!(
+                got.content_type.as_deref(),
+                Some(if format == "postcard" {
+                    "application/vnd.tern.envelope+postcard+zstd"
+                } else {
+                    "application/vnd.tern.envelope+jsonl+zstd"
+                })
+            );
+            if format == "postcard" {
+                assert_eq!(&got.payload[..6], b"TERN\x01\x01", "flag set");
+            } else {
+                assert_eq!(&got.payload[..4], &tern_envelope::compress::ZSTD_MAGIC);
+            }
+            wire += got.payload.len();
+            let envelope = tern_envelope::decode(&got.payload)
+                .unwrap_or_else(|e| panic!("{format}: undecodable envelope: {e}"));
+            for v in dedup.observe_envelope(&envelope) {
+                assert_eq!(v, tern_envelope::consumer::Verdict::New);
+            }
+            payloads.extend(
+                envelope
+                    .messages
+                    .into_iter()
+                    .map(|m| String::from_utf8(m.payload).expect("utf-8")),
+            );
+        }
+        assert_eq!(payloads, padded(0..500).collect::<Vec<_>>(), "{format}");
+        assert!(
+            wire < 500 * 200 / 4,
+            "{format}: 500 padded messages in {wire} bytes"
+        );
+        assert!(dedup.reports().iter().all(|g| g.gaps.is_empty()));
+        hub.finish();
+    }
+}
+
+/// Messages the store trims (age limit) before the bridge could forward them: counted as
+/// `trimmed`, shown to consumers as a gap, and the bridge goes on with what follows.
+#[tokio::test]
+async fn messages_trimmed_by_the_store_are_counted_and_the_bridge_goes_on() {
+    const N: usize = 12_000;
+    let mut upstream = Mosquitto::start();
+    let mut cloud = Cloud::connect(upstream.port(), "cloud-trim").await;
+    let hub = Hub::with_config(&format!(
+        "[store]\nmax_age = \"2s\"\n\n{}",
+        hub_config(&bridge(
+            "cloud",
+            &upstream.address(),
+            "topics = [\"sensors/#\"]\noutbox = { max_age = \"1h\" }",
+        ))
+    ));
+    hub.wait_log("bridge connected");
+    publish_all(&hub, "sensors/t", numbered(0..10)).await;
+    let mut got = cloud.collect(10).await;
+    upstream.stop();
+    hub.wait_log("bridge disconnected");
+    publish_all(&hub, "sensors/t", numbered(10..N)).await;
+    // The store drops them at the age limit; the bridge holds only part of them in memory.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    upstream.restart();
+    hub.wait_log("bridge lost messages before forwarding them");
+    publish_all(&hub, "sensors/t", numbered(N..N + 10)).await;
+    got.extend(
+        cloud
+            .collect_until(DRAIN_TIMEOUT, |g| {
+                g.last().is_some_and(|l| l.text() == format!("m{}", N + 9))
+            })
+            .await,
+    );
+    let sys = bridge_sys(&hub, "cloud", |v| v.get("backlog") == Some(&0)).await;
+    let trimmed = sys["trimmed"];
+    assert!(trimmed > 0, "{sys:?}");
+    assert_eq!(sys["dropped"], 0, "{sys:?}");
+    // What arrived is in order, once each, and the messages after the outage are there.
+    let indices: Vec<usize> = got
+        .iter()
+        .map(|g| g.text()[1..].parse().expect("m<i>"))
+        .collect();
+    assert!(
+        indices.windows(2).all(|w| w[0] < w[1]),
+        "order or duplicates"
+    );
+    assert_eq!(
+        indices[indices.len() - 10..],
+        (N..N + 10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        got.len() as u64 + trimmed,
+        (N + 10) as u64,
+        "every message arrived or was counted as trimmed"
+    );
+    let mut dedup = tern_envelope::consumer::Deduplicator::new();
+    for g in &got {
+        let p =
+            tern_envelope::each::provenance(g.user.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .expect("valid tern-id / tern-prev")
+                .expect("a tern-id");
+        dedup.observe(&p.id, p.coverage);
+    }
+    let report = dedup.reports().remove(0);
+    assert_eq!(report.gaps.len(), 1, "{report:?}");
+    hub.finish();
+}
+
+/// `replay = "live-first"`: after an outage, messages published once the link is back go
+/// upstream while the backlog is still draining; the backlog is marked `tern-replay`, each
+/// of the two keeps its order, everything arrives exactly once and the chain has no gap.
+#[tokio::test]
+async fn live_first_sends_new_messages_during_the_replay() {
+    const N: usize = 600;
+    const LIVE: usize = 20;
+    let mut upstream = Mosquitto::start();
+    let mut cloud = Cloud::connect(upstream.port(), "cloud-live-first").await;
+    let hub = Hub::with_config(&hub_config(&bridge(
+        "cloud",
+        &upstream.address(),
+        // Two publishes in flight: the replay takes a while (each window waits for its
+        // PUBACKs), so live messages overtake it.
+        "topics = [\"sensors/#\"]\nreplay = \"live-first\"\ninflight = 2",
+    )));
+    hub.wait_log("bridge connected");
+    upstream.stop();
+    hub.wait_log("bridge disconnected");
+    publish_all(&hub, "sensors/backlog", numbered(0..N)).await;
+    upstream.restart();
+    let mut got = cloud.collect(1).await;
+    hub.wait_log("bridge replaying the backlog behind live messages");
+    publish_all(&hub, "sensors/live", (0..LIVE).map(|i| format!("live{i}"))).await;
+    got.extend(
+        cloud
+            .collect_until(DRAIN_TIMEOUT, |g| {
+                all_arrived(&got, g, N)
+                    && g.iter().filter(|m| m.topic == "sensors/live").count() == LIVE
+            })
+            .await,
+    );
+    hub.wait_log("bridge replay finished");
+    cloud.expect_quiet().await;
+
+    let (backlog, live): (Vec<&Got>, Vec<&Got>) =
+        got.iter().partition(|g| g.topic == "sensors/backlog");
+    assert_eq!(
+        backlog.iter().map(|g| g.text()).collect::<Vec<_>>(),
+        numbered(0..N).collect::<Vec<_>>(),
+        "the backlog in order, once each"
+    );
+    assert_eq!(
+        live.iter().map(|g| g.text()).collect::<Vec<_>>(),
+        (0..LIVE).map(|i| format!("live{i}")).collect::<Vec<_>>(),
+        "live messages in order, once each"
+    );
+    assert!(backlog.iter().all(|g| g.prop("tern-replay") == Some("1")));
+    assert!(live.iter().all(|g| g.prop("tern-replay").is_none()));
+    // Live messages went before the end of the replay.
+    let last_live = got.iter().rposition(|g| g.topic == "sensors/live");
+    let last_backlog = got.iter().rposition(|g| g.topic == "sensors/backlog");
+    assert!(
+        last_live < last_backlog,
+        "live messages waited for the replay"
+    );
+    assert_eq!(dedup_each(&got), ((N + LIVE) as u64, 0));
+    hub.finish();
+}
+
+/// Hub killed with SIGKILL during a live-first replay (envelope mode), restarted: the
+/// replay resumes from the stored state, nothing is lost, and a message sent twice
+/// carries the same id; replayed envelopes carry the replay flag.
+#[tokio::test]
+async fn hub_killed_during_live_first_replay_loses_nothing() {
+    const N: usize = 10_000;
+    const LIVE: usize = 50;
+    let mut upstream = Mosquitto::start();
+    let mut cloud = Cloud::connect(upstream.port(), "cloud-live-kill").await;
+    let mut hub = Hub::with_config(&hub_config(&bridge(
+        "cloud",
+        &upstream.address(),
+        "topics = [\"sensors/#\"]\nreplay = \"live-first\"\nmode = \"envelope\"\ninflight = 1\n\
+         batch = { max_messages = 5, max_bytes = \"64KiB\", linger = \"5ms\" }",
+    )));
+    hub.wait_log("bridge connected");
+    upstream.stop();
+    hub.wait_log("bridge disconnected");
+    publish_all(&hub, "sensors/backlog", numbered(0..N)).await;
+    upstream.restart();
+    hub.wait_log("bridge replaying the backlog behind live messages");
+    publish_all(&hub, "sensors/live", (0..LIVE).map(|i| format!("live{i}"))).await;
+    // Some live messages are through, the replay is not finished: kill.
+    let mut envelopes = cloud
+        .collect_until(DRAIN_TIMEOUT, |g| {
+            g.iter()
+                .filter_map(|e| tern_envelope::decode(&e.payload).ok())
+                .any(|e| e.messages.iter().any(|m| m.topic == "sensors/live"))
+        })
+        .await;
+    // The replay's state is saved at most 100 ms after it changes; the replay itself
+    // (2000 envelopes, one in flight) takes far longer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hub.kill_9();
+    hub.restart();
+    hub.wait_log("bridge resuming a live-first replay");
+    publish_all(
+        &hub,
+        "sensors/live",
+        (LIVE..2 * LIVE).map(|i| format!("live{i}")),
+    )
+    .await;
+
+    // Collect until every message arrived, checking ids as they come.
+    let mut by_id: BTreeMap<u64, String> = BTreeMap::new();
+    let mut dedup = tern_envelope::consumer::Deduplicator::new();
+    let mut duplicates = 0;
+    let mut replayed_flags = (0, 0);
+    let mut seen = |envelopes: &[Got], by_id: &mut BTreeMap<u64, String>| {
+        for got in envelopes {
+            let envelope = tern_envelope::decode(&got.payload).expect("an envelope");
+            let backlog = envelope
+                .messages
+                .iter()
+                .filter(|m| m.topic == "sensors/backlog")
+                .count();
+            if envelope.replay {
+                replayed_flags.0 += 1;
+                assert_eq!(backlog, envelope.messages.len(), "only backlog is replayed");
+            } else {
+                replayed_flags.1 += 1;
+            }
+            for (m, verdict) in envelope
+                .messages
+                .iter()
+                .zip(dedup.observe_envelope(&envelope))
+            {
+                let text = String::from_utf8_lossy(&m.payload).into_owned();
+                if let Some(first) = by_id.insert(m.seq, text.clone()) {
+                    assert_eq!(first, text, "id {} named two messages", m.seq);
+                    assert_eq!(verdict, tern_envelope::consumer::Verdict::Duplicate);
+                    duplicates += 1;
+                }
+            }
+        }
+    };
+    seen(&envelopes, &mut by_id);
+    let total = N + 2 * LIVE;
+    while by_id.len() < total {
+        envelopes = cloud.collect(1).await;
+        seen(&envelopes, &mut by_id);
+    }
+    let texts: std::collections::BTreeSet<&str> = by_id.values().map(String::as_str).collect();
+    for i in 0..N {
+        assert!(texts.contains(format!("m{i}").as_str()), "m{i} lost");
+    }
+    for i in 0..2 * LIVE {
+        assert!(texts.contains(format!("live{i}").as_str()), "live{i} lost");
+    }
+    assert!(
+        replayed_flags.0 > 0 && replayed_flags.1 > 0,
+        "{replayed_flags:?}"
+    );
+    let report = dedup.reports().remove(0);
+    assert!(report.gaps.is_empty(), "{report:?}");
+    eprintln!("{duplicates} duplicates after SIGKILL mid-replay");
     hub.finish();
 }

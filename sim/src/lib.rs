@@ -7,6 +7,7 @@
 //! knows nothing of the hub's internals.
 
 pub mod bench;
+pub mod bridge_bench;
 pub mod consume;
 pub mod payload;
 pub mod run;

@@ -76,6 +76,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the hub's upstream bridge: drain rate of a preloaded backlog and latency at
+    /// steady load, per mode, against a mosquitto started on a free loopback port.
+    BridgeBench {
+        /// The hub binary.
+        #[arg(long, default_value = "target/release/tern")]
+        hub: std::path::PathBuf,
+        /// The mosquitto binary.
+        #[arg(long, default_value = "mosquitto")]
+        mosquitto: std::path::PathBuf,
+        /// Backlog to drain, in messages.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Payload bytes per message (at least 24).
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Messages per second of the latency run (0: skip it).
+        #[arg(long, default_value_t = 2000)]
+        latency_rate: u64,
+        /// Seconds of the latency run.
+        #[arg(long, default_value_t = 10)]
+        latency_secs: u64,
+        /// Modes to run (each, each-wide, postcard, json-lines, postcard-zstd); all by default.
+        #[arg(long = "mode")]
+        modes: Vec<String>,
+        /// Print the rows as JSON too.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the fixed benchmark scenarios and print a markdown table.
     Bench {
         /// Broker address.
@@ -154,6 +182,46 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 print!("{summary}");
+            }
+        }
+        Command::BridgeBench {
+            hub,
+            mosquitto,
+            messages,
+            payload,
+            latency_rate,
+            latency_secs,
+            modes,
+            json,
+        } => {
+            use tern_sim::bridge_bench::BenchMode;
+            let modes = if modes.is_empty() {
+                BenchMode::ALL.to_vec()
+            } else {
+                modes
+                    .iter()
+                    .map(|m| match m.as_str() {
+                        "each" => Ok(BenchMode::Each),
+                        "each-wide" => Ok(BenchMode::EachWide),
+                        "postcard" => Ok(BenchMode::Postcard),
+                        "json-lines" => Ok(BenchMode::JsonLines),
+                        "postcard-zstd" => Ok(BenchMode::PostcardZstd),
+                        other => Err(anyhow::anyhow!("unknown --mode {other:?}")),
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            };
+            let config = tern_sim::bridge_bench::BridgeBenchConfig {
+                hub,
+                mosquitto,
+                messages,
+                payload,
+                latency_rate,
+                latency_secs,
+                modes,
+            };
+            let rows = tern_sim::bridge_bench::bridge_bench(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
             }
         }
         Command::Bench { target, quick } => {

@@ -152,6 +152,7 @@ fn envelope(prev_seq: Option<u64>, last_seq: u64, seqs: &[u64]) -> Envelope {
         last_seq,
         created_ms: 1_700_000_001_000,
         messages: seqs.iter().map(|&s| message(s, "site/t")).collect(),
+        replay: false,
     }
 }
 
@@ -254,6 +255,58 @@ async fn duplicates_are_dropped_and_lost_units_reported() {
         (m11.topic.as_str(), m11.carrier),
         ("up/gw-b/y", Carrier::Each)
     );
+}
+
+/// zstd-compressed envelopes (binary with the flag, JSON lines as a bare frame) are
+/// decoded like plain ones: a resend in another form is a duplicate, the ranges chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_envelopes_are_decoded_and_deduplicated() {
+    let broker = start_mosquitto();
+    let consumer = Consumer::subscribe(ConsumeConfig {
+        target: format!("127.0.0.1:{}", broker.port),
+        client_id: "test-consumer-zstd".into(),
+        filters: vec!["up/#".into()],
+        duration: Duration::from_secs(15),
+        expect: Some(5),
+        keep_messages: true,
+        ..Default::default()
+    })
+    .await
+    .expect("subscribe");
+    let zstd = |envelope: &Envelope, format: Format| {
+        let mut p = envelope_publish("up/gw-z", envelope, format);
+        p.payload = tern_envelope::compress::compress(&p.payload, 3).expect("compress");
+        p
+    };
+    let first = envelope(None, 4, &[1, 3]);
+    let second = envelope(Some(4), 9, &[6, 8, 9]);
+    publish_all(
+        broker.port,
+        // The fifth unique message comes last, so the resend is counted before the stop.
+        vec![
+            zstd(&second, Format::JsonLines),
+            zstd(&second, Format::Postcard),
+            zstd(&first, Format::Postcard),
+        ],
+    )
+    .await;
+    let summary = consumer.collect().await.expect("collect");
+    println!("{summary}");
+    assert_eq!(summary.stopped, StopReason::Expected, "{summary}");
+    assert_eq!(
+        (summary.envelopes, summary.unrecognized, summary.duplicates),
+        (3, 0, 3),
+        "{summary}"
+    );
+    assert_eq!((summary.unique, summary.gaps), (5, 0), "{summary}");
+    let ids: Vec<&str> = summary.messages.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["gw-a:6", "gw-a:8", "gw-a:9", "gw-a:1", "gw-a:3"]);
+    let payloads: Vec<&[u8]> = summary
+        .messages
+        .iter()
+        .map(|m| m.payload.as_slice())
+        .collect();
+    assert_eq!(payloads, [&b"m6"[..], b"m8", b"m9", b"m1", b"m3"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,18 @@ pub struct BridgeConfig {
     /// Reconnect backoff.
     #[serde(default)]
     pub reconnect: ReconnectConfig,
+    /// Order of a backlog against newer messages after an outage.
+    #[serde(default)]
+    pub replay: ReplayPolicy,
+    /// How much unforwarded backlog the bridge keeps before it gives up the oldest.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    /// Compression of envelopes (`mode = "envelope"`).
+    #[serde(default)]
+    pub compression: Compression,
+    /// zstd level (1 to 22) of `compression = "zstd"`; default 3.
+    #[serde(default)]
+    pub compression_level: Option<i32>,
 }
 
 fn default_keep_alive() -> HumanDuration {
@@ -194,6 +206,66 @@ impl Default for BatchConfig {
             linger: HumanDuration(Duration::from_millis(20)),
         }
     }
+}
+
+/// How a backlog drains after an outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplayPolicy {
+    /// Strictly in log order: the backlog first, then newer messages.
+    #[default]
+    Strict,
+    /// Messages that arrive after the reconnect go first; the backlog drains behind them
+    /// in the remaining window, marked as replayed.
+    LiveFirst,
+}
+
+/// Compression of envelopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// Envelopes travel as encoded.
+    #[default]
+    None,
+    /// zstd (`tern_envelope::compress`): a flag in the binary header, a bare zstd frame for
+    /// JSON lines.
+    Zstd,
+}
+
+/// `outbox = { max_bytes, max_age }`: the bound of one bridge's unforwarded backlog.
+///
+/// Beyond it the bridge gives up its oldest unforwarded messages (counted in `dropped`,
+/// logged, and visible to consumers as a gap) so that a dead upstream cannot pin the whole
+/// store and make the hub refuse device publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Most bytes of messages waiting (topic + payload + properties + 24 per message, close
+    /// to what they occupy in the store). Default: half of `[store] max_bytes`.
+    pub max_bytes: Option<ByteSize>,
+    /// Oldest a waiting message may be. Default: `[store] max_age` (the store deletes older
+    /// messages anyway).
+    pub max_age: Option<HumanDuration>,
+}
+
+impl OutboxConfig {
+    /// The bound in force for a store with budget `store_max_bytes` and age limit
+    /// `store_max_age`.
+    pub fn resolve(&self, store_max_bytes: u64, store_max_age: Duration) -> OutboxBound {
+        OutboxBound {
+            max_bytes: self.max_bytes.map_or(store_max_bytes / 2, |b| b.0),
+            max_age: self.max_age.map_or(store_max_age, |a| a.0),
+        }
+    }
+}
+
+/// The outbox bound in force (defaults resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxBound {
+    /// See [`OutboxConfig::max_bytes`].
+    pub max_bytes: u64,
+    /// See [`OutboxConfig::max_age`].
+    pub max_age: Duration,
 }
 
 /// `reconnect = { min, max }`: exponential backoff between connection attempts.
@@ -328,6 +400,38 @@ pub fn validate(bridges: &[BridgeConfig]) -> Result<(), (&'static str, String)> 
         if b.inflight == Some(0) {
             return Err(("bridge.inflight", at("must be at least 1".into())));
         }
+        if b.outbox.max_bytes.is_some_and(|m| m.0 < 1024) {
+            return Err((
+                "bridge.outbox.max_bytes",
+                at("must be at least 1KiB".into()),
+            ));
+        }
+        if b.outbox
+            .max_age
+            .is_some_and(|a| a.0 < Duration::from_secs(1))
+        {
+            return Err(("bridge.outbox.max_age", at("must be at least 1s".into())));
+        }
+        if let Some(level) = b.compression_level {
+            if b.compression != Compression::Zstd {
+                return Err((
+                    "bridge.compression_level",
+                    at("needs compression = \"zstd\"".into()),
+                ));
+            }
+            if !(1..=22).contains(&level) {
+                return Err((
+                    "bridge.compression_level",
+                    at("must be between 1 and 22".into()),
+                ));
+            }
+        }
+        if b.compression != Compression::None && b.mode != Mode::Envelope {
+            return Err((
+                "bridge.compression",
+                at("compression applies to mode = \"envelope\" only".into()),
+            ));
+        }
         if b.reconnect.min.0.is_zero() || b.reconnect.min.0 > b.reconnect.max.0 {
             return Err((
                 "bridge.reconnect",
@@ -341,6 +445,7 @@ pub fn validate(bridges: &[BridgeConfig]) -> Result<(), (&'static str, String)> 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::time::Duration;
 
     use crate::Config;
 
@@ -364,6 +469,11 @@ mod tests {
         assert_eq!(b.batch.max_messages, 500);
         assert_eq!(b.batch.max_bytes.0, 256 * 1024);
         assert_eq!(b.host_port(), Ok(("broker.example.com".into(), 8883)));
+        assert_eq!(b.compression, super::Compression::None);
+        assert_eq!(b.replay, super::ReplayPolicy::Strict);
+        let bound = b.outbox.resolve(2 << 30, Duration::from_secs(7 * 86_400));
+        assert_eq!(bound.max_bytes, 1 << 30, "half of the store budget");
+        assert_eq!(bound.max_age, Duration::from_secs(7 * 86_400));
     }
 
     #[test]
@@ -374,7 +484,9 @@ mod tests {
              tls = { ca = \"ca.pem\", cert = \"c.pem\", key = \"k.pem\" }\n\
              topics = [\"sensors/#\"]\nremote_prefix = \"site-7/\"\nqos = 0\nmode = \"envelope\"\n\
              envelope_format = \"json-lines\"\nbatch = { max_messages = 10, max_bytes = \"1KiB\", linger = \"5ms\" }\n\
-             gateway_id = \"g1\"\nreconnect = { min = \"1s\", max = \"1m\" }\n",
+             gateway_id = \"g1\"\nreconnect = { min = \"1s\", max = \"1m\" }\n\
+             outbox = { max_bytes = \"512MiB\", max_age = \"2d\" }\ncompression = \"zstd\"\n\
+             compression_level = 9\nreplay = \"live-first\"\n",
         )
         .expect("parses");
         let b = &config.bridge[0];
@@ -383,6 +495,12 @@ mod tests {
         assert_eq!(b.envelope_topic(), "site-7/tern/envelope/g1");
         assert_eq!(b.qos, super::UpstreamQos::AtMostOnce);
         assert_eq!(b.envelope_format, super::EnvelopeFormat::JsonLines);
+        assert_eq!(b.compression, super::Compression::Zstd);
+        assert_eq!(b.compression_level, Some(9));
+        assert_eq!(b.replay, super::ReplayPolicy::LiveFirst);
+        let bound = b.outbox.resolve(2 << 30, Duration::from_secs(7 * 86_400));
+        assert_eq!(bound.max_bytes, 512 << 20);
+        assert_eq!(bound.max_age, Duration::from_secs(2 * 86_400));
     }
 
     #[test]
@@ -405,6 +523,13 @@ mod tests {
             ),
             ("tls = { ca = \"ca.pem\", cert = \"c.pem\" }", "bridge.tls"),
             ("colour = \"red\"", "bridge[0]"),
+            ("outbox = { max_bytes = 10 }", "bridge.outbox.max_bytes"),
+            ("outbox = { max_age = \"10ms\" }", "bridge.outbox.max_age"),
+            ("outbox = { size = 10 }", "bridge[0].outbox"),
+            ("compression = \"zstd\"", "bridge.compression"),
+            ("compression = \"lz4\"", "bridge[0].compression"),
+            ("compression_level = 3", "bridge.compression_level"),
+            ("replay = \"newest\"", "bridge[0].replay"),
         ];
         for (line, key) in cases {
             let address = if line.starts_with("address") {

@@ -13,6 +13,13 @@
 //!   prefix of messages the upstream broker acknowledged (QoS 1: PUBACK; QoS 0: written to
 //!   the socket). After a lost connection or a crash the bridge resends from the cursor,
 //!   with the same ids (`<gateway_id>:<seq>`), so consumers drop the duplicates.
+//! - Except beyond the outbox bound (`outbox = { max_bytes, max_age }`) or the store's
+//!   retention: then the oldest unforwarded messages are given up (or were trimmed),
+//!   counted (`dropped`, `trimmed`), logged, and shown to consumers as a gap.
+//! - `replay = "live-first"`: after an outage new messages go first and the backlog drains
+//!   behind them, marked as replayed; order holds within each ([`lane`]). Its state is
+//!   durable under `bridge:<name>/split` and `bridge:<name>/live` (at or above the cursor,
+//!   so they never hold back retention).
 //! - The cursor is submitted to the store at most every 100 ms without waiting for it to
 //!   be durable: a crash can only make the bridge resend a little more.
 //! - A new bridge starts at the tail of the log: it forwards what arrives from its first
@@ -25,6 +32,8 @@
 //! - [`config`]: `[[bridge]]` tables and their validation.
 //! - [`select`]: which log entries a bridge forwards and their upstream topic.
 //! - [`window`]: sans-IO in-flight window: publishes, packet ids, acknowledged prefix.
+//! - [`lane`]: a reading lane (loaded + counted messages); two during a live-first replay.
+//! - [`outbox`]: sans-IO ledger of the backlog counted but not loaded (count, bytes, age).
 //! - [`upstream`]: rumqttc client (3.1.1 / 5.0) and its driver task.
 //! - [`envelope`]: `envelope` mode encoding (`tern-envelope`).
 //! - [`tls`]: rustls client configuration from PEM files.
@@ -33,6 +42,8 @@
 
 pub mod config;
 pub mod envelope;
+pub mod lane;
+pub mod outbox;
 pub mod select;
 pub mod status;
 mod task;
@@ -62,6 +73,22 @@ const CURSOR_PREFIX: &str = "bridge:";
 /// The store key of bridge `name`'s cursor.
 pub fn cursor_key(name: &str) -> String {
     format!("{CURSOR_PREFIX}{name}")
+}
+
+/// Suffix of the key holding the end of a live-first replay.
+const SPLIT_SUFFIX: &str = "/split";
+/// Suffix of the key holding the live lane's cursor during a live-first replay.
+const LIVE_SUFFIX: &str = "/live";
+
+/// The store key of the end of bridge `name`'s live-first replay (at or above its cursor,
+/// so it never holds back retention).
+pub fn split_key(name: &str) -> String {
+    format!("{CURSOR_PREFIX}{name}{SPLIT_SUFFIX}")
+}
+
+/// The store key of bridge `name`'s live-lane cursor during a live-first replay.
+pub fn live_key(name: &str) -> String {
+    format!("{CURSOR_PREFIX}{name}{LIVE_SUFFIX}")
 }
 
 /// A bridge whose files (TLS) were read, ready to start.
@@ -113,6 +140,8 @@ pub async fn start(
         let Some(name) = key.strip_prefix(CURSOR_PREFIX) else {
             continue;
         };
+        // Bridge names never contain '/': a suffix names a replay key of the bridge.
+        let name = name.split_once('/').map_or(name, |(name, _)| name);
         if !prepared.iter().any(|p| p.config.name == name) {
             warn!(
                 bridge = name,
@@ -137,15 +166,34 @@ pub async fn start(
                 (tail, false)
             }
         };
+        // A live-first replay the hub stopped in: resumed whatever the policy is now.
+        let split = cursors.get(&split_key(&config.name)).copied();
+        let live = cursors.get(&live_key(&config.name)).copied();
+        let replay = match (split, live) {
+            (Some(split), Some(live)) if resumed && cursor < split && split <= live => {
+                Some((split, live))
+            }
+            (None, None) => None,
+            _ => {
+                // Inconsistent or finished: the plain cursor is enough (resends only).
+                ops.push(WriteOp::CursorDelete {
+                    name: split_key(&config.name),
+                });
+                ops.push(WriteOp::CursorDelete {
+                    name: live_key(&config.name),
+                });
+                None
+            }
+        };
         info!(
             bridge = config.name,
             address = config.address,
             cursor,
-            backlog = store.tail().saturating_sub(cursor),
+            log_entries_behind = store.tail().saturating_sub(cursor),
             new = !resumed,
             "bridge starting"
         );
-        let status = Arc::new(BridgeStatus::new(&config.name, store.clone(), cursor));
+        let status = Arc::new(BridgeStatus::new(&config.name, cursor));
         let upstream = match upstream::Upstream::start(&config, tls) {
             Ok(u) => u,
             Err(reason) => {
@@ -160,8 +208,11 @@ pub async fn start(
             Arc::clone(&status),
             stop.clone(),
             upstream,
-            cursor,
-            resumed,
+            task::Resume {
+                cursor,
+                replay,
+                resumed,
+            },
         ));
         started.push(status);
     }

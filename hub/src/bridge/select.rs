@@ -15,6 +15,10 @@ pub struct Forward {
     pub seq: Seq,
     /// The stored message with `topic` replaced by the upstream topic.
     pub message: StoredMessage,
+    /// Messages before this one were lost to the bridge (trimmed by the store, or given up
+    /// by the outbox bound): the unit carrying it starts a new link of the chain
+    /// (`tern-prev` / `prev_seq` = `seq - 1`), so consumers see the hole as a gap.
+    pub gap_before: bool,
 }
 
 impl Forward {
@@ -77,7 +81,11 @@ impl Selector {
                 }
             }
         }
-        Some(Forward { seq, message })
+        Some(Forward {
+            seq,
+            message,
+            gap_before: false,
+        })
     }
 }
 

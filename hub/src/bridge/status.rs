@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::metrics::SysSource;
-use crate::store::{Store, now_millis};
+use crate::store::now_millis;
 
 /// Live state of one bridge. Updated by its task with relaxed atomics; read anywhere.
 #[derive(Debug)]
 pub struct BridgeStatus {
     name: String,
-    store: Store,
     /// An upstream connection is up (CONNACK received, not lost since).
     pub connected: AtomicBool,
     /// Next log position the bridge still needs (everything before it is forwarded or not
@@ -27,8 +26,21 @@ pub struct BridgeStatus {
     /// Messages the upstream broker refused with a negative v5 PUBACK (each one is resent
     /// after a reconnect).
     pub refused: AtomicU64,
-    /// Reception time (Unix ms) of the oldest message read but not yet forwarded; 0 if none.
+    /// Reception time (Unix ms) of the oldest message counted and not yet forwarded; 0 if
+    /// none.
     pub oldest_pending_ms: AtomicU64,
+    /// Messages of this bridge counted in the log and not yet forwarded (see
+    /// [`BridgeStatus::backlog`]).
+    pub backlog: AtomicU64,
+    /// Their bytes.
+    pub backlog_bytes: AtomicU64,
+    /// Messages given up unforwarded because the backlog exceeded the outbox bound.
+    pub dropped: AtomicU64,
+    /// Their bytes.
+    pub dropped_bytes: AtomicU64,
+    /// Messages (or, where the bridge had not counted them yet, log entries) the store no
+    /// longer held when the bridge came to send them: trimmed by retention, or expired.
+    pub trimmed: AtomicU64,
     /// The last connection or publish error.
     last_error: Mutex<Option<String>>,
     /// (time, forwarded) of the previous rate sample.
@@ -36,11 +48,10 @@ pub struct BridgeStatus {
 }
 
 impl BridgeStatus {
-    /// A fresh status for bridge `name` reading `store`, starting at `cursor`.
-    pub fn new(name: &str, store: Store, cursor: u64) -> Self {
+    /// A fresh status for bridge `name`, starting at `cursor`.
+    pub fn new(name: &str, cursor: u64) -> Self {
         Self {
             name: name.to_owned(),
-            store,
             connected: AtomicBool::new(false),
             cursor: AtomicU64::new(cursor),
             forwarded: AtomicU64::new(0),
@@ -48,6 +59,11 @@ impl BridgeStatus {
             reconnects: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             oldest_pending_ms: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
+            backlog_bytes: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            dropped_bytes: AtomicU64::new(0),
+            trimmed: AtomicU64::new(0),
             last_error: Mutex::new(None),
             rate_sample: Mutex::new((Instant::now(), 0)),
         }
@@ -74,12 +90,11 @@ impl BridgeStatus {
             .clone()
     }
 
-    /// Log entries between the cursor and the tail: an upper bound of the messages waiting
-    /// for this bridge (entries for other consumers count too).
+    /// Messages waiting for this bridge: those it selected (its topics and routes) from the
+    /// log entries it has read so far and not yet forwarded. Entries committed since its
+    /// last read are not in it yet (the bridge reads as soon as a commit lands).
     pub fn backlog(&self) -> u64 {
-        self.store
-            .tail()
-            .saturating_sub(self.cursor.load(Ordering::Relaxed))
+        self.backlog.load(Ordering::Relaxed)
     }
 
     /// Age in seconds of the oldest message read and not yet forwarded (0 if none).
@@ -126,6 +141,10 @@ impl SysSource for BridgeStatus {
         out.extend([
             (format!("{base}/connected"), connected.to_owned()),
             (format!("{base}/backlog"), self.backlog().to_string()),
+            (format!("{base}/backlog_bytes"), get(&self.backlog_bytes)),
+            (format!("{base}/dropped"), get(&self.dropped)),
+            (format!("{base}/dropped_bytes"), get(&self.dropped_bytes)),
+            (format!("{base}/trimmed"), get(&self.trimmed)),
             (
                 format!("{base}/oldest_age"),
                 self.oldest_age_secs().to_string(),

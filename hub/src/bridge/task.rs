@@ -2,17 +2,38 @@
 //! upstream through its window, moves the cursor over what the upstream acknowledged, and
 //! handles connection loss by replaying from the cursor.
 //!
+//! # Lanes
+//!
+//! The log is read through [`Lane`]s: normally one, `Live`, following the log in order.
+//! With `replay = "live-first"` a reconnect with a backlog turns it into a `Replay` lane
+//! ending where the backlog ended, and a new `Live` lane sends what arrives from then on
+//! first; the replay gets the rest of the window (at most three quarters of it) and its
+//! units carry the replay marker. A link lost again during a replay keeps both lanes:
+//! the replay goes on where it was; the messages of the second outage are sent in order
+//! before newer ones. Each lane keeps its own `tern-prev` / `prev_seq` chain.
+//!
 //! # Invariants
 //!
-//! - `window` (published, oldest first) is followed by `pending` (read, not published) in
-//!   log order; everything before the first of them (or before `read_pos` when both are
-//!   empty) is forwarded or not for this bridge. That position is the cursor
-//!   ([`BridgeTask::done`]); it never moves back.
-//! - Nothing is published while the link is not [`Link::Up`]. A lost connection clears the
-//!   window and `pending` and rewinds `read_pos` to the cursor, so the next connection
-//!   replays in order from there.
+//! - The cursor is the replay lane's cursor while there is one (its range lies below the
+//!   live lane's), else the live lane's; it never moves back.
+//! - Nothing is published while the link is not [`Link::Up`]. A lost connection puts each
+//!   lane's unacknowledged publishes, and what it loaded behind them, back into its ledger
+//!   ([`Lane::unload`]), so the next connection resends them in order.
+//! - Durable state: the cursor (`bridge:<name>`), and during a live-first replay the
+//!   replay's end (`bridge:<name>/split`) and the live lane's cursor (`bridge:<name>/live`).
+//!   After a crash the replay resumes on `[cursor, split)` and the live lane at its cursor:
+//!   what both had not acknowledged is sent again with the same ids.
+//!
+//! # Outbox bound
+//!
+//! The backlog (window + lanes) is known in messages, bytes and age. Beyond
+//! `outbox.max_bytes` the bridge gives up its oldest messages until the backlog is back at
+//! 90 % of the bound; messages older than `outbox.max_age` are given up too. It does so with
+//! nothing in flight (it stops publishing until the window is empty), moving the cursor
+//! past them; the lane's next unit then starts after the hole, so consumers see a gap.
+//! Messages the store no longer holds when the bridge loads them (trimmed or expired) are
+//! counted as `trimmed`, and a trim shows as a gap the same way.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -21,14 +42,16 @@ use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn};
 
-use super::config::{BridgeConfig, Mode};
+use super::config::{BridgeConfig, Mode, OutboxBound, ReplayPolicy};
 use super::envelope;
+use super::lane::Lane;
+use super::outbox::Segment;
 use super::select::{Forward, Selector};
 use super::status::BridgeStatus;
 use super::upstream::{Publication, UpEvent, Upstream};
-use super::window::{Covered, Window};
+use super::window::{Covered, LaneId, Window};
 use crate::shutdown::Shutdown;
-use crate::store::{Seq, Store, WriteOp, now_millis};
+use crate::store::{Seq, Store, StoredMessage, Ticket, WriteOp, now_millis};
 
 /// Log entries read back at start-up to find where a resumed stream continues.
 const CHAIN_SCAN: u64 = 65_536;
@@ -47,6 +70,45 @@ const READ_RETRY: Duration = Duration::from_secs(1);
 const EVENT_BURST: usize = 512;
 /// How long shutdown waits for the final cursor to be durable, and for DISCONNECT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Messages given up or lost are logged at most this often (summed in between).
+const LOSS_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What one log read returned.
+struct Read {
+    entries: Vec<(Seq, StoredMessage)>,
+    /// One past the last record examined (`from` when there was none).
+    next: Seq,
+    /// The store's first log position right after the read: below it, everything is gone.
+    head: Seq,
+}
+
+/// Losses since the last log line (rate-limited logging).
+#[derive(Debug, Default)]
+struct LossLog {
+    last: Option<Instant>,
+    dropped: u64,
+    dropped_bytes: u64,
+    trimmed: u64,
+}
+
+/// Where a bridge starts: its cursor, and a live-first replay to resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Resume {
+    /// The durable cursor.
+    pub cursor: Seq,
+    /// `(split, live)`: the replay covers `[cursor, split)`, the live lane resumes at
+    /// `live`.
+    pub replay: Option<(Seq, Seq)>,
+    /// The bridge has a stored cursor (its stream continues).
+    pub resumed: bool,
+}
+
+/// The durable state last submitted to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Durable {
+    cursor: Seq,
+    replay: Option<(Seq, Seq)>,
+}
 
 /// State of the upstream link as the bridge sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,16 +174,21 @@ pub(super) struct BridgeTask {
     pub(super) stop: Shutdown,
     pub(super) upstream: Upstream,
     window: Window,
-    /// Selected messages read and not yet published, in log order.
-    pending: VecDeque<Forward>,
-    /// Next log position to read.
-    read_pos: Seq,
-    /// The log may hold entries at or after `read_pos`.
-    more: bool,
+    /// The lane following the log.
+    live: Lane,
+    /// A live-first replay draining behind `live`.
+    replay: Option<Lane>,
+    /// The outbox bound in force.
+    bound: OutboxBound,
+    /// Over the byte bound: giving up messages until back at 90 % of it.
+    giving_up: bool,
+    /// Over the bound with publishes in flight: publish nothing until the window is empty.
+    holding: bool,
+    loss_log: LossLog,
     /// No read before this instant (after a failed read).
     read_retry: Option<Instant>,
-    /// The cursor last submitted to the store.
-    persisted: Seq,
+    /// The durable state last submitted to the store.
+    persisted: Durable,
     last_persist: Instant,
     link: Link,
     backoff: Backoff,
@@ -133,37 +200,34 @@ pub(super) struct BridgeTask {
     stalled: bool,
     /// When the link went down (for the log line on recovery).
     down_since: Option<Instant>,
-    /// A message the client did not take (and that is neither in the window nor in
-    /// `pending`): the cursor stays before it until the next replay.
-    replay_from: Option<Seq>,
-    /// Last seq covered by the newest unit published on this connection (`tern-prev` /
-    /// `prev_seq` of the next one); `None` at the start of the stream.
-    chain_prev: Option<Seq>,
-    /// Last seq covered by the newest acknowledged unit: where the chain resumes after a
-    /// replay.
-    acked_through: Option<Seq>,
     /// The bridge resumes from a stored cursor (its stream continues).
     resumed: bool,
-    /// When the oldest message of the current partial envelope became ready.
-    batch_started: Option<Instant>,
     /// `envelope` mode: upstream topic of envelopes.
     envelope_topic: String,
 }
 
 impl BridgeTask {
-    /// A task starting at log position `cursor` (already persisted).
+    /// A task starting from `resume` (already persisted).
     pub(super) fn new(
         cfg: Arc<BridgeConfig>,
         store: Store,
         status: Arc<BridgeStatus>,
         stop: Shutdown,
         upstream: Upstream,
-        cursor: Seq,
-        resumed: bool,
+        resume: Resume,
     ) -> Self {
         let selector = Selector::new(&cfg.name, &cfg.topics, &cfg.remote_prefix);
         let backoff = Backoff::new(cfg.reconnect.min.0, cfg.reconnect.max.0);
         let envelope_topic = cfg.envelope_topic();
+        let store_cfg = store.config();
+        let bound = cfg.outbox.resolve(store_cfg.max_bytes, store_cfg.max_age);
+        let (live, replay) = match resume.replay {
+            Some((split, live)) => (
+                Lane::new(LaneId::Live, live, None),
+                Some(Lane::new(LaneId::Replay, resume.cursor, Some(split))),
+            ),
+            None => (Lane::new(LaneId::Live, resume.cursor, None), None),
+        };
         Self {
             cursor_key: super::cursor_key(&cfg.name),
             selector,
@@ -172,11 +236,17 @@ impl BridgeTask {
             stop,
             upstream,
             window: Window::new(),
-            pending: VecDeque::new(),
-            read_pos: cursor,
-            more: true,
+            live,
+            replay,
+            bound,
+            giving_up: false,
+            holding: false,
+            loss_log: LossLog::default(),
             read_retry: None,
-            persisted: cursor,
+            persisted: Durable {
+                cursor: resume.cursor,
+                replay: resume.replay,
+            },
             last_persist: Instant::now(),
             link: Link::Starting,
             backoff,
@@ -184,11 +254,7 @@ impl BridgeTask {
             last_progress: Instant::now(),
             stalled: false,
             down_since: None,
-            replay_from: None,
-            chain_prev: None,
-            acked_through: None,
-            resumed,
-            batch_started: None,
+            resumed: resume.resumed,
             envelope_topic,
             cfg,
         }
@@ -215,27 +281,70 @@ impl BridgeTask {
         }
     }
 
+    fn lane(&self, id: LaneId) -> Option<&Lane> {
+        match id {
+            LaneId::Live => Some(&self.live),
+            LaneId::Replay => self.replay.as_ref(),
+        }
+    }
+
+    fn lane_mut(&mut self, id: LaneId) -> Option<&mut Lane> {
+        match id {
+            LaneId::Live => Some(&mut self.live),
+            LaneId::Replay => self.replay.as_mut(),
+        }
+    }
+
     /// The cursor: the first log position not known to be forwarded.
     fn done(&self) -> Seq {
-        let done = self
-            .window
-            .first_pending()
-            .or_else(|| self.pending.front().map(|f| f.seq))
-            .unwrap_or(self.read_pos);
-        self.replay_from.map_or(done, |r| r.min(done))
+        match &self.replay {
+            Some(replay) => replay
+                .cursor(&self.window)
+                .min(self.live.cursor(&self.window)),
+            None => self.live.cursor(&self.window),
+        }
     }
 
-    fn wants_read(&self, now: Instant) -> bool {
-        self.more
-            && self.pending.len() < self.low_water()
-            && self.read_retry.is_none_or(|t| now >= t)
+    /// The durable state now.
+    fn durable(&self) -> Durable {
+        Durable {
+            cursor: self.done(),
+            replay: self
+                .replay
+                .as_ref()
+                .and_then(|r| r.end)
+                .map(|end| (end, self.live.cursor(&self.window))),
+        }
     }
 
-    /// Where the stream of a resumed bridge continues: the last message it forwarded before
-    /// its cursor (found by reading back at most [`CHAIN_SCAN`] log entries), else the entry
-    /// right before the cursor. A new bridge starts a stream (`None`).
-    async fn find_chain(&self) -> Option<Seq> {
-        let cursor = self.read_pos;
+    fn may_read(&self, now: Instant) -> bool {
+        self.read_retry.is_none_or(|t| now >= t)
+    }
+
+    /// Lane `id`'s `pending` runs low and there is something to load: from its ledger, or
+    /// by counting new entries straight into `pending`.
+    fn wants_fill(&self, id: LaneId, now: Instant) -> bool {
+        self.lane(id).is_some_and(|lane| {
+            lane.pending.len() < self.low_water() && (!lane.ledger.is_empty() || lane.more)
+        }) && self.may_read(now)
+    }
+
+    /// A lane's `pending` is full and the log has entries of it not counted yet: count them
+    /// into its ledger (one chunk per turn of the loop, between upstream events).
+    fn scan_ahead_lane(&self, now: Instant) -> Option<LaneId> {
+        if !self.may_read(now) {
+            return None;
+        }
+        [LaneId::Replay, LaneId::Live].into_iter().find(|&id| {
+            self.lane(id)
+                .is_some_and(|lane| lane.more && lane.pending.len() >= self.low_water())
+        })
+    }
+
+    /// Where the stream continues before `cursor`: the last message the bridge forwarded
+    /// before it (found by reading back at most [`CHAIN_SCAN`] log entries), else the entry
+    /// right before it. A new bridge starts a stream (`None`).
+    async fn find_chain(&self, cursor: Seq) -> Option<Seq> {
         if !self.resumed || cursor == 0 {
             return None;
         }
@@ -270,8 +379,21 @@ impl BridgeTask {
 
     /// Runs until the hub shuts down.
     pub(super) async fn run(mut self) {
-        self.chain_prev = self.find_chain().await;
-        self.acked_through = self.chain_prev;
+        if let Some(replay) = &self.replay {
+            let from = replay.fill_pos;
+            let chain = self.find_chain(from).await;
+            if let Some(replay) = &mut self.replay {
+                replay.chain_prev = chain;
+            }
+            info!(
+                bridge = self.name(),
+                cursor = from,
+                split = replay_end(self.replay.as_ref()),
+                live = self.live.fill_pos,
+                "bridge resuming a live-first replay"
+            );
+        }
+        self.live.chain_prev = self.find_chain(self.live.fill_pos).await;
         let mut committed = self.store.committed();
         let mut summary =
             tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_EVERY, SUMMARY_EVERY);
@@ -281,20 +403,28 @@ impl BridgeTask {
                 break;
             }
             let now = Instant::now();
-            if self.wants_read(now) {
-                // Marked seen before reading: a commit after this point wakes us again.
-                committed.borrow_and_update();
-                self.read_chunk().await;
+            if self.wants_fill(LaneId::Live, now) {
+                if self.live.ledger.is_empty() {
+                    // Marked seen before reading: a commit after this point wakes us again.
+                    committed.borrow_and_update();
+                }
+                self.fill(LaneId::Live).await;
             }
+            if self.wants_fill(LaneId::Replay, Instant::now()) {
+                self.fill(LaneId::Replay).await;
+            }
+            self.enforce_bound();
             self.publish_ready().await;
             self.advance().await;
-            if self.wants_read(Instant::now()) {
+            let now = Instant::now();
+            if self.wants_fill(LaneId::Live, now) || self.wants_fill(LaneId::Replay, now) {
                 continue;
             }
+            let scan_ahead = self.scan_ahead_lane(now);
             let persist_at =
-                (self.done() > self.persisted).then(|| self.last_persist + PERSIST_EVERY);
+                (self.durable() != self.persisted).then(|| self.last_persist + PERSIST_EVERY);
             let linger_at = self.linger_deadline();
-            let retry_at = self.read_retry.filter(|_| self.more);
+            let retry_at = self.read_retry;
             tokio::select! {
                 () = self.stop.triggered() => break,
                 event = self.upstream.events.recv() => {
@@ -314,7 +444,7 @@ impl BridgeTask {
                     if changed.is_err() {
                         break;
                     }
-                    self.more = true;
+                    self.live.more = true;
                 }
                 () = sleep_at(persist_at), if persist_at.is_some() => {}
                 () = sleep_at(linger_at), if linger_at.is_some() => {}
@@ -322,48 +452,325 @@ impl BridgeTask {
                     self.read_retry = None;
                 }
                 _ = summary.tick() => self.summary(),
+                () = std::future::ready(()), if scan_ahead.is_some() => {
+                    if scan_ahead == Some(LaneId::Live) {
+                        committed.borrow_and_update();
+                    }
+                    if let Some(id) = scan_ahead {
+                        self.scan(id, false).await;
+                    }
+                }
             }
         }
         self.shutdown().await;
     }
 
-    /// Reads the next chunk of the log into `pending` (selected messages only).
-    async fn read_chunk(&mut self) {
+    /// Reads up to `max` log records from `from`, and the log's head after the read.
+    async fn read(&mut self, from: Seq, max: usize) -> Option<Read> {
         let store = self.store.clone();
-        let from = self.read_pos;
-        let max = self.chunk();
         let read = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::with_capacity(max.min(READ_CHUNK));
-            store.read_log(from, max, &mut out).map(|next| (out, next))
+            let mut entries = Vec::with_capacity(max.min(READ_CHUNK));
+            store.read_log(from, max, &mut entries).map(|next| Read {
+                entries,
+                next,
+                head: store.head(),
+            })
         })
         .await;
-        let (entries, next) = match read {
-            Ok(Ok(read)) => read,
+        match read {
+            Ok(Ok(read)) => {
+                self.read_retry = None;
+                Some(read)
+            }
             Ok(Err(err)) => {
                 warn!(bridge = self.name(), cause = %err, "bridge cannot read the log; retrying");
                 self.read_retry = Some(Instant::now() + READ_RETRY);
-                return;
+                None
             }
             Err(err) => {
                 warn!(bridge = self.name(), cause = %err, "bridge log read failed; retrying");
                 self.read_retry = Some(Instant::now() + READ_RETRY);
-                return;
+                None
             }
+        }
+    }
+
+    /// Loads more into lane `id`'s `pending`: its ledger's oldest stretch, or new entries.
+    async fn fill(&mut self, id: LaneId) {
+        let Some(lane) = self.lane(id) else {
+            return;
         };
-        self.read_retry = None;
+        match lane.ledger.front().copied() {
+            Some(front) => self.refill(id, front).await,
+            None => self.scan(id, true).await,
+        }
+    }
+
+    /// Loads lane `id`'s oldest ledger stretch (`front`, starting at its `fill_pos`).
+    async fn refill(&mut self, id: LaneId, front: Segment) {
+        let Some(from) = self.lane(id).map(|l| l.fill_pos) else {
+            return;
+        };
+        let max = self.chunk();
+        let Some(read) = self.read(from, max).await else {
+            return;
+        };
+        let selector = self.selector.clone();
+        let Some(lane) = self.lane_mut(id) else {
+            return;
+        };
+        // Positions below the head are gone: the first message loaded follows a loss.
+        lane.gap_next |= read.head > from;
+        let (mut found, mut found_bytes) = (0u64, 0u64);
+        for (seq, message) in read.entries {
+            if seq >= front.end {
+                break;
+            }
+            if let Some(forward) = selector.select(seq, message) {
+                found += 1;
+                found_bytes += forward.size() as u64;
+                lane.push_pending(forward);
+            }
+        }
+        let mut reached = read.next.max(read.head);
+        if reached <= from {
+            // Nothing at or after `from` any more: the whole stretch is gone.
+            reached = front.end;
+        }
+        let refilled = lane.ledger.refilled(reached, found, found_bytes);
+        lane.fill_pos = if refilled.complete {
+            front.end
+        } else {
+            reached
+        };
+        if refilled.missing > 0 {
+            self.lost(refilled.missing);
+        }
+    }
+
+    /// Counts the next chunk of lane `id` from its `scan_pos`: into `pending` (`load`, with
+    /// an empty ledger), or into the ledger.
+    async fn scan(&mut self, id: LaneId, load: bool) {
+        let Some((from, end)) = self.lane(id).map(|l| (l.scan_pos, l.end)) else {
+            return;
+        };
+        let max = self.chunk();
+        let Some(read) = self.read(from, max).await else {
+            return;
+        };
+        let selector = self.selector.clone();
+        let Some(lane) = self.lane_mut(id) else {
+            return;
+        };
         // Seqs may have gaps, so a span of `max` or more may hold fewer than `max` entries:
         // read again until a read comes back short of its span.
-        self.more = next > from && next - from >= u64::try_from(max).unwrap_or(u64::MAX);
-        self.read_pos = next.max(self.read_pos);
-        let was_empty = self.pending.is_empty();
-        for (seq, message) in entries {
-            if let Some(forward) = self.selector.select(seq, message) {
-                self.pending.push_back(forward);
+        let full = read.next > from && read.next - from >= u64::try_from(max).unwrap_or(u64::MAX);
+        let mut reached = read.next.max(read.head).max(from);
+        match end {
+            // A replay lane ends at `end`; a short read means nothing else exists below it.
+            Some(end) => {
+                if !full || reached >= end {
+                    reached = end;
+                }
+                lane.more = reached < end;
+            }
+            None => lane.more = full,
+        }
+        let lost = read.head.min(reached).saturating_sub(from);
+        if lost > 0 {
+            // Loaded now: the next message follows the hole. Counted into the ledger: its
+            // refill sees the head past its start and marks the gap then.
+            lane.gap_next |= load;
+        }
+        let load = load && lane.ledger.is_empty();
+        let mut segment = Segment {
+            first: from,
+            end: reached,
+            messages: 0,
+            bytes: 0,
+            oldest_ms: 0,
+            last_seq: from,
+        };
+        for (seq, message) in read.entries {
+            if seq >= reached {
+                break;
+            }
+            if let Some(forward) = selector.select(seq, message) {
+                if load {
+                    lane.push_pending(forward);
+                } else {
+                    if segment.messages == 0 {
+                        segment.oldest_ms = forward.message.received_ms;
+                    }
+                    segment.messages += 1;
+                    segment.bytes += forward.size() as u64;
+                    segment.last_seq = seq;
+                }
             }
         }
-        if was_empty && !self.pending.is_empty() {
-            self.batch_started = Some(Instant::now());
+        lane.scan_pos = reached;
+        if load {
+            lane.fill_pos = reached;
+        } else if reached > from {
+            let span = u64::try_from(max).unwrap_or(u64::MAX);
+            lane.ledger.push_back(segment, span);
         }
+        if lost > 0 {
+            // Trimmed before the bridge counted them: log positions, an upper bound of the
+            // messages of this bridge among them.
+            self.lost(lost);
+        }
+    }
+
+    /// Counts `n` messages the store no longer held when the bridge came to them.
+    fn lost(&mut self, n: u64) {
+        self.status.trimmed.fetch_add(n, Ordering::Relaxed);
+        self.loss_log.trimmed += n;
+        self.log_losses(false);
+    }
+
+    /// The backlog's oldest reception time (Unix ms), 0 if nothing waits.
+    fn oldest_ms(&self) -> u64 {
+        let lanes = [self.replay.as_ref(), Some(&self.live)];
+        self.window
+            .front()
+            .map(|c| c.received_ms)
+            .into_iter()
+            .chain(lanes.into_iter().flatten().map(Lane::oldest_ms))
+            .filter(|&ms| ms != 0)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Messages and bytes waiting (window and lanes).
+    fn waiting(&self) -> (u64, u64) {
+        let (mut messages, mut bytes) = (self.window.messages(), self.window.bytes());
+        for lane in [self.replay.as_ref(), Some(&self.live)]
+            .into_iter()
+            .flatten()
+        {
+            let (m, b) = lane.waiting();
+            messages += m;
+            bytes += b;
+        }
+        (messages, bytes)
+    }
+
+    /// Applies the outbox bound: gives up the oldest messages while the backlog is over it.
+    fn enforce_bound(&mut self) {
+        let (_, total) = self.waiting();
+        if total > self.bound.max_bytes {
+            self.giving_up = true;
+        }
+        let cutoff = now_millis()
+            .saturating_sub(u64::try_from(self.bound.max_age.as_millis()).unwrap_or(u64::MAX));
+        let oldest = self.oldest_ms();
+        let too_old = oldest != 0 && oldest < cutoff;
+        if !self.giving_up && !too_old {
+            self.holding = false;
+            return;
+        }
+        if !self.window.is_empty() {
+            // Give up nothing in flight: wait for the window to empty.
+            self.holding = true;
+            return;
+        }
+        self.holding = false;
+        let target = self.bound.max_bytes - self.bound.max_bytes / 10;
+        let giving_up = self.giving_up;
+        let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
+        // Oldest first: the replay lane, then the live lane once the replay is gone.
+        for id in [LaneId::Replay, LaneId::Live] {
+            let others = match id {
+                LaneId::Replay => self.live.waiting().1,
+                LaneId::Live => {
+                    if self.replay.as_ref().is_some_and(Lane::has_backlog) {
+                        break;
+                    }
+                    0
+                }
+            };
+            let Some(lane) = self.lane_mut(id) else {
+                continue;
+            };
+            let (d, b) = lane.give_up(
+                |received_ms, waiting| {
+                    (giving_up && waiting + others > target) || received_ms < cutoff
+                },
+                |front, next, waiting| {
+                    front.messages == 0
+                        || (giving_up && waiting + others - front.bytes >= target)
+                        || next.is_some_and(|n| n.messages > 0 && n.oldest_ms < cutoff)
+                },
+            );
+            if d > 0 {
+                // The lane's next unit starts after the hole, so consumers see a gap.
+                let cursor = lane.pending.front().map_or(lane.fill_pos, |f| f.seq);
+                lane.chain_prev = lane.chain_prev.max(cursor.checked_sub(1));
+            }
+            dropped += d;
+            dropped_bytes += b;
+        }
+        if self.waiting().1 <= target {
+            self.giving_up = false;
+        }
+        if dropped == 0 {
+            return;
+        }
+        self.status.dropped.fetch_add(dropped, Ordering::Relaxed);
+        self.status
+            .dropped_bytes
+            .fetch_add(dropped_bytes, Ordering::Relaxed);
+        self.loss_log.dropped += dropped;
+        self.loss_log.dropped_bytes += dropped_bytes;
+        self.log_losses(false);
+    }
+
+    /// Logs the losses summed since the last line, at most every [`LOSS_LOG_EVERY`]
+    /// (`force`: whatever is pending, at the periodic summary).
+    fn log_losses(&mut self, force: bool) {
+        let l = &self.loss_log;
+        if l.dropped == 0 && l.trimmed == 0 {
+            return;
+        }
+        if !force && l.last.is_some_and(|t| t.elapsed() < LOSS_LOG_EVERY) {
+            return;
+        }
+        warn!(
+            bridge = self.name(),
+            dropped = l.dropped,
+            dropped_bytes = l.dropped_bytes,
+            trimmed = l.trimmed,
+            max_bytes = self.bound.max_bytes,
+            max_age_s = self.bound.max_age.as_secs(),
+            dropped_total = self.status.dropped.load(Ordering::Relaxed),
+            trimmed_total = self.status.trimmed.load(Ordering::Relaxed),
+            "bridge lost messages before forwarding them: dropped = outbox bound exceeded, trimmed = gone from the store"
+        );
+        self.loss_log = LossLog {
+            last: Some(Instant::now()),
+            ..LossLog::default()
+        };
+    }
+
+    /// The window has room for one more publish.
+    fn room(&self) -> bool {
+        self.link == Link::Up
+            && !self.holding
+            && self.window.len() < usize::from(self.cfg.inflight())
+    }
+
+    /// The lane to publish from next: live first; the replay while it holds less than
+    /// three quarters of the window.
+    fn next_lane(&self) -> Option<LaneId> {
+        if !self.live.pending.is_empty() {
+            return Some(LaneId::Live);
+        }
+        self.replay
+            .as_ref()
+            .filter(|r| !r.pending.is_empty())
+            .filter(|_| self.replay_has_room())
+            .map(|_| LaneId::Replay)
     }
 
     /// Publishes what the window has room for.
@@ -374,36 +781,50 @@ impl BridgeTask {
         }
     }
 
-    fn room(&self) -> bool {
-        self.link == Link::Up && self.window.len() < usize::from(self.cfg.inflight())
-    }
-
     async fn publish_each(&mut self) {
         while self.room() {
-            let Some(forward) = self.pending.pop_front() else {
+            let Some(id) = self.next_lane() else {
                 break;
             };
+            let Some(lane) = self.lane_mut(id) else {
+                break;
+            };
+            let Some(forward) = lane.pop_pending() else {
+                break;
+            };
+            if forward.gap_before {
+                lane.chain_prev = lane.chain_prev.max(forward.seq.checked_sub(1));
+            }
+            let prev = lane.chain_prev;
             let covered = Covered {
+                lane: id,
+                prev,
+                last: forward.seq,
                 first: forward.seq,
                 end: forward.seq + 1,
                 messages: 1,
+                bytes: forward.size() as u64,
                 received_ms: forward.message.received_ms,
             };
-            let publication = self.publication(forward);
+            let publication = self.publication(forward, prev, id == LaneId::Replay);
             if let Err(err) = self.upstream.publish(publication).await {
                 // The message is gone with the request: keep the cursor before it.
-                self.replay_from = Some(covered.first);
+                if let Some(lane) = self.lane_mut(id) {
+                    lane.retry_from = Some(covered.first);
+                }
                 self.client_gone(&err.to_string());
                 return;
             }
-            self.chain_prev = Some(covered.first);
+            if let Some(lane) = self.lane_mut(id) {
+                lane.chain_prev = Some(covered.first);
+            }
             self.window.push(covered);
         }
     }
 
-    /// The upstream PUBLISH of one message (`each` mode); it covers `(chain_prev, seq]`.
-    fn publication(&self, forward: Forward) -> Publication {
-        let Forward { seq, message } = forward;
+    /// The upstream PUBLISH of one message (`each` mode); it covers `(prev, seq]`.
+    fn publication(&self, forward: Forward, prev: Option<Seq>, replay: bool) -> Publication {
+        let Forward { seq, message, .. } = forward;
         let mut properties = PublishProperties::default();
         if self.upstream.has_properties() {
             let now_ms = now_millis();
@@ -421,7 +842,12 @@ impl BridgeTask {
             let id = tern_envelope::MessageId::new(self.cfg.gateway_id(), seq);
             properties
                 .user_properties
-                .extend(tern_envelope::each::properties(&id, self.chain_prev));
+                .extend(tern_envelope::each::properties(&id, prev));
+            if replay {
+                properties
+                    .user_properties
+                    .push(tern_envelope::each::replay_property());
+            }
         }
         Publication {
             topic: message.topic,
@@ -433,21 +859,29 @@ impl BridgeTask {
 
     /// When a partial envelope must go out, if one is waiting.
     fn linger_deadline(&self) -> Option<Instant> {
-        if self.cfg.mode != Mode::Envelope || !self.room() || self.pending.is_empty() {
+        if self.cfg.mode != Mode::Envelope || !self.room() {
             return None;
         }
-        self.batch_started.map(|t| t + self.cfg.batch.linger.0)
+        [Some(&self.live), self.replay.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|l| !l.pending.is_empty())
+            .filter_map(|l| l.batch_started)
+            .map(|t| t + self.cfg.batch.linger.0)
+            .min()
     }
 
-    /// Messages of the next envelope, and whether it is complete (full, or more is ready
-    /// behind it).
-    fn batch_extent(&self) -> (usize, bool) {
+    /// Messages of lane `lane`'s next envelope, and whether it is complete (full, or more
+    /// is ready behind it).
+    fn batch_extent(&self, lane: &Lane) -> (usize, bool) {
         let max_messages = self.cfg.batch.max_messages;
         let max_bytes = usize::try_from(self.cfg.batch.max_bytes.0).unwrap_or(usize::MAX);
         let mut bytes = 0;
         let mut count = 0;
-        for forward in &self.pending {
-            if count == max_messages || (count > 0 && bytes + forward.size() > max_bytes) {
+        for forward in &lane.pending {
+            if count == max_messages
+                || (count > 0 && (bytes + forward.size() > max_bytes || forward.gap_before))
+            {
                 return (count, true);
             }
             bytes += forward.size();
@@ -456,50 +890,102 @@ impl BridgeTask {
         (count, count == max_messages || bytes >= max_bytes)
     }
 
+    /// Whether the replay may take one more slot of the window.
+    fn replay_has_room(&self) -> bool {
+        let inflight = usize::from(self.cfg.inflight());
+        self.window.lane_slots(LaneId::Replay) < (inflight - inflight / 4).max(1)
+    }
+
+    /// The size of lane `id`'s next envelope if it should go out now: complete, or partial
+    /// with the lane caught up and its linger over.
+    fn ready_batch(&mut self, id: LaneId) -> Option<usize> {
+        let lane = self.lane(id)?;
+        if lane.pending.is_empty() {
+            return None;
+        }
+        let (count, complete) = self.batch_extent(lane);
+        if complete {
+            return Some(count);
+        }
+        if !lane.caught_up() {
+            // Read first: the batch may fill up.
+            return None;
+        }
+        let linger = self.cfg.batch.linger.0;
+        let lane = self.lane_mut(id)?;
+        let started = *lane.batch_started.get_or_insert_with(Instant::now);
+        (Instant::now() >= started + linger).then_some(count)
+    }
+
     async fn publish_envelopes(&mut self) {
-        while self.room() && !self.pending.is_empty() {
-            let (count, complete) = self.batch_extent();
-            if !complete {
-                if self.more {
-                    // Read first: the batch may fill up.
-                    return;
+        while self.room() {
+            // Live first; the replay when the live batch is not ready (or empty).
+            let mut next = None;
+            for id in [LaneId::Live, LaneId::Replay] {
+                if id == LaneId::Replay && !self.replay_has_room() {
+                    continue;
                 }
-                let started = *self.batch_started.get_or_insert_with(Instant::now);
-                if Instant::now() < started + self.cfg.batch.linger.0 {
-                    return;
+                if let Some(count) = self.ready_batch(id) {
+                    next = Some((id, count));
+                    break;
                 }
             }
-            let batch: Vec<Forward> = self.pending.drain(..count).collect();
-            self.batch_started = (!self.pending.is_empty()).then(Instant::now);
+            let Some((id, count)) = next else {
+                return;
+            };
+            let gateway = self.cfg.gateway_id().to_owned();
+            let format = self.cfg.envelope_format;
+            let compression = self.cfg.compression;
+            let level = self
+                .cfg
+                .compression_level
+                .unwrap_or(tern_envelope::compress::DEFAULT_LEVEL);
+            let Some(lane) = self.lane_mut(id) else {
+                return;
+            };
+            let batch: Vec<Forward> = (0..count).filter_map(|_| lane.pop_pending()).collect();
+            lane.batch_started = (!lane.pending.is_empty()).then(Instant::now);
             let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
                 return;
             };
             // Caught up: the envelope also vouches for the other topics read behind it.
-            let cover_through = (self.pending.is_empty() && !self.more)
-                .then(|| self.read_pos.checked_sub(1))
+            let cover_through = (lane.pending.is_empty() && lane.caught_up())
+                .then(|| lane.scan_pos.checked_sub(1))
                 .flatten()
                 .filter(|&through| through > last.seq);
+            let prev = if first.gap_before {
+                lane.chain_prev.max(first.seq.checked_sub(1))
+            } else {
+                lane.chain_prev
+            };
             let covered = Covered {
+                lane: id,
+                prev,
+                last: last.seq,
                 first: first.seq,
                 end: cover_through.unwrap_or(last.seq) + 1,
                 messages: batch.len(),
+                bytes: batch.iter().map(|f| f.size() as u64).sum(),
                 received_ms: first.message.received_ms,
             };
             let encoded = envelope::encode(&envelope::Batch {
-                gateway: self.cfg.gateway_id(),
-                format: self.cfg.envelope_format,
-                prev_seq: self.chain_prev,
+                gateway: &gateway,
+                format,
+                compression,
+                level,
+                prev_seq: prev,
                 messages: &batch,
                 cover_through,
                 created_ms: now_millis(),
+                replay: id == LaneId::Replay,
             });
             let payload = match encoded {
                 Ok(payload) => payload,
                 Err(err) => {
                     // Cannot happen for messages read in log order; never skip silently.
                     warn!(bridge = self.name(), cause = %err, first = covered.first, "envelope not encoded; retrying after a reconnect");
-                    for forward in batch.into_iter().rev() {
-                        self.pending.push_front(forward);
+                    if let Some(lane) = self.lane_mut(id) {
+                        lane.unpop(batch);
                     }
                     self.client_gone(&err.to_string());
                     return;
@@ -507,8 +993,10 @@ impl BridgeTask {
             };
             let mut properties = PublishProperties::default();
             if self.upstream.has_properties() {
-                properties.content_type =
-                    Some(envelope::content_type(self.cfg.envelope_format).to_owned());
+                properties.content_type = Some(
+                    envelope::content_type(self.cfg.envelope_format, self.cfg.compression)
+                        .to_owned(),
+                );
             }
             let publication = Publication {
                 topic: self.envelope_topic.clone(),
@@ -518,13 +1006,15 @@ impl BridgeTask {
             };
             if let Err(err) = self.upstream.publish(publication).await {
                 // Put the batch back in front, in order.
-                for forward in batch.into_iter().rev() {
-                    self.pending.push_front(forward);
+                if let Some(lane) = self.lane_mut(id) {
+                    lane.unpop(batch);
                 }
                 self.client_gone(&err.to_string());
                 return;
             }
-            self.chain_prev = Some(covered.end - 1);
+            if let Some(lane) = self.lane_mut(id) {
+                lane.chain_prev = Some(covered.end - 1);
+            }
             self.window.push(covered);
         }
     }
@@ -547,55 +1037,74 @@ impl BridgeTask {
         }
     }
 
-    /// Pops acknowledged publishes, updates the status and persists the cursor.
+    /// Pops acknowledged publishes, ends a finished replay, updates the status and
+    /// persists the durable state.
     async fn advance(&mut self) {
-        self.pop_acked();
-        let cursor = self.done();
-        self.status.cursor.store(cursor, Ordering::Relaxed);
-        let oldest = self
-            .window
-            .front()
-            .map(|c| c.received_ms)
-            .or_else(|| self.pending.front().map(|f| f.message.received_ms))
-            .unwrap_or(0);
-        self.status
-            .oldest_pending_ms
-            .store(oldest, Ordering::Relaxed);
-        if cursor > self.persisted && self.last_persist.elapsed() >= PERSIST_EVERY {
-            self.persist(cursor).await;
-        }
-    }
-
-    /// Pops the acknowledged prefix of the window and counts it.
-    fn pop_acked(&mut self) {
-        if let Some(popped) = self.window.pop_done() {
-            self.acked_through = Some(popped.end - 1);
-            let s = &self.status;
-            s.forwarded.fetch_add(
-                u64::try_from(popped.messages).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-            s.publishes.fetch_add(
-                u64::try_from(popped.publishes).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-        }
-    }
-
-    /// Submits the cursor. Not waited for: after a crash the bridge resends from an older
-    /// cursor and the ids let consumers drop the duplicates.
-    async fn persist(&mut self, cursor: Seq) -> Option<crate::store::Ticket> {
-        self.last_persist = Instant::now();
-        match self
-            .store
-            .submit(vec![WriteOp::CursorSet {
-                name: self.cursor_key.clone(),
-                seq: cursor,
-            }])
-            .await
+        self.window.pop_done();
+        if self
+            .replay
+            .as_ref()
+            .is_some_and(|r| r.finished(&self.window))
         {
+            self.replay = None;
+            info!(
+                bridge = self.name(),
+                "bridge replay finished: the backlog is forwarded"
+            );
+        }
+        let state = self.durable();
+        let s = &self.status;
+        s.cursor.store(state.cursor, Ordering::Relaxed);
+        s.oldest_pending_ms
+            .store(self.oldest_ms(), Ordering::Relaxed);
+        let (messages, bytes) = self.waiting();
+        s.backlog.store(messages, Ordering::Relaxed);
+        s.backlog_bytes.store(bytes, Ordering::Relaxed);
+        if state != self.persisted && self.last_persist.elapsed() >= PERSIST_EVERY {
+            self.persist(state).await;
+        }
+    }
+
+    /// Counts an acknowledged (QoS 0: written) publish.
+    fn count_forwarded(&self, covered: &Covered) {
+        let s = &self.status;
+        s.forwarded
+            .fetch_add(covered.messages as u64, Ordering::Relaxed);
+        s.publishes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Submits the durable state. Not waited for: after a crash the bridge resends from an
+    /// older state and the ids let consumers drop the duplicates.
+    async fn persist(&mut self, state: Durable) -> Option<Ticket> {
+        self.last_persist = Instant::now();
+        let mut ops = vec![WriteOp::CursorSet {
+            name: self.cursor_key.clone(),
+            seq: state.cursor,
+        }];
+        match state.replay {
+            Some((split, live)) => ops.extend([
+                WriteOp::CursorSet {
+                    name: super::split_key(&self.cfg.name),
+                    seq: split,
+                },
+                WriteOp::CursorSet {
+                    name: super::live_key(&self.cfg.name),
+                    seq: live,
+                },
+            ]),
+            None if self.persisted.replay.is_some() => ops.extend([
+                WriteOp::CursorDelete {
+                    name: super::split_key(&self.cfg.name),
+                },
+                WriteOp::CursorDelete {
+                    name: super::live_key(&self.cfg.name),
+                },
+            ]),
+            None => {}
+        }
+        match self.store.submit(ops).await {
             Ok(submitted) => {
-                self.persisted = cursor;
+                self.persisted = state;
                 Some(submitted.ticket)
             }
             Err(err) => {
@@ -603,6 +1112,35 @@ impl BridgeTask {
                 None
             }
         }
+    }
+
+    /// A reconnect with a backlog under `replay = "live-first"`: the backlog becomes the
+    /// replay lane, and a new live lane starts where it ends.
+    fn start_replay(&mut self) {
+        if self.cfg.replay != ReplayPolicy::LiveFirst
+            || self.replay.is_some()
+            || !self.live.has_backlog()
+        {
+            return;
+        }
+        let end = self.live.scan_pos;
+        let mut live = Lane::new(LaneId::Live, end, None);
+        live.more = true;
+        let mut replay = std::mem::replace(&mut self.live, live);
+        replay.id = LaneId::Replay;
+        replay.end = Some(end);
+        replay.more = false;
+        // The live lane's chain starts after the replay's last message: the two tile.
+        self.live.chain_prev = replay.last_selected().max(replay.chain_prev);
+        let (messages, bytes) = replay.waiting();
+        info!(
+            bridge = self.name(),
+            backlog = messages,
+            backlog_bytes = bytes,
+            split = end,
+            "bridge replaying the backlog behind live messages"
+        );
+        self.replay = Some(replay);
     }
 
     async fn on_event(&mut self, event: UpEvent) {
@@ -622,19 +1160,23 @@ impl BridgeTask {
                 self.progressed = false;
                 self.last_progress = Instant::now();
                 self.status.connected.store(true, Ordering::Relaxed);
+                self.start_replay();
             }
-            UpEvent::Written(pkid) => {
-                if let Err(err) = self.window.on_written(pkid) {
+            UpEvent::Written(pkid) => match self.window.on_written(pkid) {
+                Ok(Some(done)) => self.count_forwarded(&done),
+                Ok(None) => {}
+                Err(err) => {
                     warn!(bridge = self.name(), cause = %err, "bridge out of step with its client; reconnecting");
                     self.status.set_error(err.to_string());
                     self.request_reset();
                 }
-            }
+            },
             UpEvent::Acked {
                 pkid,
                 refused: None,
             } => {
-                if self.window.on_acked(pkid) {
+                if let Some(done) = self.window.on_acked(pkid) {
+                    self.count_forwarded(&done);
                     self.progressed = true;
                     self.last_progress = Instant::now();
                     if self.stalled {
@@ -670,15 +1212,13 @@ impl BridgeTask {
 
     async fn on_disconnected(&mut self, error: String) {
         let was = self.link;
-        self.pop_acked();
+        self.window.pop_done();
         let cursor = self.done();
+        self.live.unload(&self.window);
+        if let Some(replay) = &mut self.replay {
+            replay.unload(&self.window);
+        }
         self.window.clear();
-        self.pending.clear();
-        self.replay_from = None;
-        self.chain_prev = self.acked_through;
-        self.read_pos = cursor;
-        self.more = true;
-        self.batch_started = None;
         self.status.connected.store(false, Ordering::Relaxed);
         self.status.reconnects.fetch_add(1, Ordering::Relaxed);
         self.status.set_error(error.clone());
@@ -715,6 +1255,10 @@ impl BridgeTask {
                 bridge = self.name(),
                 connected,
                 backlog = s.backlog(),
+                backlog_bytes = s.backlog_bytes.load(Ordering::Relaxed),
+                dropped = s.dropped.load(Ordering::Relaxed),
+                trimmed = s.trimmed.load(Ordering::Relaxed),
+                replaying = self.replay.is_some(),
                 oldest_age_s = oldest_age,
                 forwarded = s.forwarded.load(Ordering::Relaxed),
                 reconnects = s.reconnects.load(Ordering::Relaxed),
@@ -734,9 +1278,11 @@ impl BridgeTask {
                 "bridge stalled: connected but nothing acknowledged for 60s"
             );
         }
+        self.log_losses(true);
     }
 
-    /// Takes the acknowledgements that already arrived, saves the cursor and disconnects.
+    /// Takes the acknowledgements that already arrived, saves the durable state and
+    /// disconnects.
     async fn shutdown(mut self) {
         while let Ok(event) = self.upstream.events.try_recv() {
             match event {
@@ -744,10 +1290,10 @@ impl BridgeTask {
                 _ => break,
             }
         }
-        self.pop_acked();
-        let cursor = self.done();
-        if cursor > self.persisted
-            && let Some(ticket) = self.persist(cursor).await
+        self.window.pop_done();
+        let state = self.durable();
+        if state != self.persisted
+            && let Some(ticket) = self.persist(state).await
         {
             match tokio::time::timeout(SHUTDOWN_GRACE, self.store.wait_durable(ticket)).await {
                 Ok(Ok(())) => {}
@@ -769,8 +1315,17 @@ impl BridgeTask {
             .await;
         }
         self.upstream.abort();
-        info!(bridge = self.name(), cursor, "bridge stopped");
+        info!(
+            bridge = self.name(),
+            cursor = state.cursor,
+            "bridge stopped"
+        );
     }
+}
+
+/// The end of a replay lane, for log lines.
+fn replay_end(replay: Option<&Lane>) -> Option<Seq> {
+    replay.and_then(|r| r.end)
 }
 
 /// Sleeps until `at` (callers guard the branch with `at.is_some()`).

@@ -14,15 +14,44 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::store::Seq;
 
+/// Which reading lane of the bridge a publish comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LaneId {
+    /// The log in order (and, during a live-first replay, the messages that arrived after
+    /// the reconnect).
+    #[default]
+    Live,
+    /// The backlog drained behind live messages (`replay = "live-first"`).
+    Replay,
+}
+
+impl LaneId {
+    fn index(self) -> usize {
+        match self {
+            LaneId::Live => 0,
+            LaneId::Replay => 1,
+        }
+    }
+}
+
 /// What one upstream PUBLISH carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Covered {
+    /// The lane it was read by.
+    pub lane: LaneId,
+    /// The `prev_seq` / `tern-prev` it was sent with: where its lane's chain resumes if it
+    /// has to be sent again.
+    pub prev: Option<Seq>,
+    /// Seq of the last message carried.
+    pub last: Seq,
     /// First log position carried.
     pub first: Seq,
     /// One past the last log position carried.
     pub end: Seq,
     /// Messages carried (1 in `each` mode).
     pub messages: usize,
+    /// Their bytes ([`super::select::Forward::size`]).
+    pub bytes: u64,
     /// Reception time (Unix ms) of the first message carried.
     pub received_ms: u64,
 }
@@ -36,6 +65,8 @@ pub struct Popped {
     pub publishes: usize,
     /// Messages they carried.
     pub messages: usize,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// One upstream PUBLISH in flight.
@@ -77,6 +108,12 @@ pub struct Window {
     written: usize,
     /// Packet id → slot id of publishes awaiting PUBACK.
     by_pkid: HashMap<u16, u64>,
+    /// Slots per lane.
+    lane_slots: [usize; 2],
+    /// Messages carried by the slots.
+    messages: u64,
+    /// Their bytes.
+    bytes: u64,
 }
 
 impl Window {
@@ -95,6 +132,51 @@ impl Window {
         self.slots.is_empty()
     }
 
+    /// Messages carried by the publishes in flight (acknowledged ones behind an
+    /// unacknowledged one included: they are sent again after a lost connection).
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// Their bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Publishes of `lane` in the window.
+    pub fn lane_slots(&self, lane: LaneId) -> usize {
+        self.lane_slots[lane.index()]
+    }
+
+    /// First log position of `lane` not yet known to be forwarded, if the window holds one.
+    pub fn first_pending_of(&self, lane: LaneId) -> Option<Seq> {
+        self.slots
+            .iter()
+            .find(|s| s.covered.lane == lane && s.state != SlotState::Done)
+            .map(|s| s.covered.first)
+    }
+
+    /// What a lost connection leaves of `lane`: its publishes from the first one not
+    /// acknowledged on (they are sent again).
+    pub fn lane_summary(&self, lane: LaneId) -> LaneSummary {
+        let mut out = LaneSummary::default();
+        let mut open = false;
+        for slot in self.slots.iter().filter(|s| s.covered.lane == lane) {
+            let c = &slot.covered;
+            if !open && slot.state != SlotState::Done {
+                open = true;
+                out.resume_prev = Some(c.prev);
+                out.oldest_ms = c.received_ms;
+            }
+            if open {
+                out.messages += c.messages as u64;
+                out.bytes += c.bytes;
+                out.last = Some(c.last);
+            }
+        }
+        out
+    }
+
     /// The oldest publish in flight (not yet known to be forwarded).
     pub fn front(&self) -> Option<&Covered> {
         self.slots.front().map(|s| &s.covered)
@@ -107,6 +189,9 @@ impl Window {
 
     /// Records a publish request.
     pub fn push(&mut self, covered: Covered) {
+        self.lane_slots[covered.lane.index()] += 1;
+        self.messages += covered.messages as u64;
+        self.bytes += covered.bytes;
         self.slots.push_back(Slot {
             covered,
             state: SlotState::Requested,
@@ -114,8 +199,8 @@ impl Window {
     }
 
     /// The client wrote the oldest requested publish with packet id `pkid` (0 = QoS 0,
-    /// which is done once written).
-    pub fn on_written(&mut self, pkid: u16) -> Result<(), WindowError> {
+    /// which is done once written: then it comes back).
+    pub fn on_written(&mut self, pkid: u16) -> Result<Option<Covered>, WindowError> {
         let index = self.written;
         let Some(slot) = self.slots.get_mut(index) else {
             return Err(WindowError::UnexpectedPublish(pkid));
@@ -123,34 +208,30 @@ impl Window {
         self.written += 1;
         if pkid == 0 {
             slot.state = SlotState::Done;
-            return Ok(());
+            return Ok(Some(slot.covered));
         }
         slot.state = SlotState::Sent;
         let id = self.front_id + index as u64;
         if self.by_pkid.insert(pkid, id).is_some() {
             return Err(WindowError::PacketIdInUse(pkid));
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// A PUBACK for `pkid` arrived. Returns whether it belonged to a publish in flight (a
-    /// stray acknowledgement is ignored).
-    pub fn on_acked(&mut self, pkid: u16) -> bool {
-        let Some(id) = self.by_pkid.remove(&pkid) else {
-            return false;
-        };
-        let Some(index) = id.checked_sub(self.front_id) else {
-            return false;
-        };
+    /// A PUBACK for `pkid` arrived. Returns the publish it acknowledged; `None` for a stray
+    /// acknowledgement (ignored).
+    pub fn on_acked(&mut self, pkid: u16) -> Option<Covered> {
+        let id = self.by_pkid.remove(&pkid)?;
+        let index = id.checked_sub(self.front_id)?;
         match usize::try_from(index)
             .ok()
             .and_then(|i| self.slots.get_mut(i))
         {
             Some(slot) if slot.state == SlotState::Sent => {
                 slot.state = SlotState::Done;
-                true
+                Some(slot.covered)
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -165,10 +246,15 @@ impl Window {
                 end: c.end,
                 publishes: 0,
                 messages: 0,
+                bytes: 0,
             });
             p.end = c.end;
             p.publishes += 1;
             p.messages += c.messages;
+            p.bytes += c.bytes;
+            self.messages -= c.messages as u64;
+            self.bytes -= c.bytes;
+            self.lane_slots[c.lane.index()] -= 1;
             self.slots.pop_front();
             self.front_id += 1;
             self.written -= 1;
@@ -182,7 +268,26 @@ impl Window {
         self.slots.clear();
         self.written = 0;
         self.by_pkid.clear();
+        self.messages = 0;
+        self.bytes = 0;
+        self.lane_slots = [0; 2];
     }
+}
+
+/// See [`Window::lane_summary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LaneSummary {
+    /// `prev` of the lane's first unacknowledged publish: `None` when all of the lane's
+    /// publishes are acknowledged.
+    pub resume_prev: Option<Option<Seq>>,
+    /// Messages of the lane from there on.
+    pub messages: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Reception time of the first of them.
+    pub oldest_ms: u64,
+    /// Seq of the last message of the lane's last publish.
+    pub last: Option<Seq>,
 }
 
 #[cfg(test)]
@@ -191,9 +296,13 @@ mod tests {
 
     fn one(seq: Seq) -> Covered {
         Covered {
+            lane: LaneId::Live,
+            prev: seq.checked_sub(1),
+            last: seq,
             first: seq,
             end: seq + 1,
             messages: 1,
+            bytes: 10,
             received_ms: 0,
         }
     }
@@ -212,11 +321,11 @@ mod tests {
         w.on_written(1).unwrap();
         w.on_written(2).unwrap();
         assert_eq!(ends(w.pop_done()), None);
-        assert!(w.on_acked(1));
+        assert!(w.on_acked(1).is_some());
         assert_eq!(ends(w.pop_done()), Some((11, 1)));
         w.on_written(3).unwrap();
-        assert!(w.on_acked(2));
-        assert!(w.on_acked(3));
+        assert!(w.on_acked(2).is_some());
+        assert!(w.on_acked(3).is_some());
         assert_eq!(ends(w.pop_done()), Some((13, 2)));
         assert!(w.is_empty());
     }
@@ -228,10 +337,10 @@ mod tests {
         w.push(one(5)); // seqs 1..5 were not selected
         w.on_written(7).unwrap();
         w.on_written(8).unwrap();
-        assert!(w.on_acked(8));
+        assert!(w.on_acked(8).is_some());
         assert_eq!(ends(w.pop_done()), None, "seq 0 is not acknowledged yet");
         assert_eq!(w.first_pending(), Some(0));
-        assert!(w.on_acked(7));
+        assert!(w.on_acked(7).is_some());
         assert_eq!(ends(w.pop_done()), Some((6, 2)));
     }
 
@@ -240,14 +349,14 @@ mod tests {
         let mut w = Window::new();
         w.push(one(0));
         w.on_written(1).unwrap();
-        assert!(w.on_acked(1));
+        assert!(w.on_acked(1).is_some());
         w.push(one(1));
         w.on_written(1).unwrap();
         assert_eq!(ends(w.pop_done()), Some((1, 1)));
-        assert!(!w.on_acked(2), "unknown packet id");
-        assert!(w.on_acked(1));
+        assert!(w.on_acked(2).is_none(), "unknown packet id");
+        assert!(w.on_acked(1).is_some());
         assert_eq!(ends(w.pop_done()), Some((2, 1)));
-        assert!(!w.on_acked(1), "duplicate ack is ignored");
+        assert!(w.on_acked(1).is_none(), "duplicate ack is ignored");
     }
 
     #[test]
@@ -263,9 +372,13 @@ mod tests {
     fn qos0_is_done_when_written_and_unrequested_writes_fail() {
         let mut w = Window::new();
         w.push(Covered {
+            lane: LaneId::Live,
+            prev: Some(2),
+            last: 9,
             first: 3,
             end: 10,
             messages: 5,
+            bytes: 50,
             received_ms: 0,
         }); // an envelope of 5 messages covering 3..10
         assert_eq!(ends(w.pop_done()), None);
@@ -275,10 +388,43 @@ mod tests {
             Some(Popped {
                 end: 10,
                 publishes: 1,
-                messages: 5
+                messages: 5,
+                bytes: 50,
             })
         );
         assert_eq!(w.on_written(0), Err(WindowError::UnexpectedPublish(0)));
+    }
+
+    #[test]
+    fn lanes_have_their_own_first_pending_and_resume_point() {
+        let mut w = Window::new();
+        let replay = |seq: Seq, prev: Option<Seq>| Covered {
+            lane: LaneId::Replay,
+            prev,
+            ..one(seq)
+        };
+        w.push(replay(3, Some(1)));
+        w.push(one(100));
+        w.push(replay(5, Some(3)));
+        for pkid in 1..=3 {
+            w.on_written(pkid).unwrap();
+        }
+        assert_eq!(
+            (w.lane_slots(LaneId::Replay), w.lane_slots(LaneId::Live)),
+            (2, 1)
+        );
+        assert!(w.on_acked(2).is_some(), "the live publish");
+        assert!(w.on_acked(1).is_some());
+        assert_eq!(w.first_pending_of(LaneId::Live), None);
+        assert_eq!(w.first_pending_of(LaneId::Replay), Some(5));
+        let s = w.lane_summary(LaneId::Replay);
+        assert_eq!(
+            (s.resume_prev, s.messages, s.last),
+            (Some(Some(3)), 1, Some(5))
+        );
+        assert_eq!(w.lane_summary(LaneId::Live).resume_prev, None);
+        assert_eq!(w.pop_done().map(|p| p.end), Some(101));
+        assert_eq!(w.lane_slots(LaneId::Replay), 1);
     }
 
     #[test]
@@ -289,9 +435,12 @@ mod tests {
         w.clear();
         assert!(w.is_empty());
         w.push(one(0));
-        assert!(!w.on_acked(1), "ack for the previous connection's publish");
+        assert!(
+            w.on_acked(1).is_none(),
+            "ack for the previous connection's publish"
+        );
         w.on_written(1).unwrap();
-        assert!(w.on_acked(1));
+        assert!(w.on_acked(1).is_some());
         assert_eq!(ends(w.pop_done()), Some((1, 1)));
     }
 
@@ -309,7 +458,7 @@ mod tests {
             let mut acked = std::collections::BTreeSet::new();
             let mut cursor = 0u64;
             for pkid in order {
-                prop_assert!(w.on_acked(pkid));
+                prop_assert!(w.on_acked(pkid).is_some());
                 acked.insert(u64::from(pkid) - 1);
                 if let Some(Popped { end, .. }) = w.pop_done() {
                     prop_assert!(end > cursor);
