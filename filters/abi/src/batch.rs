@@ -1,11 +1,14 @@
 //! The batch buffer (host → guest): [`BatchWriter`] packs records, [`Batch`] reads them
-//! back lazily as [`MessageView`]s.
+//! back lazily, as fully validated [`MessageView`]s ([`Batch::iter`]) or as [`RecordView`]s
+//! whose strings are checked only when read ([`Batch::records`]).
 
 use alloc::vec::Vec;
 
 use crate::VERSION;
 use crate::error::{AbiError, Field, Part};
-use crate::record::{MIN_RECORD_LEN, MessageView, RecordRef, read_record, write_record};
+use crate::record::{
+    MIN_RECORD_LEN, MessageView, RecordRef, RecordView, read_record_layout, write_record,
+};
 use crate::wire::{Reader, patch_u32, put_u32};
 
 /// Batch flag bit 0: every record carries its payload.
@@ -144,11 +147,21 @@ impl<'a> Batch<'a> {
         self.payloads
     }
 
-    /// The records in order. A valid batch yields [`len`](Self::len) `Ok`s. A malformed one
-    /// yields an `Err` where decoding failed (possibly after the last record, for trailing
-    /// bytes) and then stops.
+    /// The records in order, every field validated. A valid batch yields
+    /// [`len`](Self::len) `Ok`s. A malformed one yields an `Err` where decoding failed
+    /// (possibly after the last record, for trailing bytes) and then stops.
     pub fn iter(&self) -> Records<'a> {
         Records {
+            layout: self.records(),
+        }
+    }
+
+    /// The records in order with their layout checked (lengths, flags, counts, trailing
+    /// bytes, as [`iter`](Self::iter)) but not their UTF-8: each string is checked when it
+    /// is read, so a reader that looks at few fields pays for those only. Yields an `Err`
+    /// where the layout is broken, then stops.
+    pub fn records(&self) -> RecordViews<'a> {
+        RecordViews {
             rest: self.records,
             index: 0,
             count: self.count,
@@ -167,9 +180,33 @@ impl<'a> IntoIterator for &Batch<'a> {
     }
 }
 
-/// Iterator over the records of a [`Batch`].
+/// Iterator over the validated records of a [`Batch`].
 #[derive(Debug, Clone)]
 pub struct Records<'a> {
+    layout: RecordViews<'a>,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<MessageView<'a>, AbiError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let view = self.layout.next()?.and_then(|record| record.validate());
+        if view.is_err() {
+            self.layout.done = true;
+        }
+        Some(view)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.layout.size_hint()
+    }
+}
+
+impl core::iter::FusedIterator for Records<'_> {}
+
+/// Iterator over the [`RecordView`]s of a [`Batch`] (layout checked, UTF-8 on access).
+#[derive(Debug, Clone)]
+pub struct RecordViews<'a> {
     rest: &'a [u8],
     index: usize,
     count: usize,
@@ -178,15 +215,15 @@ pub struct Records<'a> {
     done: bool,
 }
 
-impl<'a> Records<'a> {
-    fn fail(&mut self, err: AbiError) -> Option<Result<MessageView<'a>, AbiError>> {
+impl<'a> RecordViews<'a> {
+    fn fail(&mut self, err: AbiError) -> Option<Result<RecordView<'a>, AbiError>> {
         self.done = true;
         Some(Err(err))
     }
 }
 
-impl<'a> Iterator for Records<'a> {
-    type Item = Result<MessageView<'a>, AbiError>;
+impl<'a> Iterator for RecordViews<'a> {
+    type Item = Result<RecordView<'a>, AbiError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
@@ -204,7 +241,7 @@ impl<'a> Iterator for Records<'a> {
         }
         let index = self.index;
         let mut r = Reader::new(self.rest, Part::Record(index));
-        let view = match read_record(&mut r) {
+        let view = match read_record_layout(&mut r) {
             Ok(view) => view,
             Err(err) => return self.fail(err),
         };
@@ -227,4 +264,4 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
-impl core::iter::FusedIterator for Records<'_> {}
+impl core::iter::FusedIterator for RecordViews<'_> {}

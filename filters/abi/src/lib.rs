@@ -10,8 +10,8 @@
 //! # Layout
 //!
 //! - `wire`: bounds-checked little-endian reads and writes.
-//! - `record`: [`RecordRef`], [`MessageView`] and [`Properties`] (batch records and
-//!   replacements share one layout).
+//! - `record`: [`RecordRef`], [`RecordView`], [`MessageView`] and their properties (batch
+//!   records and replacements share one layout).
 //! - `batch`: [`BatchWriter`] and [`Batch`].
 //! - `verdict`: [`VerdictWriter`], [`Verdicts`], [`Edit`], [`Routes`], [`Destination`].
 //! - `error`: [`AbiError`].
@@ -60,9 +60,9 @@ mod record;
 mod verdict;
 mod wire;
 
-pub use batch::{Batch, BatchWriter, Records};
+pub use batch::{Batch, BatchWriter, RecordViews, Records};
 pub use error::{AbiError, EditPart, Field, Part};
-pub use record::{MessageView, Properties, RecordRef};
+pub use record::{MessageView, Properties, RawProperties, RecordRef, RecordView};
 pub use verdict::{Destination, Edit, Edits, Routes, VerdictWriter, Verdicts};
 
 /// The ABI version this crate reads and writes (the first byte of both buffers).

@@ -1,5 +1,6 @@
 //! The message record shared by batches and replacements: [`RecordRef`] (what a writer
-//! packs), [`MessageView`] (a validated, borrowed record) and its [`Properties`].
+//! packs), [`RecordView`] (a record whose layout is checked, strings checked on access),
+//! [`MessageView`] (a fully validated, borrowed record) and its [`Properties`].
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -104,13 +105,19 @@ fn write_record_fields<'p>(
 
 /// Reads one length-prefixed record from `r`, validating every field.
 pub(crate) fn read_record<'a>(r: &mut Reader<'a>) -> Result<MessageView<'a>, AbiError> {
-    let len = r.len32(Field::RecordLength)?;
-    let body = r.take(len, Field::Record)?;
-    decode_body(body, r.part)
+    read_record_layout(r)?.validate()
 }
 
-/// Decodes and validates a record body (the bytes after its length field).
-fn decode_body(body: &[u8], part: Part) -> Result<MessageView<'_>, AbiError> {
+/// Reads one length-prefixed record from `r`, checking its layout but not its UTF-8.
+pub(crate) fn read_record_layout<'a>(r: &mut Reader<'a>) -> Result<RecordView<'a>, AbiError> {
+    let len = r.len32(Field::RecordLength)?;
+    let body = r.take(len, Field::Record)?;
+    split_body(body, r.part)
+}
+
+/// Checks the layout of a record body (the bytes after its length field): flags, lengths,
+/// counts, no trailing bytes. Strings stay unchecked bytes.
+fn split_body(body: &[u8], part: Part) -> Result<RecordView<'_>, AbiError> {
     let mut r = Reader::new(body, part);
     let flags = r.u8(Field::RecordFlags)?;
     if flags & RECORD_RESERVED != 0 {
@@ -119,23 +126,22 @@ fn decode_body(body: &[u8], part: Part) -> Result<MessageView<'_>, AbiError> {
             field: Field::RecordFlags,
         });
     }
-    let qos = flags & QOS_MASK;
-    if qos == 3 {
+    if flags & QOS_MASK == 3 {
         return Err(AbiError::InvalidQos { part });
     }
     let received_ms = r.u64(Field::ReceivedMs)?;
-    let topic = r.str16(Field::Topic)?;
-    let client_id = r.str16(Field::ClientId)?;
+    let topic = r.raw16(Field::Topic)?;
+    let client_id = r.raw16(Field::ClientId)?;
     let content_type = if flags & CONTENT_TYPE != 0 {
-        Some(r.str16(Field::ContentType)?)
+        Some(r.raw16(Field::ContentType)?)
     } else {
         None
     };
     let property_count = r.u16(Field::PropertyCount)?;
     let props_start = r.rest;
     for _ in 0..property_count {
-        r.str16(Field::PropertyKey)?;
-        r.str16(Field::PropertyValue)?;
+        r.raw16(Field::PropertyKey)?;
+        r.raw16(Field::PropertyValue)?;
     }
     let props_len = props_start.len() - r.rest.len();
     let properties = props_start.get(..props_len).unwrap_or_default();
@@ -145,17 +151,183 @@ fn decode_body(body: &[u8], part: Part) -> Result<MessageView<'_>, AbiError> {
         None
     };
     r.finish()?;
-    Ok(MessageView {
+    Ok(RecordView {
+        part,
+        flags,
+        received_ms,
         topic,
         client_id,
-        qos,
-        retain: flags & RETAIN != 0,
-        received_ms,
         content_type,
-        payload,
         properties,
         property_count,
+        payload,
     })
+}
+
+fn utf8(bytes: &[u8], part: Part, field: Field) -> Result<&str, AbiError> {
+    core::str::from_utf8(bytes).map_err(|_| AbiError::InvalidUtf8 { part, field })
+}
+
+/// A record whose layout has been checked but whose strings have not been checked for
+/// UTF-8 yet: each string accessor checks the string it returns, so a reader pays only for
+/// the fields it reads. [`validate`](Self::validate) checks every string at once and gives
+/// the [`MessageView`]. Cheap to copy.
+#[derive(Clone, Copy)]
+pub struct RecordView<'a> {
+    part: Part,
+    flags: u8,
+    received_ms: u64,
+    topic: &'a [u8],
+    client_id: &'a [u8],
+    content_type: Option<&'a [u8]>,
+    /// The encoded property pairs; their lengths are checked, their UTF-8 is not.
+    properties: &'a [u8],
+    property_count: u16,
+    payload: Option<&'a [u8]>,
+}
+
+impl<'a> RecordView<'a> {
+    pub fn topic(&self) -> Result<&'a str, AbiError> {
+        utf8(self.topic, self.part, Field::Topic)
+    }
+
+    /// The publisher's client id; empty for messages the hub itself publishes.
+    pub fn client_id(&self) -> Result<&'a str, AbiError> {
+        utf8(self.client_id, self.part, Field::ClientId)
+    }
+
+    pub fn qos(&self) -> u8 {
+        self.flags & QOS_MASK
+    }
+
+    pub fn retain(&self) -> bool {
+        self.flags & RETAIN != 0
+    }
+
+    /// When the hub received the message, Unix milliseconds.
+    pub fn received_ms(&self) -> u64 {
+        self.received_ms
+    }
+
+    pub fn content_type(&self) -> Result<Option<&'a str>, AbiError> {
+        self.content_type
+            .map(|ct| utf8(ct, self.part, Field::ContentType))
+            .transpose()
+    }
+
+    /// The payload (see [`MessageView::payload`]).
+    pub fn payload(&self) -> Option<&'a [u8]> {
+        self.payload
+    }
+
+    /// The number of user properties.
+    pub fn property_count(&self) -> usize {
+        usize::from(self.property_count)
+    }
+
+    /// The value of the first user property named `key`. Keys are compared as bytes; only
+    /// the value returned is checked for UTF-8.
+    pub fn property(&self, key: &str) -> Result<Option<&'a str>, AbiError> {
+        let mut rest = self.properties;
+        for _ in 0..self.property_count {
+            let Some((k, after_key)) = split16(rest) else {
+                break;
+            };
+            let Some((v, after_value)) = split16(after_key) else {
+                break;
+            };
+            if k == key.as_bytes() {
+                return utf8(v, self.part, Field::PropertyValue).map(Some);
+            }
+            rest = after_value;
+        }
+        Ok(None)
+    }
+
+    /// User properties in order, duplicates kept, each pair checked as it is read.
+    pub fn properties(&self) -> RawProperties<'a> {
+        RawProperties {
+            rest: self.properties,
+            remaining: self.property_count,
+            part: self.part,
+        }
+    }
+
+    /// Checks every string and returns the validated view.
+    pub fn validate(&self) -> Result<MessageView<'a>, AbiError> {
+        for pair in self.properties() {
+            pair?;
+        }
+        Ok(MessageView {
+            topic: self.topic()?,
+            client_id: self.client_id()?,
+            qos: self.qos(),
+            retain: self.retain(),
+            received_ms: self.received_ms,
+            content_type: self.content_type()?,
+            payload: self.payload,
+            properties: self.properties,
+            property_count: self.property_count,
+        })
+    }
+}
+
+impl fmt::Debug for RecordView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordView")
+            .field("topic", &self.topic())
+            .field("client_id", &self.client_id())
+            .field("qos", &self.qos())
+            .field("retain", &self.retain())
+            .field("received_ms", &self.received_ms)
+            .field("content_type", &self.content_type())
+            .field("properties", &self.properties())
+            .field("payload", &self.payload)
+            .finish()
+    }
+}
+
+/// A `str16` at the front of `buf` (length already checked): its bytes and the rest.
+fn split16(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = buf.split_first_chunk::<2>()?;
+    rest.split_at_checked(usize::from(u16::from_le_bytes(*len)))
+}
+
+/// The user properties of a [`RecordView`]: `(key, value)` pairs in order, each checked
+/// for UTF-8 as it is read. Stops after the first error.
+#[derive(Clone)]
+pub struct RawProperties<'a> {
+    rest: &'a [u8],
+    remaining: u16,
+    part: Part,
+}
+
+impl<'a> Iterator for RawProperties<'a> {
+    type Item = Result<(&'a str, &'a str), AbiError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.remaining = self.remaining.checked_sub(1)?;
+        let mut r = Reader::new(self.rest, self.part);
+        let pair = r
+            .str16(Field::PropertyKey)
+            .and_then(|k| Ok((k, r.str16(Field::PropertyValue)?)));
+        if pair.is_err() {
+            self.remaining = 0;
+        }
+        self.rest = r.rest;
+        Some(pair)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::from(self.remaining);
+        (0, Some(n))
+    }
+}
+
+impl fmt::Debug for RawProperties<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.clone()).finish()
+    }
 }
 
 /// A borrowed, validated view of one record. Cheap to copy.

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use crate::VERSION;
 use crate::error::{AbiError, EditPart, Field, Part};
 use crate::record::{MessageView, RecordRef, read_record, write_record};
-use crate::wire::{Reader, patch_u32, put_str16, put_u16, put_u32};
+use crate::wire::{Reader, patch_u16, patch_u32, put_str16, put_u16, put_u32};
 
 const FORM_ALL_KEPT: u8 = 0;
 const FORM_EDITS: u8 = 1;
@@ -145,10 +145,17 @@ impl VerdictWriter {
         index: usize,
         destinations: &[Destination<'_>],
     ) -> Result<(), AbiError> {
+        self.route_iter(index, destinations.iter().copied())
+    }
+
+    /// [`route`](Self::route) from an iterator: the destinations are written as they come,
+    /// so a caller producing them one by one needs no collection of its own.
+    pub fn route_iter<'d>(
+        &mut self,
+        index: usize,
+        destinations: impl IntoIterator<Item = Destination<'d>>,
+    ) -> Result<(), AbiError> {
         self.check_editable(index)?;
-        if destinations.is_empty() {
-            return Err(AbiError::NoRoutes { index });
-        }
         if let Some(last) = self.marks.last_mut()
             && last.index == index
         {
@@ -160,7 +167,7 @@ impl VerdictWriter {
             }
             // Extend the replacement edit just written for this message.
             let end = self.buf.len();
-            if let Err(err) = write_routes(&mut self.buf, destinations) {
+            if let Err(err) = write_routes(&mut self.buf, index, destinations) {
                 self.buf.truncate(end);
                 return Err(err);
             }
@@ -171,7 +178,7 @@ impl VerdictWriter {
             return Ok(());
         }
         let start = self.begin_edit(index, HAS_ROUTES)?;
-        let result = write_routes(&mut self.buf, destinations);
+        let result = write_routes(&mut self.buf, index, destinations);
         self.end_edit(index, start, HAS_ROUTES, result)
     }
 
@@ -245,15 +252,25 @@ impl VerdictWriter {
     }
 }
 
-fn write_routes(buf: &mut Vec<u8>, destinations: &[Destination<'_>]) -> Result<(), AbiError> {
-    let count = u16::try_from(destinations.len()).map_err(|_| AbiError::TooMany {
-        field: Field::RouteCount,
-        count: destinations.len(),
-        max: usize::from(u16::MAX),
-    })?;
-    put_u16(buf, count);
+/// Appends a route list (count, then destinations). On error the caller truncates.
+fn write_routes<'d>(
+    buf: &mut Vec<u8>,
+    index: usize,
+    destinations: impl IntoIterator<Item = Destination<'d>>,
+) -> Result<(), AbiError> {
+    let count_at = buf.len();
+    put_u16(buf, 0); // route count, patched below
+    let mut count = 0usize;
     for dest in destinations {
-        match *dest {
+        count += 1;
+        if count > usize::from(u16::MAX) {
+            return Err(AbiError::TooMany {
+                field: Field::RouteCount,
+                count,
+                max: usize::from(u16::MAX),
+            });
+        }
+        match dest {
             Destination::Local { topic } => {
                 buf.push(KIND_LOCAL);
                 put_str16(buf, topic, Field::DestinationTopic)?;
@@ -265,6 +282,11 @@ fn write_routes(buf: &mut Vec<u8>, destinations: &[Destination<'_>]) -> Result<(
             }
         }
     }
+    let count = u16::try_from(count).ok().filter(|&n| n > 0);
+    let Some(count) = count else {
+        return Err(AbiError::NoRoutes { index });
+    };
+    patch_u16(buf, count_at, count);
     Ok(())
 }
 
@@ -504,15 +526,16 @@ impl<'a> Iterator for Edits<'a> {
             None
         };
         let routes = if flags & HAS_ROUTES != 0 {
-            let reader = read_routes(&mut e, index).ok()?;
-            let start = reader.rest;
-            let count = reader.remaining;
-            let mut walk = reader;
-            for dest in walk.by_ref() {
-                dest.ok()?;
+            let count = e.u16(Field::RouteCount).ok()?;
+            let start = e.rest;
+            // Skip the destinations by their lengths; `Routes` reads them.
+            for _ in 0..count {
+                if e.u8(Field::DestinationKind).ok()? == KIND_BRIDGE {
+                    e.raw16(Field::BridgeName).ok()?;
+                }
+                e.raw16(Field::DestinationTopic).ok()?;
             }
-            let len = start.len() - walk.rest.len();
-            e.rest = walk.rest;
+            let len = start.len() - e.rest.len();
             Some(Routes {
                 rest: start.get(..len)?,
                 remaining: count,

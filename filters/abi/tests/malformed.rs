@@ -307,3 +307,29 @@ fn edits_out_of_order_are_rejected() {
         }
     );
 }
+
+#[test]
+fn invalid_utf8_is_caught_when_the_string_is_read() {
+    let msg = common::Msg::new("tt").with("k", "v").with("bad", "ok");
+    let mut buf = write_batch(&[msg], false);
+    // Topic bytes start after the record flags, received_ms and the topic's length.
+    let topic_at = FLAGS_AT + 1 + 8 + 2;
+    assert_eq!(&buf[topic_at..topic_at + 2], b"tt");
+    buf[topic_at] = 0xff;
+    let expected = AbiError::InvalidUtf8 {
+        part: Part::Record(0),
+        field: Field::Topic,
+    };
+    assert_eq!(batch_err(&buf), Some(expected));
+    assert_eq!(expected.to_string(), "record 0: topic is not valid UTF-8");
+    // The layout reader hands the record over; only reading the topic fails.
+    let batch = Batch::parse(&buf).unwrap();
+    let records: Vec<_> = batch.records().collect();
+    assert_eq!(records.len(), 1);
+    let record = records[0].as_ref().expect("layout is fine");
+    assert_eq!(record.topic(), Err(expected));
+    assert_eq!(record.client_id(), Ok(""));
+    assert_eq!(record.property("k"), Ok(Some("v")));
+    assert_eq!(record.property("missing"), Ok(None));
+    assert_eq!(record.validate().err(), Some(expected));
+}

@@ -1,14 +1,21 @@
 //! The SDK glue: [`RouterFilter`], the `Filter` the component exports, mapping a
 //! [`RouteTable`] outcome to a verdict.
 
-use tern_filter::{Filter, Message, Route, Verdict};
+use tern_filter::{AbiError, Decision, Filter, Message, Route, Verdict};
 
-use crate::table::{Incoming, Outcome, Resolved, RouteTable};
+use crate::error::InvalidRoute;
+use crate::table::{Decided, Incoming, Outcome, Rendered, Resolved, RouteTable};
 
 /// The `router` filter: its config is a rule set (see the crate README).
+///
+/// In the guest it decides through [`Filter::decide`]: destination topics are rendered into
+/// one reused buffer and written straight into the verdicts, so routing a message allocates
+/// nothing once the buffer has grown. [`Filter::filter`] gives the same decisions as owned
+/// values.
 #[derive(Debug, Clone)]
 pub struct RouterFilter {
     table: RouteTable,
+    rendered: Rendered,
 }
 
 impl RouterFilter {
@@ -23,7 +30,10 @@ impl Filter for RouterFilter {
 
     fn init(config: &str) -> Result<Self, String> {
         RouteTable::parse(config)
-            .map(|table| Self { table })
+            .map(|table| Self {
+                table,
+                rendered: Rendered::default(),
+            })
             .map_err(|err| err.to_string())
     }
 
@@ -39,14 +49,41 @@ impl Filter for RouterFilter {
                 Verdict::Route(resolved.into_iter().map(to_route).collect())
             }
             Outcome::Invalid(invalid) => {
-                tern_filter::log::warn(&format!(
-                    "dropped a message on {:?}: {invalid}",
-                    msg.topic()
-                ));
+                log_invalid(msg, &invalid);
                 Verdict::Drop
             }
         }
     }
+
+    fn decide(&mut self, msg: &Message<'_>, out: Decision<'_>) -> Result<(), AbiError> {
+        let incoming = Incoming {
+            topic: msg.topic(),
+            client_id: msg.client_id(),
+        };
+        match self.table.route_into(incoming, &mut self.rendered) {
+            Decided::Keep => {
+                out.keep();
+                Ok(())
+            }
+            Decided::Drop => {
+                out.drop_message();
+                Ok(())
+            }
+            Decided::Route => out.route_iter(self.rendered.destinations(&self.table)),
+            Decided::Invalid(invalid) => {
+                log_invalid(msg, &invalid);
+                out.drop_message();
+                Ok(())
+            }
+        }
+    }
+}
+
+fn log_invalid(msg: &Message<'_>, invalid: &InvalidRoute) {
+    tern_filter::log::warn(&format!(
+        "dropped a message on {:?}: {invalid}",
+        msg.topic()
+    ));
 }
 
 fn to_route(resolved: Resolved<'_>) -> Route {

@@ -15,8 +15,8 @@ mod table;
 pub use error::{ConfigError, ConfigErrorKind, InvalidRoute, InvalidTopic, Location};
 pub use filter::RouterFilter;
 pub use table::{
-    Incoming, MAX_CAPTURES, MAX_DESTINATIONS, MAX_TOPIC_LEN, Outcome, Resolved, RouteTable,
-    is_valid_topic_name,
+    Decided, Incoming, MAX_CAPTURES, MAX_DESTINATIONS, MAX_TOPIC_LEN, Outcome, Rendered, Resolved,
+    RouteTable, is_valid_topic_name,
 };
 
 tern_filter::export!(RouterFilter);

@@ -159,6 +159,19 @@ pub(crate) struct Template {
 impl Template {
     /// Renders the topic for one message, or says why the result is not a valid topic name.
     fn render(&self, msg: Incoming<'_>, caps: &Captures) -> Result<String, InvalidTopic> {
+        let mut out = String::new();
+        self.render_into(msg, caps, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the topic for one message to `out`, or says why the result is not a valid
+    /// topic name (then `out` is unchanged).
+    fn render_into(
+        &self,
+        msg: Incoming<'_>,
+        caps: &Captures,
+        out: &mut String,
+    ) -> Result<(), InvalidTopic> {
         let mut len = 0usize;
         for (i, piece) in self.pieces.iter().enumerate() {
             let value = piece_value(piece, msg, caps);
@@ -188,11 +201,11 @@ impl Template {
         if len > MAX_TOPIC_LEN {
             return Err(InvalidTopic::TooLong(len));
         }
-        let mut out = String::with_capacity(len);
+        out.reserve(len);
         for piece in &*self.pieces {
             out.push_str(piece_value(piece, msg, caps));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The template that reproduces the message's own topic (the `keep` destination).
@@ -288,6 +301,69 @@ pub enum Outcome<'t> {
     Invalid(InvalidRoute),
 }
 
+/// The router's decision for one message from [`RouteTable::route_into`]; the destinations
+/// of [`Decided::Route`] are in the [`Rendered`] buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// Deliver unchanged to its own topic.
+    Keep,
+    /// Drop the message.
+    Drop,
+    /// Deliver to the destinations in the [`Rendered`] buffer only (never empty).
+    Route,
+    /// A rule matched but a destination topic would be invalid; the message is dropped.
+    Invalid(InvalidRoute),
+}
+
+/// The destination topics rendered for the last routed message, in a buffer that keeps its
+/// allocation from message to message.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    /// The rendered topics, back to back.
+    text: String,
+    /// End of each topic in `text`, one per destination of the applied action.
+    ends: Vec<usize>,
+    /// The 0-based rule whose action was applied; `None`: the `otherwise` action.
+    rule: Option<usize>,
+}
+
+impl Rendered {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+        self.rule = None;
+    }
+
+    /// The destinations of the last [`Decided::Route`] of `table` (the table that rendered
+    /// them), in rule order. Empty after any other decision.
+    pub fn destinations<'s>(
+        &'s self,
+        table: &'s RouteTable,
+    ) -> impl Iterator<Item = tern_filter::Destination<'s>> + 's {
+        let action = match self.rule {
+            Some(i) => table.rules.get(i).map(|rule| &rule.action),
+            None => Some(&table.otherwise),
+        };
+        let destinations: &[Destination] = match action {
+            Some(Action::Route(destinations)) => destinations,
+            _ => &[],
+        };
+        let starts = core::iter::once(0).chain(self.ends.iter().copied());
+        destinations
+            .iter()
+            .zip(starts.zip(self.ends.iter().copied()))
+            .map(|(destination, (start, end))| {
+                let topic = self.text.get(start..end).unwrap_or_default();
+                match destination {
+                    Destination::Local(_) => tern_filter::Destination::Local { topic },
+                    Destination::Bridge { bridge, .. } => {
+                        tern_filter::Destination::Bridge { bridge, topic }
+                    }
+                }
+            })
+    }
+}
+
 /// A compiled rule set: rules in order, and what happens to messages no rule matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteTable {
@@ -325,6 +401,52 @@ impl RouteTable {
             Some((i, rule)) => apply(&rule.action, Some(i + 1), msg, &caps),
             None => apply(&self.otherwise, None, msg, &caps),
         }
+    }
+
+    /// [`route`](Self::route) without allocating once `out` has grown to fit: a routed
+    /// message's destination topics are rendered into `out`, read them back with
+    /// [`Rendered::destinations`]. Decides exactly as `route` does.
+    pub fn route_into(&self, msg: Incoming<'_>, out: &mut Rendered) -> Decided {
+        out.clear();
+        let mut caps = Captures::default();
+        let (rule, action) = match self.find(msg.topic, &mut caps) {
+            Some((i, rule)) => (Some(i), &rule.action),
+            None => (None, &self.otherwise),
+        };
+        let destinations = match action {
+            Action::Keep => return Decided::Keep,
+            Action::Drop => return Decided::Drop,
+            Action::Route(destinations) => destinations,
+        };
+        for destination in destinations {
+            let start = out.text.len();
+            let rendered = match destination {
+                Destination::Local(template) => {
+                    template
+                        .render_into(msg, &caps, &mut out.text)
+                        .and_then(|()| {
+                            // The hub refuses local routes to `$` topics (it would fail the whole
+                            // batch).
+                            if out.text[start..].starts_with('$') {
+                                Err(InvalidTopic::DollarPrefix)
+                            } else {
+                                Ok(())
+                            }
+                        })
+                }
+                Destination::Bridge { topic, .. } => topic.render_into(msg, &caps, &mut out.text),
+            };
+            if let Err(reason) = rendered {
+                out.clear();
+                return Decided::Invalid(InvalidRoute {
+                    rule: rule.map(|i| i + 1),
+                    reason,
+                });
+            }
+            out.ends.push(out.text.len());
+        }
+        out.rule = rule;
+        Decided::Route
     }
 
     /// The first matching rule and its 0-based index; fills `caps` with its captures.

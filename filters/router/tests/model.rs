@@ -12,7 +12,10 @@
 //!   forwarded to a bridge (none leaks in through a capture).
 
 use proptest::prelude::*;
-use tern_filter_router::{Incoming, Outcome, Resolved, RouteTable, is_valid_topic_name};
+use tern_filter::Destination;
+use tern_filter_router::{
+    Decided, Incoming, Outcome, Rendered, Resolved, RouteTable, is_valid_topic_name,
+};
 
 #[derive(Debug, Clone)]
 enum PatLevel {
@@ -193,9 +196,30 @@ proptest! {
         client in "[a-z/$+#]{0,4}",
     ) {
         let Ok(table) = RouteTable::parse(&config) else { return Ok(()) };
+        // One buffer for every topic, as in the guest.
+        let mut rendered = Rendered::default();
         for topic in &topics {
             let first = table.first_match(topic);
-            match table.route(Incoming { topic, client_id: &client }) {
+            let msg = Incoming { topic, client_id: &client };
+            let owned = table.route(msg);
+            let via_buffer = match table.route_into(msg, &mut rendered) {
+                Decided::Keep => Outcome::Keep,
+                Decided::Drop => Outcome::Drop,
+                Decided::Invalid(invalid) => Outcome::Invalid(invalid),
+                Decided::Route => Outcome::Route(
+                    rendered
+                        .destinations(&table)
+                        .map(|d| match d {
+                            Destination::Local { topic } => Resolved::Local { topic: topic.into() },
+                            Destination::Bridge { bridge, topic } => {
+                                Resolved::Bridge { bridge, topic: topic.into() }
+                            }
+                        })
+                        .collect(),
+                ),
+            };
+            prop_assert_eq!(&via_buffer, &owned);
+            match owned {
                 Outcome::Route(routes) => {
                     prop_assert!(!routes.is_empty());
                     for route in routes {

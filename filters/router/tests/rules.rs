@@ -1,8 +1,10 @@
 //! The rule language, one row per documented rule: what a rule set does with a message, and
 //! which rule sets are rejected with which location and message.
 
+use tern_filter::Destination;
 use tern_filter_router::{
-    ConfigErrorKind, Incoming, InvalidTopic, Location, Outcome, Resolved, RouteTable,
+    ConfigErrorKind, Decided, Incoming, InvalidTopic, Location, Outcome, Rendered, Resolved,
+    RouteTable,
 };
 
 /// The expected outcome, written compactly: `keep`, `drop`, `invalid:<why>`, or routes
@@ -23,8 +25,29 @@ fn show(outcome: &Outcome<'_>) -> String {
     }
 }
 
+/// The outcome of `route`, after checking that the allocation-free `route_into` (what the
+/// guest runs) decides the same, also with a buffer that held an earlier message's routes.
 fn route(table: &RouteTable, topic: &str, client_id: &str) -> String {
-    show(&table.route(Incoming { topic, client_id }))
+    let msg = Incoming { topic, client_id };
+    let owned = show(&table.route(msg));
+    let mut rendered = Rendered::default();
+    for _ in 0..2 {
+        let via_buffer = match table.route_into(msg, &mut rendered) {
+            Decided::Keep => "keep".into(),
+            Decided::Drop => "drop".into(),
+            Decided::Invalid(invalid) => format!("invalid:{invalid}"),
+            Decided::Route => rendered
+                .destinations(table)
+                .map(|d| match d {
+                    Destination::Local { topic } => format!("local:{topic}"),
+                    Destination::Bridge { bridge, topic } => format!("bridge:{bridge} {topic}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" | "),
+        };
+        assert_eq!(via_buffer, owned, "route_into disagrees for {topic:?}");
+    }
+    owned
 }
 
 fn table(config: &str) -> RouteTable {

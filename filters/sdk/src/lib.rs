@@ -37,13 +37,17 @@
 //!
 //! Verdicts: [`Verdict::Keep`], [`Verdict::Drop`], [`Verdict::Replace`] with a
 //! [`NewMessage`] (start from `NewMessage::from(msg)`), [`Verdict::Route`] with
-//! [`Route`]s, and [`Verdict::ReplaceAndRoute`] for both. A panic in `filter` traps the
-//! instance; the hub then applies the pipeline's failure policy to the message.
+//! [`Route`]s, and [`Verdict::ReplaceAndRoute`] for both. A filter on a hot path can
+//! override [`Filter::decide`] instead and write its decision straight into the verdict
+//! buffer through a [`Decision`] (borrowed [`Destination`]s, no allocation). A panic in
+//! `filter` traps the instance; the hub then applies the pipeline's failure policy to the
+//! message.
 //!
 //! # Layout
 //!
+//! - `message`: [`Message`] and its [`Properties`].
 //! - `verdict`: [`Verdict`], [`NewMessage`], [`Route`].
-//! - `process`: [`process_batch`], the batch loop.
+//! - `process`: [`process_batch`], the batch loop, and [`Decision`].
 //! - `host`: [`log`] and [`now_ms`], the host imports.
 //! - `glue`: the WIT bindings and the entry points [`export!`] wires up (hidden).
 //! - [`testing`]: [`TestMessage`](testing::TestMessage), [`run`](testing::run),
@@ -54,19 +58,16 @@ extern crate self as tern_filter;
 
 mod glue;
 mod host;
+mod message;
 mod process;
 pub mod testing;
 mod verdict;
 
 pub use host::{log, now_ms};
-pub use process::process_batch;
-pub use tern_filter_abi::{MessageView, Properties};
+pub use message::{Message, Properties};
+pub use process::{Decision, process_batch};
+pub use tern_filter_abi::{AbiError, Destination, MessageView, RecordRef};
 pub use verdict::{NewMessage, Route, Verdict};
-
-/// One message of a batch, borrowed from the batch buffer: topic, client id, QoS, RETAIN,
-/// receive time, content type, user properties (`property(key)` gives the first value),
-/// and the payload when the filter declared [`Filter::NEEDS_PAYLOAD`].
-pub type Message<'a> = MessageView<'a>;
 
 /// A filter: decides each message of a batch in order.
 ///
@@ -83,6 +84,14 @@ pub trait Filter: Sized + 'static {
 
     /// Decides one message.
     fn filter(&mut self, msg: &Message<'_>) -> Verdict;
+
+    /// Decides one message by writing into the verdict buffer directly. The default writes
+    /// what [`filter`](Self::filter) returns; override it to route or replace without
+    /// allocating (keep the two consistent: tests may call either). An `Err` fails the
+    /// batch.
+    fn decide(&mut self, msg: &Message<'_>, out: Decision<'_>) -> Result<(), AbiError> {
+        out.verdict(self.filter(msg))
+    }
 }
 
 #[doc(hidden)]

@@ -1,15 +1,17 @@
 //! The batch loop: decode a packed batch, ask the filter about each message, pack the
 //! verdicts. Plain generic Rust, the same code on wasm32 and on the host.
 
-use tern_filter_abi::{Batch, Destination, VerdictWriter};
+use tern_filter_abi::{AbiError, Batch, Destination, RecordRef, VerdictWriter};
 
-use crate::{Filter, Verdict};
+use crate::{Filter, Message, Route, Verdict};
 
 /// Runs `filter` over every message of the packed `batch` and returns the packed verdicts,
 /// written into `out` (its allocation is reused).
 ///
-/// Keep and Drop allocate nothing. An error (a malformed batch, or a verdict the ABI cannot
-/// carry such as a 70 kB topic or QoS 3) fails the whole batch, naming the message.
+/// Records are checked for layout before the filter sees them; strings are checked for
+/// UTF-8 when the filter reads them ([`Message`]). Keep and Drop allocate nothing. An error
+/// (a malformed batch, or a verdict the ABI cannot carry such as a 70 kB topic or QoS 3)
+/// fails the whole batch, naming the message.
 pub fn process_batch<F: Filter>(
     filter: &mut F,
     batch: &[u8],
@@ -17,16 +19,87 @@ pub fn process_batch<F: Filter>(
 ) -> Result<Vec<u8>, String> {
     let batch = Batch::parse(batch).map_err(|e| e.to_string())?;
     let mut verdicts = VerdictWriter::new(out, batch.len());
-    for (index, msg) in batch.iter().enumerate() {
-        let msg = msg.map_err(|e| e.to_string())?;
-        let written = match filter.filter(&msg) {
+    for (index, record) in batch.records().enumerate() {
+        let msg = Message::new(record.map_err(|e| e.to_string())?);
+        let decision = Decision {
+            verdicts: &mut verdicts,
+            index,
+        };
+        filter
+            .decide(&msg, decision)
+            .map_err(|e| format!("message {index}: {e}"))?;
+    }
+    Ok(verdicts.finish())
+}
+
+/// Where a filter's [`decide`](Filter::decide) writes its decision for one message: straight
+/// into the verdict buffer, without building a [`Verdict`]. Not calling any method keeps the
+/// message unchanged.
+#[derive(Debug)]
+pub struct Decision<'w> {
+    verdicts: &'w mut VerdictWriter,
+    index: usize,
+}
+
+impl Decision<'_> {
+    /// The message's index in the batch.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Keeps the message unchanged (the same as not deciding anything).
+    pub fn keep(self) {}
+
+    /// Drops the message.
+    pub fn drop_message(self) {
+        self.verdicts.drop_message(self.index);
+    }
+
+    /// Keeps the message and delivers it to `destinations` only; an empty list drops it.
+    pub fn route(self, destinations: &[Destination<'_>]) -> Result<(), AbiError> {
+        if destinations.is_empty() {
+            self.verdicts.drop_message(self.index);
+            return Ok(());
+        }
+        self.verdicts.route(self.index, destinations)
+    }
+
+    /// [`route`](Self::route) from an iterator: each destination is written into the
+    /// verdict buffer as it comes (borrowed topics, nothing collected). An empty iterator
+    /// drops the message.
+    pub fn route_iter<'d>(
+        self,
+        destinations: impl IntoIterator<Item = Destination<'d>>,
+    ) -> Result<(), AbiError> {
+        let mut destinations = destinations.into_iter().peekable();
+        if destinations.peek().is_none() {
+            self.verdicts.drop_message(self.index);
+            return Ok(());
+        }
+        self.verdicts.route_iter(self.index, destinations)
+    }
+
+    /// Replaces the message (`rec.payload == None` leaves the payload unchanged; its
+    /// `client_id` and `received_ms` are ignored) with these user properties.
+    pub fn replace<'p>(
+        self,
+        rec: &RecordRef<'_>,
+        properties: impl ExactSizeIterator<Item = (&'p str, &'p str)>,
+    ) -> Result<(), AbiError> {
+        self.verdicts.replace(self.index, rec, properties)
+    }
+
+    /// Writes an owned [`Verdict`] (what the default [`Filter::decide`] does).
+    pub fn verdict(self, verdict: Verdict) -> Result<(), AbiError> {
+        let Self { verdicts, index } = self;
+        match verdict {
             Verdict::Keep => Ok(()),
             Verdict::Drop => {
                 verdicts.drop_message(index);
                 Ok(())
             }
             Verdict::Replace(new) => verdicts.replace(index, &new.record(), new.properties()),
-            Verdict::Route(routes) => route(&mut verdicts, index, &routes),
+            Verdict::Route(routes) => route(verdicts, index, &routes),
             Verdict::ReplaceAndRoute(new, routes) => {
                 if routes.is_empty() {
                     verdicts.drop_message(index);
@@ -34,24 +107,18 @@ pub fn process_batch<F: Filter>(
                 } else {
                     verdicts
                         .replace(index, &new.record(), new.properties())
-                        .and_then(|()| route(&mut verdicts, index, &routes))
+                        .and_then(|()| route(verdicts, index, &routes))
                 }
             }
-        };
-        written.map_err(|e| format!("message {index}: {e}"))?;
+        }
     }
-    Ok(verdicts.finish())
 }
 
-fn route(
-    verdicts: &mut VerdictWriter,
-    index: usize,
-    routes: &[crate::Route],
-) -> Result<(), tern_filter_abi::AbiError> {
+/// Writes owned routes; an empty list drops the message.
+fn route(verdicts: &mut VerdictWriter, index: usize, routes: &[Route]) -> Result<(), AbiError> {
     if routes.is_empty() {
         verdicts.drop_message(index);
         return Ok(());
     }
-    let destinations: Vec<Destination<'_>> = routes.iter().map(|r| r.as_destination()).collect();
-    verdicts.route(index, &destinations)
+    verdicts.route_iter(index, routes.iter().map(Route::as_destination))
 }

@@ -167,6 +167,23 @@ impl NewMessage {
     }
 }
 
+impl From<&tern_filter_abi::MessageView<'_>> for NewMessage {
+    /// A copy of a validated record with its payload unchanged (not copied).
+    fn from(msg: &tern_filter_abi::MessageView<'_>) -> Self {
+        Self {
+            topic: msg.topic().into(),
+            qos: msg.qos(),
+            retain: msg.retain(),
+            content_type: msg.content_type().map(Into::into),
+            properties: msg
+                .properties()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            payload: None,
+        }
+    }
+}
+
 impl From<&Message<'_>> for NewMessage {
     /// A copy of `msg` with its payload unchanged (not copied).
     fn from(msg: &Message<'_>) -> Self {

@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::filter_host::filter::BatchTally;
 use crate::filter_host::guest::Admission;
-use crate::filter_host::verdict::{Decisions, Route, decide};
+use crate::filter_host::verdict::{Decisions, PackedBatch, Route, decide};
 use crate::filter_host::{CallFailure, FailurePolicy, Filtered, LoadedFilter};
 use crate::message::Message;
 
@@ -199,22 +199,37 @@ impl Chain {
         }
         let received_ms = unix_ms();
         let mut alive: Vec<usize> = (0..run.messages.len()).collect();
+        // Packed once; packed again only after a filter changed the batch.
+        let mut packed = PackedBatch::new();
         for filter in &self.filters {
             if alive.is_empty() {
                 break;
             }
-            self.run_filter(filter, &mut run, &alive, received_ms);
-            alive.retain(|&i| run.fates[i] == Fate::Alive);
+            let unchanged = self.run_filter(filter, &mut run, &alive, &mut packed, received_ms);
+            if !unchanged {
+                packed.invalidate();
+                alive.retain(|&i| run.fates[i] == Fate::Alive);
+            }
         }
         run
     }
 
     /// Runs one filter on the messages `group` (indices into the run), isolating failures.
-    fn run_filter(&self, filter: &LoadedFilter, run: &mut Run, group: &[usize], received_ms: u64) {
-        let first = match call(filter, &run.messages, group, received_ms) {
+    /// Returns whether the filter kept every message unchanged (so `packed` still holds
+    /// the batch as the next filter must see it).
+    fn run_filter(
+        &self,
+        filter: &LoadedFilter,
+        run: &mut Run,
+        group: &[usize],
+        packed: &mut PackedBatch,
+        received_ms: u64,
+    ) -> bool {
+        let first = match call(filter, &run.messages, group, packed, received_ms) {
             Ok(decisions) => {
+                let unchanged = matches!(decisions, Decisions::Unchanged);
                 apply(filter, run, group, decisions);
-                return;
+                return unchanged;
             }
             Err(failure) => failure,
         };
@@ -235,7 +250,8 @@ impl Chain {
                     continue;
                 }
                 budget -= 1;
-                match call(filter, &run.messages, &group[a..b], received_ms) {
+                let mut half = PackedBatch::new();
+                match call(filter, &run.messages, &group[a..b], &mut half, received_ms) {
                     Ok(decisions) => apply(filter, run, &group[a..b], decisions),
                     Err(half_failure) => failing.push((a, b, half_failure)),
                 }
@@ -255,6 +271,7 @@ impl Chain {
                 "filter failed; failure policy applied to the failing messages"
             );
         }
+        false
     }
 
     fn apply_policy(
@@ -291,11 +308,13 @@ fn call(
     filter: &LoadedFilter,
     messages: &[Message],
     group: &[usize],
+    packed: &mut PackedBatch,
     received_ms: u64,
 ) -> Result<Decisions, CallFailure> {
-    let batch: Vec<&Message> = group.iter().map(|&i| &messages[i]).collect();
-    let count = batch.len();
-    let result = filter.process(&batch, received_ms, |buf| decide(buf, count));
+    let count = group.len();
+    let result = filter.process(messages, group, packed, received_ms, |buf| {
+        decide(buf, count)
+    });
     if let Err(failure) = &result {
         filter.shared().count_failure(failure.kind);
         tracing::debug!(

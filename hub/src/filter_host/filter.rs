@@ -29,6 +29,7 @@ use crate::filter_host::guest::{
     GuestShared, HostState, Needs, RateLimiter,
 };
 use crate::filter_host::load::Digest;
+use crate::filter_host::verdict::PackedBatch;
 use crate::filter_host::{CallFailure, FailureKind, FilterError, HostInner};
 use crate::message::Message;
 use crate::metrics::Counter;
@@ -151,18 +152,19 @@ impl std::fmt::Debug for LoadedFilter {
     }
 }
 
-/// Instances of one filter: the idle ones, and how many exist (idle + in use).
+/// Instances of one filter: the idle ones, how many exist (idle + in use), and how many
+/// callers wait for one (so returning an instance wakes somebody only when somebody waits:
+/// a condvar notification is a system call).
 struct Pool {
     idle: Vec<Instance>,
     live: usize,
+    waiting: usize,
 }
 
-/// One `Store` + instance, with the buffer its batches are packed into.
+/// One `Store` + instance.
 struct Instance {
     store: Store<HostState>,
     bindings: Filter,
-    /// Reused for every batch packed for this instance.
-    scratch: Vec<u8>,
 }
 
 /// An instance taken from the pool. Dropping it discards the instance (the safe default on
@@ -175,8 +177,13 @@ struct Lease<'a> {
 impl Lease<'_> {
     fn release(mut self) {
         if let Some(instance) = self.instance.take() {
-            self.filter.lock_pool().idle.push(instance);
-            self.filter.freed.notify_one();
+            let mut pool = self.filter.lock_pool();
+            pool.idle.push(instance);
+            let waiting = pool.waiting > 0;
+            drop(pool);
+            if waiting {
+                self.filter.freed.notify_one();
+            }
         }
     }
 }
@@ -223,6 +230,7 @@ impl LoadedFilter {
             pool: Mutex::new(Pool {
                 idle: vec![first],
                 live: 1,
+                waiting: 0,
             }),
             freed: Condvar::new(),
         })
@@ -263,12 +271,15 @@ impl LoadedFilter {
         self.digest
     }
 
-    /// Packs `batch`, calls `process` on an instance, and hands the verdict bytes to
+    /// Calls `process` on an instance with the messages `group` of `messages` (packed by
+    /// `packed`, which reuses what it already holds), and hands the verdict bytes to
     /// `decide`; an `Err` from `decide` is an invalid-verdicts failure. On any failure the
     /// instance is discarded.
     pub(crate) fn process<R>(
         &self,
-        batch: &[&Message],
+        messages: &[Message],
+        group: &[usize],
+        packed: &mut PackedBatch,
         received_ms: u64,
         decide: impl FnOnce(&[u8]) -> Result<R, String>,
     ) -> Result<R, CallFailure> {
@@ -279,8 +290,8 @@ impl LoadedFilter {
                 detail: "no instance".into(),
             });
         };
-        let buf = std::mem::take(&mut instance.scratch);
-        let packed = crate::filter_host::verdict::pack(buf, batch, self.needs_payload, received_ms)
+        let batch = packed
+            .get(messages, group, self.needs_payload, received_ms)
             .map_err(|detail| CallFailure {
                 kind: FailureKind::Error,
                 detail: format!("cannot pack the batch: {detail}"),
@@ -288,9 +299,8 @@ impl LoadedFilter {
         instance.store.data_mut().limiter.memory_refused = false;
         instance
             .store
-            .set_epoch_deadline(self.host.limits.process_ticks(batch.len()));
-        let result = instance.bindings.call_process(&mut instance.store, &packed);
-        instance.scratch = packed;
+            .set_epoch_deadline(self.host.limits.process_ticks(group.len()));
+        let result = instance.bindings.call_process(&mut instance.store, batch);
         match result {
             Ok(Ok(verdicts)) => match decide(&verdicts) {
                 Ok(decided) => {
@@ -321,8 +331,11 @@ impl LoadedFilter {
     fn forget_instance(&self) {
         let mut pool = self.lock_pool();
         pool.live = pool.live.saturating_sub(1);
+        let waiting = pool.waiting > 0;
         drop(pool);
-        self.freed.notify_one();
+        if waiting {
+            self.freed.notify_one();
+        }
     }
 
     /// An idle instance, or a new one if fewer than the limit exist, or waits for one.
@@ -358,10 +371,12 @@ impl LoadedFilter {
                     }
                 };
             }
+            pool.waiting += 1;
             pool = self
                 .freed
                 .wait(pool)
                 .unwrap_or_else(PoisonError::into_inner);
+            pool.waiting -= 1;
         }
     }
 }
@@ -419,14 +434,7 @@ fn new_instance(
         micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "filter instance created"
     );
-    Ok((
-        Instance {
-            store,
-            bindings,
-            scratch: Vec::new(),
-        },
-        needs.contains(Needs::PAYLOAD),
-    ))
+    Ok((Instance { store, bindings }, needs.contains(Needs::PAYLOAD)))
 }
 
 /// A call failure from an error while creating an instance during a batch.

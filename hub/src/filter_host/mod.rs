@@ -131,11 +131,19 @@ impl Limits {
     }
 }
 
+/// [`EPOCH_TICK`] in nanoseconds; it divides a second.
+const TICK_NANOS: u32 = 1_000_000;
+const _: () = assert!(EPOCH_TICK.as_nanos() == TICK_NANOS as u128);
+const _: () = assert!(1_000_000_000 % TICK_NANOS == 0);
+
+/// Whole ticks covering `deadline`, plus one. Integer arithmetic on `u64` only: this runs
+/// before every call, and 128-bit division costs as much as the rest of the call setup.
 fn ticks(deadline: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_micros().max(1);
-    let whole = deadline.as_micros().div_ceil(tick);
-    u64::try_from(whole)
-        .unwrap_or(u64::MAX - 1)
+    let per_second = u64::from(1_000_000_000 / TICK_NANOS);
+    deadline
+        .as_secs()
+        .saturating_mul(per_second)
+        .saturating_add(u64::from(deadline.subsec_nanos().div_ceil(TICK_NANOS)))
         .saturating_add(1)
 }
 
@@ -281,5 +289,30 @@ impl Drop for EpochTicker {
             // The thread only loops on the channel; it cannot panic in a way worth reporting.
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tick_tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks_plus_one() {
+        assert_eq!(ticks(Duration::ZERO), 1);
+        assert_eq!(ticks(Duration::from_nanos(1)), 2);
+        assert_eq!(ticks(Duration::from_millis(1)), 2);
+        assert_eq!(ticks(Duration::from_micros(1_500)), 3);
+        assert_eq!(ticks(Duration::from_secs(2)), 2_001);
+        assert_eq!(ticks(Duration::MAX), u64::MAX);
+        let limits = Limits {
+            memory_bytes: 0,
+            deadline_base: Duration::from_millis(10),
+            deadline_per_message: Duration::from_micros(100),
+            init_deadline: Duration::from_secs(1),
+            max_instances: 1,
+        };
+        assert_eq!(limits.process_ticks(0), 11);
+        assert_eq!(limits.process_ticks(256), 10 + 26 + 1);
+        assert_eq!(limits.init_ticks(), 1_001);
     }
 }

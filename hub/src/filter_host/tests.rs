@@ -271,6 +271,45 @@ fn a_dropping_filter_hides_messages_from_later_filters() {
     assert_eq!(trap.stats().messages_in.get(), 0);
 }
 
+/// The batch is packed once per chain and reused while filters keep everything; after a
+/// filter drops some messages, the next one must see only the survivors.
+#[test]
+fn later_filters_see_the_batch_as_earlier_filters_left_it() {
+    let host = host();
+    let pass = host
+        .deploy("pass", &guest(Guest::Pass), "")
+        .expect("deploy");
+    let no_poison = host
+        .deploy("no-poison", &guest(Guest::Sql92), "poison IS NULL")
+        .expect("deploy");
+    let trap = host
+        .deploy("trap", &guest(Guest::Hostile), "trap-on:poison")
+        .expect("deploy");
+    let input = batch(6, &[1, 4]);
+
+    // pass, pass, sql92 drops the poison, then the trap filter never sees it.
+    let chain = Chain::new(
+        vec![
+            Arc::clone(&pass),
+            Arc::clone(&pass),
+            Arc::clone(&no_poison),
+            Arc::clone(&trap),
+        ],
+        dead_letter_policy(),
+    );
+    let out = chain.run(input.clone());
+    assert_eq!(topics(&out), ["t/0", "t/2", "t/3", "t/5"]);
+    assert_eq!(trap.stats().failed_trap.get(), 0);
+    assert_eq!(trap.stats().messages_in.get(), 4);
+    assert_eq!(pass.stats().messages_in.get(), 12);
+
+    // pass keeps everything, so the trap filter gets the very same packed batch: it still
+    // sees the poison, and only the poison is dead-lettered.
+    let chain = Chain::new(vec![Arc::clone(&pass), trap], dead_letter_policy());
+    let out = chain.run(input);
+    assert_eq!(topics(&out), ["t/0", "dlq", "t/2", "t/3", "dlq", "t/5"]);
+}
+
 #[test]
 fn init_failure_refuses_the_deploy_with_its_reason() {
     let host = host();

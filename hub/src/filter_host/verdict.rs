@@ -11,15 +11,84 @@ use tern_mqtt::topic::validate_topic_name;
 
 use crate::message::Message;
 
-/// Packs `batch` into `buf` (its allocation is reused).
-pub(crate) fn pack(
+/// A batch packed for the filters of one chain. While no filter changes the batch (every
+/// message kept unchanged), the next filter with the same payload needs gets the same
+/// bytes, so a chain packs once instead of once per filter. The buffer keeps its
+/// allocation across batches of the same thread.
+#[derive(Debug, Default)]
+pub(crate) struct PackedBatch {
     buf: Vec<u8>,
-    batch: &[&Message],
+    /// What `buf` holds, if it is current: whether it carries payloads.
+    current: Option<bool>,
+}
+
+thread_local! {
+    /// The packing buffer of the chains run on this thread (a worker runs one at a time).
+    static PACK_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Largest buffer kept for the next batch; a rare huge batch does not pin its memory.
+const KEEP_BUFFER_BYTES: usize = 4 << 20;
+
+impl PackedBatch {
+    /// A packer holding this thread's spare buffer.
+    pub(crate) fn new() -> Self {
+        Self {
+            buf: PACK_BUFFER
+                .try_with(std::cell::Cell::take)
+                .unwrap_or_default(),
+            current: None,
+        }
+    }
+
+    /// Forgets what the buffer holds: the batch changed.
+    pub(crate) fn invalidate(&mut self) {
+        self.current = None;
+    }
+
+    /// The batch `group` of `messages`, packed with or without payloads; packs only if the
+    /// buffer does not already hold exactly that.
+    pub(crate) fn get(
+        &mut self,
+        messages: &[Message],
+        group: &[usize],
+        include_payloads: bool,
+        received_ms: u64,
+    ) -> Result<&[u8], String> {
+        if self.current != Some(include_payloads) {
+            self.current = None;
+            let buf = std::mem::take(&mut self.buf);
+            self.buf = pack(
+                buf,
+                group.iter().map(|&i| &messages[i]),
+                include_payloads,
+                received_ms,
+            )?;
+            self.current = Some(include_payloads);
+        }
+        Ok(&self.buf)
+    }
+}
+
+impl Drop for PackedBatch {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.capacity() <= KEEP_BUFFER_BYTES {
+            // During thread teardown the slot may be gone; the buffer is then just freed.
+            let _ = PACK_BUFFER.try_with(|slot| slot.set(buf));
+        }
+    }
+}
+
+/// Packs `batch` into `buf` (its allocation is reused).
+pub(crate) fn pack<'m>(
+    buf: Vec<u8>,
+    batch: impl Iterator<Item = &'m Message>,
     include_payloads: bool,
     received_ms: u64,
 ) -> Result<Vec<u8>, String> {
     let mut writer = BatchWriter::new(buf, include_payloads);
-    for (index, message) in batch.iter().enumerate() {
+    for (index, message) in batch.enumerate() {
         let record = RecordRef {
             topic: &message.topic,
             client_id: &message.publisher,
@@ -114,6 +183,7 @@ pub(crate) fn decide(buf: &[u8], count: usize) -> Result<Decisions, String> {
     }
     let kept = (0..count).map(|i| verdicts.is_kept(i)).collect();
     let mut edits = Vec::with_capacity(verdicts.edits().len());
+    let mut bridges = BridgeNames::default();
     for edit in verdicts.edits() {
         let index = edit.index;
         let replacement = edit
@@ -124,7 +194,9 @@ pub(crate) fn decide(buf: &[u8], count: usize) -> Result<Decisions, String> {
             .routes
             .map(|routes| {
                 routes
-                    .map(|dest| route(dest).map_err(|e| format!("message {index}: {e}")))
+                    .map(|dest| {
+                        route(dest, &mut bridges).map_err(|e| format!("message {index}: {e}"))
+                    })
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
@@ -167,7 +239,26 @@ fn replacement(view: &MessageView<'_>) -> Result<Replacement, String> {
     })
 }
 
-fn route(dest: Destination<'_>) -> Result<Route, String> {
+/// The bridge names of one verdict buffer, shared: a filter routing a whole batch to one
+/// bridge costs one name allocation, not one per message.
+#[derive(Default)]
+struct BridgeNames(Vec<Arc<str>>);
+
+impl BridgeNames {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.0.iter().find(|known| ***known == *name) {
+            return Arc::clone(known);
+        }
+        let name: Arc<str> = Arc::from(name);
+        // A filter names a handful of bridges; past that, stop remembering.
+        if self.0.len() < 8 {
+            self.0.push(Arc::clone(&name));
+        }
+        name
+    }
+}
+
+fn route(dest: Destination<'_>, bridges: &mut BridgeNames) -> Result<Route, String> {
     match dest {
         Destination::Local { topic } => Ok(Route::Local(local_topic(topic)?)),
         Destination::Bridge { bridge, topic } => {
@@ -176,7 +267,7 @@ fn route(dest: Destination<'_>) -> Result<Route, String> {
             }
             validate_topic_name(topic).map_err(|e| format!("upstream topic {topic:?}: {e:?}"))?;
             Ok(Route::Bridge {
-                bridge: Arc::from(bridge),
+                bridge: bridges.get(bridge),
                 topic: topic.to_owned(),
             })
         }

@@ -1,7 +1,8 @@
 //! Read arbitrary bytes as a batch and as verdicts (the first two bytes are the expected
 //! message count, little-endian). Any panic is a bug: readers must return `AbiError`. What a
 //! reader accepts must re-encode to the same bytes through the writers, so the readers accept
-//! nothing the writers could not have produced.
+//! nothing the writers could not have produced. The layout-only record reader the guest SDK
+//! uses (`Batch::records`) must never panic either, whatever the strings hold.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -20,6 +21,15 @@ fn batch(buf: &[u8]) {
     let Ok(batch) = Batch::parse(buf) else {
         return;
     };
+    for record in batch.records() {
+        let Ok(record) = record else {
+            break;
+        };
+        let _ = (record.topic(), record.client_id(), record.content_type());
+        let _ = (record.property("k"), record.properties().count());
+        let _ = format!("{record:?}");
+        let _ = record.validate();
+    }
     let mut writer = BatchWriter::new(Vec::new(), batch.payloads_included());
     for record in batch.iter() {
         let Ok(msg) = record else {

@@ -3,7 +3,7 @@
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
 use tern_filter_abi::{
-    Batch, BatchWriter, Destination, MessageView, RecordRef, VerdictWriter, Verdicts,
+    AbiError, Batch, BatchWriter, Destination, MessageView, RecordRef, VerdictWriter, Verdicts,
 };
 
 /// An owned message, comparable with what a reader gives back.
@@ -186,9 +186,42 @@ pub fn reencode_verdicts(buf: &[u8], count: usize) -> Option<Vec<u8>> {
     Some(w.finish())
 }
 
+/// Checks that the layout-only reader (`Batch::records`, what the guest SDK uses) agrees
+/// with the validating one (`Batch::iter`): the same records, the same first error once
+/// each record's strings are checked, and no panic from any accessor of a record whose
+/// strings are not UTF-8.
+pub fn check_records_agree(buf: &[u8]) {
+    let Ok(batch) = Batch::parse(buf) else {
+        return;
+    };
+    let eager: Vec<Result<Msg, AbiError>> = batch
+        .iter()
+        .map(|m| m.map(|m| Msg::from_view(&m)))
+        .collect();
+    let mut lazy: Vec<Result<Msg, AbiError>> = Vec::new();
+    for record in batch.records() {
+        let checked = record.and_then(|r| {
+            // Every accessor answers (an error at worst) whatever the strings hold.
+            let _ = (r.topic(), r.client_id(), r.content_type(), r.property("k"));
+            let _ = (r.qos(), r.retain(), r.received_ms(), r.payload());
+            let _ = r.properties().count();
+            let _ = format!("{r:?}");
+            r.validate()
+        });
+        let failed = checked.is_err();
+        lazy.push(checked.map(|m| Msg::from_view(&m)));
+        if failed {
+            break;
+        }
+    }
+    assert_eq!(lazy, eager, "records() and iter() disagree");
+}
+
 /// Checks the canonical-form property on any input: whatever parses re-encodes to itself
-/// (verdicts that say "all kept, no edits" in form 1 re-encode to form 0).
+/// (verdicts that say "all kept, no edits" in form 1 re-encode to form 0). Also checks
+/// [`check_records_agree`].
 pub fn check_canonical(buf: &[u8], count: usize) {
+    check_records_agree(buf);
     if let Some(again) = reencode_batch(buf) {
         assert_eq!(again, buf, "batch re-encodes differently");
     }
