@@ -167,6 +167,32 @@ pub struct ConnectionRef {
     pub kick: CancellationToken,
     /// Cancelled by the connection once it has parked its session state.
     pub gone: CancellationToken,
+    /// Cancelled by an operator (admin API `DELETE /clients/{id}`): the connection closes
+    /// with "administrative action" (v5 DISCONNECT 0x98) and its will is published.
+    pub evict: CancellationToken,
+    /// When the connection attached, for the admin API.
+    pub since: std::time::SystemTime,
+    /// The client's address, set by the connection after attaching (admin API).
+    pub peer: Arc<OnceLock<std::net::SocketAddr>>,
+}
+
+/// One session as the admin API lists it ([`Broker::clients`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSummary {
+    /// The client identifier.
+    pub client_id: String,
+    /// Protocol level of the last connection (4 = 3.1.1, 5 = 5.0).
+    pub protocol_level: u8,
+    /// Whether a connection is attached now.
+    pub connected: bool,
+    /// The connection's address, when connected.
+    pub peer: Option<std::net::SocketAddr>,
+    /// When the current connection attached, when connected.
+    pub connected_since: Option<std::time::SystemTime>,
+    /// Subscriptions the session holds.
+    pub subscriptions: usize,
+    /// Messages waiting in the session's queue.
+    pub queued: usize,
 }
 
 /// A will message waiting for its delay or for the session to end.
@@ -785,6 +811,9 @@ impl Broker {
             id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
             kick: CancellationToken::new(),
             gone: CancellationToken::new(),
+            evict: CancellationToken::new(),
+            since: std::time::SystemTime::now(),
+            peer: Arc::default(),
         };
         let stored = self.store.is_some() && request.session_expiry > 0;
         loop {
@@ -1190,7 +1219,12 @@ impl Broker {
         scratch: &mut PublishScratch,
     ) -> Result<Published, StoreError> {
         let filtered = match self.filters.get() {
-            Some(pipelines) => pipelines.run(messages),
+            Some(pipelines) => {
+                let started = Instant::now();
+                let filtered = pipelines.run(messages);
+                self.metrics.filter_batch.observe(started.elapsed());
+                filtered
+            }
             None => Filtered::Unchanged(messages),
         };
         // `bridges[i]` is the bridge message `i` goes to alone; empty when all are local.
@@ -1462,6 +1496,59 @@ impl Broker {
             retained: u64::try_from(retained).unwrap_or(u64::MAX),
             subscriptions: u64::try_from(subscriptions).unwrap_or(u64::MAX),
         }
+    }
+
+    /// Every session, connected or not, sorted by client id (admin API `GET /clients`).
+    pub fn clients(&self) -> Vec<ClientSummary> {
+        let guard = self.lock();
+        let mut clients: Vec<ClientSummary> = guard
+            .sessions
+            .iter()
+            .map(|(client_id, entry)| ClientSummary {
+                client_id: client_id.to_string(),
+                protocol_level: entry.protocol_level,
+                connected: entry.connection.is_some(),
+                peer: entry
+                    .connection
+                    .as_ref()
+                    .and_then(|c| c.peer.get().copied()),
+                connected_since: entry.connection.as_ref().map(|c| c.since),
+                subscriptions: guard.router.subscriptions_of(client_id).count(),
+                queued: entry.mailbox.queue().len(),
+            })
+            .collect();
+        drop(guard);
+        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        clients
+    }
+
+    /// Closes `client_id`'s connection for an operator (v5: DISCONNECT 0x98
+    /// Administrative action). Returns whether the client was connected.
+    pub fn evict(&self, client_id: &str) -> bool {
+        let guard = self.lock();
+        let connection = guard
+            .sessions
+            .get(client_id)
+            .and_then(|entry| entry.connection.as_ref());
+        match connection {
+            Some(connection) => {
+                connection.evict.cancel();
+                info!(client_id, "client disconnected by an operator");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The `$SYS/broker/...` topics of the registered sources (the bridges), for the
+    /// metrics endpoint: the same values the `$SYS` publisher sends.
+    pub fn sys_source_topics(&self) -> Vec<(String, String)> {
+        let sources = self.lock_sys_sources().clone();
+        let mut topics = Vec::new();
+        for source in sources {
+            source.sys_topics(&mut topics);
+        }
+        topics
     }
 
     /// Registers another publisher of `$SYS/broker/...` topics (e.g. a bridge's status).

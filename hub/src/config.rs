@@ -37,6 +37,8 @@ pub struct Config {
     pub pipeline: Vec<crate::filter_host::PipelineConfig>,
     /// Upstream bridges (store-and-forward to cloud brokers), each with its own cursor.
     pub bridge: Vec<crate::bridge::BridgeConfig>,
+    /// The admin HTTP API and Prometheus endpoint.
+    pub admin: crate::admin::AdminConfig,
     /// The file this configuration was read from (not a key): the hub watches it and
     /// reloads its pipelines when it changes.
     #[serde(skip)]
@@ -53,6 +55,7 @@ impl Default for Config {
             filters: crate::filter_host::FilterLimitsConfig::default(),
             pipeline: Vec::new(),
             bridge: Vec::new(),
+            admin: crate::admin::AdminConfig::default(),
             source: None,
         }
     }
@@ -497,6 +500,7 @@ impl Config {
             ));
         }
         self.validate_pipelines()?;
+        crate::admin::config::validate(&self.admin)?;
         crate::bridge::config::validate(&self.bridge)
     }
 
@@ -561,6 +565,26 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         assert_eq!(parse("").expect("empty parses"), Config::default());
+    }
+
+    #[test]
+    fn admin_section_parses_and_errors_name_the_key() {
+        let config = parse("[admin]\nbind = \"127.0.0.1:0\"\ntoken = \"t0k\"\n").expect("parses");
+        assert!(config.admin.is_enabled());
+        assert!(config.admin.metrics_need_token());
+        let err = parse("[admin]\ntoken = \"a\"\ntoken_file = \"f\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("tern.toml: key `admin.token`"), "{err}");
+        let err = parse("[admin]\nmetrics_auth = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("tern.toml: key `admin.metrics_auth`"),
+            "{err}"
+        );
+        let err = parse("[admin]\nport = 1\n").unwrap_err().to_string();
+        assert!(err.contains("admin"), "{err}");
     }
 
     #[test]

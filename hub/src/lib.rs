@@ -18,6 +18,7 @@
 //!
 //! # Layout
 //!
+//! - [`admin`]: the admin HTTP API (axum) and the Prometheus `/metrics` endpoint.
 //! - [`bridge`]: upstream bridges: store-and-forward of the log to cloud MQTT brokers, one
 //!   task and one durable cursor per `[[bridge]]`.
 //! - [`config`]: serde configuration tree, TOML loading with file/key/reason errors.
@@ -42,6 +43,7 @@
 //! - [`store`]: the durable store (redb): message log, sessions, queues, in-flight state,
 //!   retained messages; group commit. The only module that touches redb.
 
+pub mod admin;
 pub mod bridge;
 pub mod broker;
 pub mod config;
@@ -218,6 +220,9 @@ pub async fn run_with_store(
                 .map_or(10_000, |l| l.max_connections)
         })
         .collect();
+    // Prepared first: an unreadable token file or an admin address in use stops the hub
+    // before anything starts.
+    let admin = admin::prepare(&config.admin, config.source.as_deref()).await?;
     let stop = Shutdown::new();
     let OpenedStore {
         store,
@@ -262,6 +267,7 @@ pub async fn run_with_store(
     {
         broker.add_sys_source(status);
     }
+    let readiness = admin.map(|admin| admin::start(admin, Arc::clone(&broker), &stop));
     let mut accept_loops = Vec::with_capacity(listeners.len());
     for (index, (listener, cap)) in listeners.into_iter().zip(caps).enumerate() {
         if let Ok(addr) = listener.local_addr() {
@@ -276,6 +282,9 @@ pub async fn run_with_store(
             Arc::clone(&broker),
             listener_security,
         )));
+    }
+    if let Some(readiness) = &readiness {
+        readiness.set_ready();
     }
     stop.tasks()
         .spawn(Arc::clone(&security).watch_hangup(stop.clone()));

@@ -2,7 +2,9 @@
 //!
 //! Counters are relaxed atomics bumped on the hot path; nothing here takes a lock. Every
 //! `sys_interval` the broker publishes each one as a retained message, so an operator reads
-//! them with `mosquitto_sub -t '$SYS/#' -v`. Topics (payload: decimal ASCII):
+//! them with `mosquitto_sub -t '$SYS/#' -v`. The admin API's Prometheus endpoint
+//! ([`crate::admin::prometheus`]) reads the same counters, plus the per-QoS counters and the
+//! latency histograms ([`Histogram`]) kept here for it. Topics (payload: decimal ASCII):
 //!
 //! | topic | meaning |
 //! | --- | --- |
@@ -126,6 +128,59 @@ pub struct Metrics {
     pub filters: Arc<FilterMetrics>,
     /// Listener security: refused handshakes and logins, ACL denials, hygiene limits.
     pub security: SecurityMetrics,
+    /// PUBLISH packets received, by QoS (index 0, 1, 2); the admin `/metrics` endpoint.
+    pub publishes_received_qos: [Counter; 3],
+    /// PUBLISH packets sent, by QoS (index 0, 1, 2); the admin `/metrics` endpoint.
+    pub publishes_sent_qos: [Counter; 3],
+    /// Time from submitting a batch of client publishes to the store until it is durable
+    /// and acknowledged (the broker-side commit latency).
+    pub commit_wait: Histogram,
+    /// Time the filter pipelines take for one batch of publishes (all filters it meets).
+    pub filter_batch: Histogram,
+}
+
+/// Upper bounds, in microseconds, of the [`Histogram`] buckets (a last, unbounded bucket
+/// follows): 100µs to 10s.
+pub const HISTOGRAM_BOUNDS_MICROS: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    2_500_000, 10_000_000,
+];
+
+/// A latency histogram with fixed buckets ([`HISTOGRAM_BOUNDS_MICROS`]): relaxed atomics,
+/// no lock, cheap enough for the publish path.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is over the largest bound.
+    buckets: [Counter; HISTOGRAM_BOUNDS_MICROS.len() + 1],
+    /// Sum of the observations, microseconds.
+    sum_micros: Counter,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let index = HISTOGRAM_BOUNDS_MICROS.partition_point(|bound| *bound < micros);
+        if let Some(bucket) = self.buckets.get(index) {
+            bucket.inc();
+        }
+        self.sum_micros.add(micros);
+    }
+
+    /// Cumulative counts per bound (the Prometheus `le` buckets, `+Inf` last), and the sum
+    /// in microseconds.
+    pub fn snapshot(&self) -> (Vec<u64>, u64) {
+        let mut total = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|bucket| {
+                total += bucket.get();
+                total
+            })
+            .collect();
+        (cumulative, self.sum_micros.get())
+    }
 }
 
 /// Counters of listener security (`docs/security.md`), published under
@@ -335,6 +390,10 @@ impl Default for Metrics {
             store_refused: Counter::default(),
             filters: Arc::default(),
             security: SecurityMetrics::default(),
+            publishes_received_qos: Default::default(),
+            publishes_sent_qos: Default::default(),
+            commit_wait: Histogram::default(),
+            filter_batch: Histogram::default(),
         }
     }
 }
@@ -351,6 +410,11 @@ pub struct BrokerGauges {
 }
 
 impl Metrics {
+    /// Time since the hub started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
     /// The `$SYS/broker/...` topics and payloads for one publication round.
     pub fn sys_topics(
         &self,
@@ -446,6 +510,22 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let histogram = Histogram::default();
+        histogram.observe(std::time::Duration::from_micros(50));
+        histogram.observe(std::time::Duration::from_millis(3));
+        histogram.observe(std::time::Duration::from_secs(60));
+        let (buckets, sum) = histogram.snapshot();
+        assert_eq!(buckets.len(), HISTOGRAM_BOUNDS_MICROS.len() + 1);
+        assert_eq!(buckets.first(), Some(&1));
+        // 3ms falls in the 5ms bucket (index 5).
+        assert_eq!(buckets.get(4), Some(&1));
+        assert_eq!(buckets.get(5), Some(&2));
+        assert_eq!(buckets.last(), Some(&3));
+        assert_eq!(sum, 50 + 3_000 + 60_000_000);
+    }
 
     #[test]
     fn gauge_never_goes_below_zero() {

@@ -110,6 +110,9 @@ pub enum SessionError {
     Refused(AuthRefusal),
 }
 
+/// DISCONNECT reason code "Administrative action" (v5), sent to an evicted client.
+const ADMINISTRATIVE_ACTION: u8 = 0x98;
+
 /// How the main loop ended.
 #[derive(Debug)]
 enum End {
@@ -117,6 +120,8 @@ enum End {
     Disconnect { with_will: bool },
     /// Another connection took over the session.
     TakenOver,
+    /// An operator closed the connection (admin API): v5 DISCONNECT 0x98.
+    Evicted,
     /// The hub is shutting down.
     Shutdown,
     /// Abnormal end: the will is published.
@@ -475,6 +480,8 @@ where
         connection,
         stored,
     } = broker.attach(&client_id, request, will.as_ref()).await;
+    // Fresh per connection, so this is its only setter.
+    let _ = connection.peer.set(peer);
     let mut conn = Connection::new(params, limits, session_state);
     broker.metrics().clients_connected.inc();
     info!(
@@ -528,6 +535,7 @@ where
     // Say goodbye where MQTT 5 has words for it, then park or end the session.
     let goodbye = match &end {
         End::TakenOver => Some((reason::SESSION_TAKEN_OVER, "session taken over")),
+        End::Evicted => Some((ADMINISTRATIVE_ACTION, "administrative action")),
         End::Shutdown => Some((reason::SERVER_SHUTTING_DOWN, "server shutting down")),
         End::Error(SessionError::KeepAliveTimeout) => {
             Some((reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout"))
@@ -564,7 +572,7 @@ where
     let publish_will = match &end {
         End::Disconnect { with_will } => *with_will,
         End::Shutdown => false,
-        End::TakenOver | End::Error(_) => true,
+        End::TakenOver | End::Evicted | End::Error(_) => true,
     };
     let discarded_will = match &end {
         End::Disconnect { with_will: false } => will.as_ref().map(|w| w.token),
@@ -661,6 +669,8 @@ fn next_frame(buf: &mut BytesMut, max_packet_size: u32) -> Result<Option<Bytes>,
 struct Gated {
     tickets: Vec<Ticket>,
     acks: Vec<Outbound>,
+    /// When the batch was submitted (commit latency histogram).
+    since: std::time::Instant,
 }
 
 /// An acknowledgement of the current read, and whether it answers a PUBLISH of the batch
@@ -738,6 +748,7 @@ impl Session<'_> {
             tokio::select! {
                 biased;
                 () = connection.kick.cancelled() => return End::TakenOver,
+                () = connection.evict.cancelled() => return End::Evicted,
                 () = self.broker.shutdown().triggered() => {
                     self.drain_gated(&mut committed, &mut io.write_buf).await;
                     return End::Shutdown;
@@ -874,7 +885,11 @@ impl Session<'_> {
                             other => other,
                         })
                         .collect();
-                    self.gated.push_back(Gated { tickets, acks });
+                    self.gated.push_back(Gated {
+                        tickets,
+                        acks,
+                        since: std::time::Instant::now(),
+                    });
                     return self.release(committed, out);
                 }
                 Err(err) => {
@@ -886,6 +901,7 @@ impl Session<'_> {
         self.gated.push_back(Gated {
             tickets,
             acks: acks.into_iter().map(|a| a.packet).collect(),
+            since: std::time::Instant::now(),
         });
         self.release(committed, out)
     }
@@ -941,6 +957,12 @@ impl Session<'_> {
                         return Err(err.into());
                     }
                 }
+            }
+            if !gated.tickets.is_empty() {
+                self.broker
+                    .metrics()
+                    .commit_wait
+                    .observe(gated.since.elapsed());
             }
             for ack in &gated.acks {
                 self.emit(ack, out)?;
@@ -1157,6 +1179,14 @@ impl Session<'_> {
         frame: &Bytes,
     ) -> Result<(), SessionError> {
         self.broker.metrics().publishes_received.inc();
+        if let Some(counter) = self
+            .broker
+            .metrics()
+            .publishes_received_qos
+            .get(publish.qos as usize)
+        {
+            counter.inc();
+        }
         let verdict = self
             .conn
             .on_publish(PublishHeader {
@@ -1305,6 +1335,15 @@ impl Session<'_> {
             }
             self.broker.metrics().packets_sent.inc();
             self.broker.metrics().publishes_sent.inc();
+            if let Outbound::Publish(publish) = &packet
+                && let Some(counter) = self
+                    .broker
+                    .metrics()
+                    .publishes_sent_qos
+                    .get(publish.qos as usize)
+            {
+                counter.inc();
+            }
         }
         if expired > 0 {
             self.broker.metrics().messages_dropped.add(expired);
