@@ -372,7 +372,16 @@ async fn ready_store_filters_and_bridges_answer_json() {
     );
     let (hub, admin) = admin_hub(&format!("token = {TOKEN:?}"), &bridge);
 
-    let ready = http(admin, "GET", "/ready", None).await;
+    // The admin server starts before the MQTT listeners: /ready turns 200 once they are bound.
+    let deadline = Instant::now() + RECV_TIMEOUT;
+    let ready = loop {
+        let ready = http(admin, "GET", "/ready", None).await;
+        if ready.status == 200 || Instant::now() >= deadline {
+            break ready;
+        }
+        assert_eq!(ready.status, 503, "{}", ready.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(ready.status, 200, "{}", ready.body);
     let ready = ready.json();
     assert_eq!(ready["ready"], true);
