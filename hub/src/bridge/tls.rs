@@ -34,14 +34,7 @@ fn file_error(path: &Path, reason: impl ToString) -> TlsError {
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, e))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "no PEM certificate in the file"));
-    }
-    Ok(certs)
+    crate::security::tls::pem_certificates(path).map_err(|reason| file_error(path, reason))
 }
 
 /// Builds the rustls client configuration of `tls` (reads the files now).

@@ -35,15 +35,21 @@ fn file_error(path: &Path, reason: impl ToString) -> TlsSetupError {
     }
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+/// The certificates of a PEM file, at least one; the error is the reason, for the caller to
+/// attach to its configuration key (listener TLS here, bridge TLS in `bridge::tls`).
+pub(crate) fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, e))?
+        .map_err(|e| e.to_string())?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, e))?;
+        .map_err(|e| e.to_string())?;
     if certs.is_empty() {
-        return Err(file_error(path, "no PEM certificate in the file"));
+        return Err("no PEM certificate in the file".into());
     }
     Ok(certs)
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    pem_certificates(path).map_err(|reason| file_error(path, reason))
 }
 
 /// Builds the rustls server configuration of `tls` (reads the files now). `alpn` is offered

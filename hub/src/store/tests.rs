@@ -1624,6 +1624,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Journal mode without checkpoints while a test runs: every commit stays in the journal.
+fn journal_only() -> StoreConfig {
+    StoreConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
+        checkpoint_interval: Duration::from_secs(3600),
+        checkpoint_bytes: u64::MAX,
+        maintenance_interval: Duration::from_secs(3600),
+        ..StoreConfig::default()
+    }
+}
+
 /// Under the journal, acknowledged writes that redb holds only in non-durable commits are
 /// recovered from the journal: a crash image of a running store has all of them (with exact
 /// counters), and the same image without its journal files does not — the journal is what
@@ -1632,14 +1643,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn journal_recovers_acknowledged_writes_redb_had_not_made_durable() {
     let live = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let cfg = StoreConfig {
-        fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
-        // No checkpoint while the test runs: everything stays in the journal.
-        checkpoint_interval: Duration::from_secs(3600),
-        checkpoint_bytes: u64::MAX,
-        maintenance_interval: Duration::from_secs(3600),
-        ..StoreConfig::default()
-    };
+    let cfg = journal_only();
     let (store, _) = Store::open(live.path(), cfg.clone()).expect("open");
     let mut seqs = Vec::new();
     for chunk in 0..10u8 {
@@ -1725,13 +1729,7 @@ fn journal_recovers_acknowledged_writes_redb_had_not_made_durable() {
 fn torn_journal_tail_applies_the_intact_frames() {
     let live = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let cfg = StoreConfig {
-        fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
-        checkpoint_interval: Duration::from_secs(3600),
-        checkpoint_bytes: u64::MAX,
-        maintenance_interval: Duration::from_secs(3600),
-        ..StoreConfig::default()
-    };
+    let cfg = journal_only();
     let (store, _) = Store::open(live.path(), cfg.clone()).expect("open");
     let first = commit(
         &rt,
