@@ -212,6 +212,12 @@ fn report_restart_only_changes(running: &Config, new: &Config) {
     if running.filters != new.filters {
         sections.push("filters");
     }
+    if running.bridge != new.bridge {
+        sections.push("bridge");
+    }
+    if running.admin != new.admin {
+        sections.push("admin");
+    }
     if !sections.is_empty() {
         warn!(
             ?sections,

@@ -106,9 +106,10 @@ enum Command {
     },
     /// Run the fixed benchmark scenarios and print a markdown table.
     Bench {
-        /// Broker address.
-        #[arg(long, default_value = "127.0.0.1:1883")]
-        target: String,
+        /// Broker address; repeat it to measure several brokers side by side in one run
+        /// (one after the other, each with the same scenarios).
+        #[arg(long = "target", default_value = "127.0.0.1:1883")]
+        targets: Vec<String>,
         /// 2 s per scenario instead of 5 s.
         #[arg(long)]
         quick: bool,
@@ -224,8 +225,13 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             }
         }
-        Command::Bench { target, quick } => {
-            tern_sim::bench(&target, quick).await?;
+        Command::Bench { targets, quick } => {
+            for target in &targets {
+                if targets.len() > 1 {
+                    println!("\n### {target}\n");
+                }
+                tern_sim::bench(target, quick).await?;
+            }
         }
     }
     Ok(())
