@@ -5,8 +5,9 @@ use proptest::prelude::*;
 use tern_sql92::{OwnedMessage, Selector, Truth};
 
 // ---------------------------------------------------------------------------------------
-// A naive model of arithmetic and boolean expressions. Exact arithmetic is done in i128 and
-// narrowed afterwards, instead of the library's checked i64 operations.
+// A naive model of arithmetic and boolean expressions. Exact arithmetic is done in i128
+// instead of the library's checked i64 operations; a result outside i64 is, as documented,
+// approximate: the operation done again in f64 on the operands.
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum N {
@@ -112,15 +113,19 @@ fn eval_num(e: &NumE, props: &[Option<i64>; 3]) -> Option<N> {
         NumE::Bin(op, a, b) => {
             let (a, b) = (eval_num(a, props)?, eval_num(b, props)?);
             if let (N::Int(x), N::Int(y)) = (a, b) {
-                let (x, y) = (i128::from(x), i128::from(y));
-                return match op {
-                    '+' => Some(narrow(x + y)),
-                    '-' => Some(narrow(x - y)),
-                    '*' => Some(narrow(x * y)),
-                    _ if y == 0 => None,
-                    '/' => Some(narrow(x / y)),
-                    _ => Some(narrow(x % y)),
+                let (wx, wy) = (i128::from(x), i128::from(y));
+                let exact = match op {
+                    '+' => wx + wy,
+                    '-' => wx - wy,
+                    '*' => wx * wy,
+                    _ if wy == 0 => return None,
+                    '/' => wx / wy,
+                    _ => wx % wy,
                 };
+                if let Ok(i) = i64::try_from(exact) {
+                    return Some(N::Int(i));
+                }
+                // Overflow: approximate arithmetic below, on the operands.
             }
             let (x, y) = (a.f(), b.f());
             match op {
