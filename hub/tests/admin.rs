@@ -511,15 +511,7 @@ async fn the_token_can_come_from_a_file_and_a_missing_file_stops_the_hub() {
     )
     .expect("write config");
     let data = dir.path().join("data");
-    let out = tern(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().expect("UTF-8 path"),
-        "--config",
-        config.to_str().expect("UTF-8 path"),
-    ]);
+    let out = serve_to_exit(&data, &config);
     assert!(!out.status.success(), "the hub started without its token");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

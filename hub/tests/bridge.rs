@@ -747,15 +747,7 @@ fn unusable_tls_file_stops_the_start() {
     )
     .expect("write config");
     let data = dir.path().join("data");
-    let out = tern(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().expect("utf-8 path"),
-        "--config",
-        config.to_str().expect("utf-8 path"),
-    ]);
+    let out = serve_to_exit(&data, &config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

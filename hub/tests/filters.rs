@@ -393,15 +393,7 @@ fn startup_refuses_a_filter_whose_init_fails() {
     ] {
         let path = dir.path().join("tern.toml");
         std::fs::write(&path, config).expect("write config");
-        let out = tern(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &dir.path().join("data").display().to_string(),
-            "--config",
-            &path.display().to_string(),
-        ]);
+        let out = serve_to_exit(&dir.path().join("data"), &path);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "started anyway: {stderr}");
         assert!(stderr.contains("picky"), "{stderr}");

@@ -63,6 +63,20 @@ pub fn tern(args: &[&str]) -> Output {
     wait_output(child, EXIT_TIMEOUT, "tern")
 }
 
+/// Runs `tern serve` on a free loopback port with `config` and the data directory `data`,
+/// to completion: for configurations the hub must refuse at start-up.
+pub fn serve_to_exit(data: &std::path::Path, config: &std::path::Path) -> Output {
+    tern(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data.display().to_string(),
+        "--config",
+        &config.display().to_string(),
+    ])
+}
+
 /// Waits for `child` to exit within `timeout`, killing it (and failing) otherwise.
 pub fn wait_output(child: Child, timeout: Duration, what: &str) -> Output {
     let pid = child.id();
