@@ -187,3 +187,84 @@ impl<'a, const N: usize> AsyncClient<'a, N> {
         send(io, bytes).await
     }
 }
+
+/// Transactions (feature `tx`); see the crate docs' "Transactions".
+#[cfg(feature = "tx")]
+impl<const N: usize> AsyncClient<'_, N> {
+    /// Publishes a half message of transaction `id` (QoS 1; the user property
+    /// `tern-tx` is added). The hub stores it without delivering it; its PUBACK
+    /// arrives as [`Event::Published`] (map the reason with
+    /// [`crate::TxOutcome::from`]). Returns the packet identifier.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "mirrors publish plus the transaction id"
+    )]
+    pub async fn publish_in_tx<T: Write>(
+        &mut self,
+        io: &mut T,
+        id: &crate::TxId,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        user_properties: &[(&str, &str)],
+        now_ms: u64,
+    ) -> Result<u16, Error<T::Error>> {
+        let (packet_id, bytes) = self
+            .session
+            .publish_in_tx(id, topic, payload, qos, user_properties, now_ms)
+            .map_err(lift)?;
+        send(io, bytes).await?;
+        Ok(packet_id)
+    }
+
+    /// Commits transaction `id` once every half message is acknowledged: the
+    /// hub delivers them as one unit, in publish order. The answer arrives as
+    /// [`Event::TxResolved`] with this packet identifier.
+    pub async fn commit<T: Write>(
+        &mut self,
+        io: &mut T,
+        id: &crate::TxId,
+        now_ms: u64,
+    ) -> Result<u16, Error<T::Error>> {
+        self.finish_tx(io, id, crate::TxAction::Commit, now_ms)
+            .await
+    }
+
+    /// Rolls transaction `id` back: the hub discards its half messages. The
+    /// answer arrives as [`Event::TxResolved`] with this packet identifier.
+    pub async fn rollback<T: Write>(
+        &mut self,
+        io: &mut T,
+        id: &crate::TxId,
+        now_ms: u64,
+    ) -> Result<u16, Error<T::Error>> {
+        self.finish_tx(io, id, crate::TxAction::Rollback, now_ms)
+            .await
+    }
+
+    async fn finish_tx<T: Write>(
+        &mut self,
+        io: &mut T,
+        id: &crate::TxId,
+        action: crate::TxAction,
+        now_ms: u64,
+    ) -> Result<u16, Error<T::Error>> {
+        let (packet_id, bytes) = self.session.finish_tx(id, action, now_ms).map_err(lift)?;
+        send(io, bytes).await?;
+        Ok(packet_id)
+    }
+
+    /// Subscribes (QoS 1) to this client's check topic,
+    /// `$tern/tx/check/<client id>`, so the hub's questions about open
+    /// transactions arrive as [`Event::TxCheck`]. The SUBACK arrives as
+    /// [`Event::Subscribed`].
+    pub async fn subscribe_tx_checks<T: Write>(
+        &mut self,
+        io: &mut T,
+        now_ms: u64,
+    ) -> Result<u16, Error<T::Error>> {
+        let (packet_id, bytes) = self.session.subscribe_tx_checks(now_ms).map_err(lift)?;
+        send(io, bytes).await?;
+        Ok(packet_id)
+    }
+}

@@ -70,6 +70,10 @@ pub enum Error<E> {
     /// broker's Maximum QoS; subscribing at QoS 2 without the `qos2` feature.
     #[error("unsupported operation")]
     Unsupported,
+    /// A transaction request the client refused before sending (feature `tx`).
+    #[cfg(feature = "tx")]
+    #[error("transaction request refused: {0}")]
+    Tx(crate::tx::TxError),
 }
 
 /// The broker broke the protocol. The connection should be dropped.
@@ -127,6 +131,8 @@ impl<E> Error<E> {
             Self::Serialize => Error::Serialize,
             Self::TooManyFilters => Error::TooManyFilters,
             Self::Unsupported => Error::Unsupported,
+            #[cfg(feature = "tx")]
+            Self::Tx(e) => Error::Tx(e),
         }
     }
 }

@@ -13,6 +13,8 @@ mod error;
 pub mod state;
 #[cfg(feature = "std")]
 mod tcp;
+#[cfg(feature = "tx")]
+mod tx;
 
 #[cfg(feature = "async")]
 pub use asynch::AsyncClient;
@@ -23,3 +25,8 @@ pub use state::{Buffers, ConnectInfo, Event, MAX_FILTERS, Message, Session};
 #[cfg(feature = "std")]
 pub use tcp::TcpTransport;
 pub use tern_mqtt::{ProtocolVersion, PublishProperties, QoS, ReasonCode};
+#[cfg(feature = "tx")]
+pub use tx::{
+    MAX_CHECK_CLIENT_ID, MAX_TX_ID, MAX_TX_PREFIX, MAX_TX_USER_PROPERTIES, TX_PROPERTY, TxAction,
+    TxError, TxId, TxIdError, TxOutcome, TxResolution, TxSequence,
+};

@@ -114,6 +114,16 @@ pub enum Event<'a> {
         /// Packet identifier returned by `unsubscribe`.
         packet_id: u16,
     },
+    /// PUBACK of a transaction's commit or rollback (feature `tx`), reported
+    /// instead of [`Event::Published`].
+    #[cfg(feature = "tx")]
+    TxResolved(crate::tx::TxResolution),
+    /// The hub asks how this transaction ends (feature `tx`): a PUBLISH on
+    /// this client's check topic, already acknowledged. Answer with a commit or
+    /// a rollback; a check repeated (or answered twice) is harmless, the late
+    /// answer gets [`crate::TxOutcome::UnknownTransaction`].
+    #[cfg(feature = "tx")]
+    TxCheck(crate::tx::TxId),
 }
 
 /// Result of [`Session::handle`]: an event for the application and the bytes
@@ -462,8 +472,12 @@ impl<'a, const N: usize> Session<'a, N> {
                 if n > 0 {
                     st.last_tx_ms = now_ms;
                 }
+                #[cfg(not(feature = "tx"))]
+                let event = deliver.then_some(Event::Message(message));
+                #[cfg(feature = "tx")]
+                let event = deliver.then(|| crate::tx::incoming(message, config.client_id));
                 Ok(Step {
-                    event: deliver.then_some(Event::Message(message)),
+                    event,
                     reply: &scratch[..n],
                 })
             }
@@ -498,6 +512,24 @@ impl<'a, const N: usize> Session<'a, N> {
             Incoming::PubAck(ack) => {
                 // An unknown id is a PUBACK for a publish already forgotten
                 // (acknowledged twice after a resend): nothing to report.
+                // A commit or rollback is recognised by its stored topic.
+                #[cfg(feature = "tx")]
+                if let Some((id, action)) = st
+                    .inflight_bytes(tx, ack.packet_id)
+                    .and_then(crate::tx::stored_control)
+                {
+                    st.remove_inflight(tx, ack.packet_id);
+                    let resolution = crate::tx::TxResolution {
+                        packet_id: ack.packet_id,
+                        id,
+                        action,
+                        outcome: ack.reason_code.into(),
+                    };
+                    return Ok(Step {
+                        event: Some(Event::TxResolved(resolution)),
+                        reply: &[],
+                    });
+                }
                 let event = st
                     .remove_inflight(tx, ack.packet_id)
                     .then_some(Event::Published {
@@ -774,6 +806,17 @@ impl<const N: usize> State<N> {
                 return id;
             }
         }
+    }
+
+    /// The stored bytes of in-flight publish `packet_id`.
+    #[cfg(feature = "tx")]
+    fn inflight_bytes<'t>(&self, tx: &'t [u8], packet_id: u16) -> Option<&'t [u8]> {
+        let index = self
+            .inflight
+            .iter()
+            .position(|f| f.packet_id == packet_id)?;
+        let start: usize = self.inflight.iter().take(index).map(|f| f.len).sum();
+        tx.get(start..start + self.inflight.get(index)?.len)
     }
 
     /// Drops the in-flight publish `packet_id` and its bytes; false if unknown.

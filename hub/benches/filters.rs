@@ -13,7 +13,8 @@
 //! - `pipelines/empty/<batch>`: `PipelineSet::run` with no pipeline (the default hub).
 //!
 //! Run: `cargo bench -p tern-hub --bench filters`. Builds the guests of `filters/` first
-//! (`cargo build --release --target wasm32-unknown-unknown` there).
+//! (`cargo build --release --target wasm32-unknown-unknown` there). Allocates with mimalloc,
+//! as the `tern` binary does (feature `mimalloc`, on by default).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -37,6 +38,12 @@ use tern_mqtt::QoS;
 mod guests;
 
 use guests::{Guest, wasm as guest_wasm};
+
+/// The `tern` binary's allocator: what the ingest path allocates and frees per message
+/// (output lists, routes, dropped messages) costs what it costs in the hub.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCHES: [usize; 3] = [1, 16, 256];
 

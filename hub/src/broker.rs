@@ -399,6 +399,8 @@ pub struct Broker {
     filters: OnceLock<Arc<Pipelines>>,
     /// Extra `$SYS` publishers (the bridges), asked every `sys_interval`.
     sys_sources: Mutex<Vec<Arc<dyn crate::metrics::SysSource>>>,
+    /// Open transactions (half messages), see [`crate::tx`].
+    transactions: crate::tx::Transactions,
 }
 
 /// Whether messages on `topic` go to the store (`$SYS` statistics are rebuilt every
@@ -440,6 +442,7 @@ impl Broker {
     /// A broker with empty tables.
     pub fn new(config: Config, shutdown: Shutdown) -> Self {
         Self {
+            transactions: crate::tx::Transactions::new(config.transactions.clone()),
             config,
             metrics: Metrics::default(),
             shutdown,
@@ -482,6 +485,11 @@ impl Broker {
     /// The filter pipelines, if any were deployed.
     pub fn pipelines(&self) -> Option<&Arc<Pipelines>> {
         self.filters.get()
+    }
+
+    /// The registry of open transactions.
+    pub fn transactions(&self) -> &crate::tx::Transactions {
+        &self.transactions
     }
 
     /// The durable store, if any.
@@ -1225,11 +1233,11 @@ impl Broker {
                 self.metrics.filter_batch.observe(started.elapsed());
                 filtered
             }
-            None => Filtered::Unchanged(messages),
+            None => Filtered::Local(messages),
         };
         // `bridges[i]` is the bridge message `i` goes to alone; empty when all are local.
         let (messages, bridges): (Vec<Message>, Vec<Option<Arc<str>>>) = match filtered {
-            Filtered::Unchanged(messages) => (messages, Vec::new()),
+            Filtered::Local(messages) => (messages, Vec::new()),
             Filtered::Routed(routed) => routed
                 .into_iter()
                 .map(|r| match r.target {

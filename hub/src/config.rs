@@ -39,10 +39,18 @@ pub struct Config {
     pub bridge: Vec<crate::bridge::BridgeConfig>,
     /// The admin HTTP API and Prometheus endpoint.
     pub admin: crate::admin::AdminConfig,
+    /// Log lines on stderr: level and format.
+    pub log: LogConfig,
+    /// Transactional (half) messages: check-back, policy, limits.
+    pub transactions: crate::tx::TxConfig,
     /// The file this configuration was read from (not a key): the hub watches it and
     /// reloads its pipelines when it changes.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Sections the command line replaced (`listener` for `--listen`, `data_dir` for
+    /// `--data-dir`), which a reload of the file does not compare (not a key).
+    #[serde(skip)]
+    pub overridden: Vec<&'static str>,
 }
 
 impl Default for Config {
@@ -56,9 +64,42 @@ impl Default for Config {
             pipeline: Vec::new(),
             bridge: Vec::new(),
             admin: crate::admin::AdminConfig::default(),
+            log: LogConfig::default(),
+            transactions: crate::tx::TxConfig::default(),
             source: None,
+            overridden: Vec::new(),
         }
     }
+}
+
+/// `[log]`: what the hub logs on stderr and how. `RUST_LOG`, when set, replaces `level`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Level or `tracing` filter directives (`"info"`, `"warn,tern_hub::bridge=debug"`).
+    pub level: String,
+    /// `text` (human-readable lines) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: String::from("info"),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// `log.format`: how each log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// `2026-01-01T00:00:00Z  INFO target: message key=value`.
+    #[default]
+    Text,
+    /// `{"timestamp":..,"level":"INFO","fields":{"message":..,..},"target":..}`.
+    Json,
 }
 
 /// What the store does once its byte budget is full of data still needed.
@@ -500,7 +541,11 @@ impl Config {
             ));
         }
         self.validate_pipelines()?;
+        self.transactions.validate()?;
         crate::admin::config::validate(&self.admin)?;
+        if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return Err(("log.level", format!("{:?}: {err}", self.log.level)));
+        }
         crate::bridge::config::validate(&self.bridge)
     }
 

@@ -35,13 +35,16 @@
 //! - [`router`]: subscription trie and retained-message trie (pure data structures).
 //! - [`message`]: the application message shared by all subscriber queues.
 //! - [`metrics`]: atomic counters published under `$SYS/broker/...`.
-//! - [`reload`]: redeploys the filter pipelines when the configuration file or a filter's
-//!   wasm file changes, or on SIGHUP.
+//! - [`reload`]: applies the configuration file's pipelines and bridges again when it (or a
+//!   filter's wasm file) changes, or on SIGHUP; serialises them with the pipelines the
+//!   admin API deploys.
 //! - [`security`]: listener security: TLS server configuration, password file and
 //!   `tern passwd`, ACL files compiled per client, per-address connection limits.
 //! - [`shutdown`]: cancellation token and task tracker for graceful shutdown.
 //! - [`store`]: the durable store (redb): message log, sessions, queues, in-flight state,
-//!   retained messages; group commit. The only module that touches redb.
+//!   retained messages, half messages; group commit. The only module that touches redb.
+//! - [`tx`]: transactional (half) messages: open transactions, limits, commit and rollback,
+//!   the check-back task.
 
 pub mod admin;
 pub mod bridge;
@@ -58,6 +61,7 @@ pub mod security;
 pub mod session;
 pub mod shutdown;
 pub mod store;
+pub mod tx;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -93,26 +97,24 @@ struct DeployedFilters {
     metrics: Arc<FilterMetrics>,
 }
 
-/// Creates the filter host and deploys `config`'s pipelines, if it has any (a hub without
-/// pipelines runs no wasm engine). Errors name the pipeline, the filter, its file and the
-/// reason.
+/// Creates the filter host and deploys `config`'s pipelines and those the admin API
+/// deployed, if there are any (a hub without pipelines runs no wasm engine). Errors name
+/// the pipeline, the filter, its file and the reason.
 fn deploy_filters(config: &Config) -> Result<DeployedFilters> {
     let metrics = Arc::new(FilterMetrics::default());
-    if config.pipeline.is_empty() {
+    let wanted = reload::startup_pipelines(config)?;
+    if wanted.is_empty() {
         return Ok(DeployedFilters {
             pipelines: None,
             metrics,
         });
     }
     let pipelines = reload::new_pipelines(config, Arc::clone(&metrics))?;
-    pipelines.deploy(&config.pipeline)?;
+    pipelines.deploy(&wanted)?;
     info!(
-        pipelines = config.pipeline.len(),
-        filters = config
-            .pipeline
-            .iter()
-            .map(|p| p.filters.len())
-            .sum::<usize>(),
+        pipelines = wanted.len(),
+        api_pipelines = wanted.len() - config.pipeline.len(),
+        filters = wanted.iter().map(|p| p.filters.len()).sum::<usize>(),
         "filter pipelines deployed"
     );
     Ok(DeployedFilters {
@@ -259,15 +261,19 @@ pub async fn run_with_store(
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "store restored"
     );
+    let open_transactions = store.open_transactions().map_err(store_error)?;
+    let restored_transactions = broker.transactions().restore(open_transactions);
+    if restored_transactions > 0 {
+        info!(open = restored_transactions, "open transactions restored");
+    }
     // Bridges read the log only; they start once the restored state is in place,
     // before the listeners accept anyone.
-    for status in bridge::start(bridges, &store, &cursors, &stop)
+    let bridges = bridge::start(bridges, &store, &cursors, &stop)
         .await
-        .map_err(store_error)?
-    {
-        broker.add_sys_source(status);
-    }
-    let readiness = admin.map(|admin| admin::start(admin, Arc::clone(&broker), &stop));
+        .map_err(store_error)?;
+    broker.add_sys_source(bridges.sys_source());
+    let deployments = Arc::new(reload::Deployments::new(Arc::clone(&broker), bridges)?);
+    let readiness = admin.map(|admin| admin::start(admin, Arc::clone(&deployments), &stop));
     let mut accept_loops = Vec::with_capacity(listeners.len());
     for (index, (listener, cap)) in listeners.into_iter().zip(caps).enumerate() {
         if let Ok(addr) = listener.local_addr() {
@@ -289,7 +295,8 @@ pub async fn run_with_store(
     stop.tasks()
         .spawn(Arc::clone(&security).watch_hangup(stop.clone()));
     stop.tasks().spawn(Arc::clone(&broker).run_sys_publisher());
-    stop.tasks().spawn(reload::watch(Arc::clone(&broker)));
+    stop.tasks().spawn(tx::run_checker(Arc::clone(&broker)));
+    stop.tasks().spawn(reload::watch(deployments));
     shutdown.await;
     info!("shutting down");
     stop.trigger();

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tern_hub::config::{Config, DEFAULT_TOML, ListenerConfig};
+use tern_hub::config::{Config, DEFAULT_TOML, ListenerConfig, LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 mod filter_cli;
@@ -19,7 +19,7 @@ mod status_cli;
 #[derive(Debug, Parser)]
 #[command(name = "tern", version, about)]
 struct Cli {
-    /// More log output (-v debug, -vv trace); RUST_LOG takes precedence.
+    /// More log output (-v debug, -vv trace) than `[log] level`; RUST_LOG takes precedence.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
@@ -40,7 +40,8 @@ enum Command {
     /// Work with WebAssembly filters offline.
     #[command(subcommand)]
     Filter(FilterCommand),
-    /// Show a running hub's counters and bridge state (its `$SYS/broker/...` topics).
+    /// Summarise a running hub: clients, rates, store, filters, bridges (admin API, or
+    /// `$SYS` over MQTT with --target).
     Status(status_cli::StatusArgs),
     /// Add, update or delete a user in a password file (Argon2id hashes).
     Passwd(passwd_cli::PasswdArgs),
@@ -91,7 +92,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Filter(command)) => {
-            init_tracing(cli.verbose);
+            init_tracing(cli.verbose, &LogConfig::default());
             let result = match command {
                 FilterCommand::Test(args) => filter_cli::test(&args),
                 FilterCommand::Compile(args) => filter_cli::compile(&args),
@@ -124,8 +125,20 @@ fn main() -> ExitCode {
 }
 
 fn serve_main(verbose: u8, args: ServeArgs) -> ExitCode {
-    init_tracing(verbose);
-    match serve(args) {
+    // Loaded before logging starts: `[log]` says how to log. Its errors go to stderr as is.
+    let config = match &args.config {
+        Some(file) => Config::load(file),
+        None => Ok(Config::default()),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("tern: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(verbose, &config.log);
+    match serve(config, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tern: {err:#}");
@@ -134,26 +147,52 @@ fn serve_main(verbose: u8, args: ServeArgs) -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
-    let fallback = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+/// Installs the stderr subscriber. The filter is, strongest first: `RUST_LOG` when set
+/// (an invalid one is reported and ignored), `-v`/`-vv`, then `log.level`. rumqttc's own
+/// debug lines stay off unless asked for by name.
+fn init_tracing(verbose: u8, log: &LogConfig) {
+    let configured = match verbose {
+        0 => log.level.clone(),
+        1 => String::from("debug"),
+        _ => String::from("trace"),
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{fallback},rumqttc=info")));
-    tracing_subscriber::fmt()
+    let from_config = || {
+        EnvFilter::builder()
+            .parse(format!("rumqttc=info,{configured}"))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let mut rejected = None;
+    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(directives) if !directives.trim().is_empty() => {
+            match EnvFilter::builder().parse(&directives) {
+                Ok(filter) => filter,
+                Err(err) => {
+                    rejected = Some((directives, err));
+                    from_config()
+                }
+            }
+        }
+        _ => from_config(),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+    if let Some((directives, err)) = rejected {
+        tracing::warn!(
+            rust_log = directives,
+            cause = %err,
+            "RUST_LOG is not a valid filter; using the configured level"
+        );
+    }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(file) => Config::load(file)?,
-        None => Config::default(),
-    };
+fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.listen {
         // The first listener's settings (protocol, TLS, authentication) move to ADDR.
         let first = config.listener.first().cloned().unwrap_or_default();
@@ -161,9 +200,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             bind: addr,
             ..first
         }];
+        config.overridden.push("listener");
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+        config.overridden.push("data_dir");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -171,6 +212,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
+        tern_hub::reload::listen_for_hangup().context("installing the SIGHUP handler")?;
         tern_hub::prepare_data_dir(&config)?;
         // Opened before binding: a store that is in use, corrupted or unreadable stops the
         // hub before it announces a listener.

@@ -46,6 +46,7 @@
 //! | `$SYS/broker/filters/deploys/{ok,refused}` | filters deployed, deployments refused |
 //! | `$SYS/broker/security/...` | refused logins and handshakes, ACL denials, hygiene limits ([`SecurityMetrics`], `docs/security.md`) |
 //! | `$SYS/broker/bridges/<name>/...` | per-bridge state, from a [`SysSource`] (see `docs/bridge.md`) |
+//! | `$SYS/broker/transactions/...` | transactions opened, committed, rolled back, check requests, policy applications, refusals ([`TxMetrics`], `docs/transactions.md`) |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -137,6 +138,89 @@ pub struct Metrics {
     pub commit_wait: Histogram,
     /// Time the filter pipelines take for one batch of publishes (all filters it meets).
     pub filter_batch: Histogram,
+    /// Transactions (half messages, commit, rollback, check-back).
+    pub transactions: TxMetrics,
+}
+
+/// Counters of transactions (`docs/transactions.md`), published under
+/// `$SYS/broker/transactions/...`.
+#[derive(Debug, Default)]
+pub struct TxMetrics {
+    /// Transactions opened (first half message of a new id).
+    pub opened: Counter,
+    /// Half messages stored.
+    pub half_messages: Counter,
+    /// Transactions committed (by their producer or by the policy).
+    pub committed: Counter,
+    /// Transactions rolled back (by their producer or by the policy).
+    pub rolled_back: Counter,
+    /// Check requests sent.
+    pub checks_sent: Counter,
+    /// `on_unresolved = "rollback"` applied (unanswered checks or `max_age`).
+    pub unresolved_rolled_back: Counter,
+    /// `on_unresolved = "commit"` applied.
+    pub unresolved_committed: Counter,
+    /// Refused: half message at QoS 0.
+    pub refused_qos0: Counter,
+    /// Refused: the client has `max_open_per_client` transactions open.
+    pub refused_too_many_open: Counter,
+    /// Refused: `max_messages` or `max_bytes` reached.
+    pub refused_too_large: Counter,
+    /// Refused: commit or rollback of an unknown or finished transaction.
+    pub refused_unknown: Counter,
+    /// Refused: commit or rollback of another client's transaction.
+    pub refused_foreign: Counter,
+    /// Refused: invalid transaction id, reserved topic, or transactions disabled.
+    pub refused_invalid: Counter,
+}
+
+impl TxMetrics {
+    /// `$SYS/broker/transactions/...` topics and payloads.
+    pub fn sys_topics(&self) -> [(&'static str, String); 13] {
+        let c = |counter: &Counter| counter.get().to_string();
+        [
+            ("$SYS/broker/transactions/opened", c(&self.opened)),
+            (
+                "$SYS/broker/transactions/half_messages",
+                c(&self.half_messages),
+            ),
+            ("$SYS/broker/transactions/committed", c(&self.committed)),
+            ("$SYS/broker/transactions/rolled_back", c(&self.rolled_back)),
+            ("$SYS/broker/transactions/checks_sent", c(&self.checks_sent)),
+            (
+                "$SYS/broker/transactions/unresolved_applied/rollback",
+                c(&self.unresolved_rolled_back),
+            ),
+            (
+                "$SYS/broker/transactions/unresolved_applied/commit",
+                c(&self.unresolved_committed),
+            ),
+            (
+                "$SYS/broker/transactions/refused/qos0",
+                c(&self.refused_qos0),
+            ),
+            (
+                "$SYS/broker/transactions/refused/too_many_open",
+                c(&self.refused_too_many_open),
+            ),
+            (
+                "$SYS/broker/transactions/refused/too_large",
+                c(&self.refused_too_large),
+            ),
+            (
+                "$SYS/broker/transactions/refused/unknown",
+                c(&self.refused_unknown),
+            ),
+            (
+                "$SYS/broker/transactions/refused/foreign",
+                c(&self.refused_foreign),
+            ),
+            (
+                "$SYS/broker/transactions/refused/invalid",
+                c(&self.refused_invalid),
+            ),
+        ]
+    }
 }
 
 /// Upper bounds, in microseconds, of the [`Histogram`] buckets (a last, unbounded bucket
@@ -394,6 +478,7 @@ impl Default for Metrics {
             publishes_sent_qos: Default::default(),
             commit_wait: Histogram::default(),
             filter_batch: Histogram::default(),
+            transactions: TxMetrics::default(),
         }
     }
 }
@@ -484,6 +569,7 @@ impl Metrics {
         ];
         topics.extend(self.filters.sys_topics());
         topics.extend(self.security.sys_topics());
+        topics.extend(self.transactions.sys_topics());
         if let Some(s) = store {
             topics.extend([
                 ("$SYS/broker/store/appends", s.appends.to_string()),

@@ -1,16 +1,26 @@
-//! `tern status`: what a running hub reports about itself, read the way any MQTT client
-//! can. Subscribes to `$SYS/broker/#` on the hub, collects the retained values for a short,
-//! bounded time, and prints them grouped by their first topic level (`clients`, `messages`,
-//! `store`, `filters`, ...), with one group per bridge under `bridges/<name>/...`; or as
-//! JSON. Knows no topic names beyond that layout, so new counters show up without changes.
+//! `tern status`: what a running hub reports about itself.
 //!
-//! Values appear once the hub has published its first round, which it does at start-up and
+//! By default it asks the admin API ([`admin`]): clients, message rates, store, filters and
+//! bridges, at `--admin URL`, or at the `[admin] bind` of `--config FILE` (whose token it
+//! uses), or at the default admin address.
+//!
+//! With `--target HOST:PORT` it reads the hub the way any MQTT client can instead, for hubs
+//! without the admin API: subscribes to `$SYS/broker/#`, collects the retained values for a
+//! short, bounded time, and prints them grouped by their first topic level (`clients`,
+//! `messages`, `store`, `filters`, ...), with one group per bridge under
+//! `bridges/<name>/...`; or as JSON. Knows no topic names beyond that layout, so new
+//! counters show up without changes.
+//!
+//! `$SYS` values appear once the hub has published its first round, which it does at start-up and
 //! then every `[session] sys_interval` (zero disables them: `tern status` then reports that
 //! nothing arrived and exits with status 1). They are as of the hub's last round, so up to
 //! one `sys_interval` old. A connection failure also exits with status 1.
 
+mod admin;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -43,31 +53,66 @@ const GROUP_ORDER: [&str; 10] = [
 /// Arguments of `tern status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The hub's MQTT listener.
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    pub target: String,
+    /// The admin API, `http://HOST:PORT` (default: `[admin] bind` of --config, else
+    /// http://127.0.0.1:9883).
+    #[arg(long, conflicts_with = "target")]
+    pub admin: Option<String>,
+    /// The hub's configuration file: its admin address and token.
+    #[arg(short, long, conflicts_with = "target")]
+    pub config: Option<PathBuf>,
+    /// The admin API's bearer token.
+    #[arg(long, conflicts_with_all = ["token_file", "target"])]
+    pub token: Option<String>,
+    /// File holding the admin API's bearer token (first line).
+    #[arg(long, conflicts_with = "target")]
+    pub token_file: Option<PathBuf>,
+    /// Counters are read twice this far apart for the rates (admin API).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Read `$SYS/broker/#` over MQTT from this listener instead of the admin API.
+    #[arg(long, visible_alias = "mqtt")]
+    pub target: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// How long to collect retained values after subscribing.
+    /// How long to collect retained values after subscribing (MQTT).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub wait: Duration,
-    /// How long connecting and subscribing may take.
+    /// How long connecting (and each request, or subscribing) may take.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
 }
 
-/// Runs `tern status`: exit status 0 with a report, 1 when the hub published nothing.
+/// Runs `tern status`: exit status 0 with a report; 1 when the hub cannot be read (or, over
+/// MQTT, published nothing).
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let values = runtime.block_on(collect(args))?;
+    let Some(target) = &args.target else {
+        let admin = admin::AdminTarget::resolve(
+            args.admin.as_deref(),
+            args.config.as_ref(),
+            args.token.as_deref(),
+            args.token_file.as_ref(),
+        )?;
+        let authority = admin.authority.clone();
+        let snapshot =
+            runtime.block_on(admin::collect(admin, args.interval, args.connect_timeout))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&snapshot.to_json())?);
+        } else {
+            print!("{}", snapshot.to_text(&authority));
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let values = runtime.block_on(collect(target, args))?;
     if values.is_empty() {
         eprintln!(
-            "tern status: no $SYS values from {} within {:?} (is [session] sys_interval zero?)",
-            args.target, args.wait
+            "tern status: no $SYS values from {target} within {:?} (is [session] sys_interval \
+             zero?)",
+            args.wait
         );
         return Ok(ExitCode::FAILURE);
     }
@@ -75,7 +120,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
-        print!("{}", report.to_table(&args.target));
+        print!("{}", report.to_table(target));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -83,14 +128,13 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 /// Topic (without [`SYS_PREFIX`]) to payload, as retained on the hub.
 type Values = BTreeMap<String, String>;
 
-async fn collect(args: &StatusArgs) -> anyhow::Result<Values> {
-    let (host, port) = args
-        .target
+async fn collect(target: &str, args: &StatusArgs) -> anyhow::Result<Values> {
+    let (host, port) = target
         .rsplit_once(':')
-        .with_context(|| format!("--target {:?} is not host:port", args.target))?;
+        .with_context(|| format!("--target {target:?} is not host:port"))?;
     let port: u16 = port
         .parse()
-        .with_context(|| format!("bad port in --target {:?}", args.target))?;
+        .with_context(|| format!("bad port in --target {target:?}"))?;
     let client_id = format!("tern-status-{}", std::process::id());
     let mut options = MqttOptions::new(client_id, host, port);
     options
@@ -109,15 +153,11 @@ async fn collect(args: &StatusArgs) -> anyhow::Result<Values> {
         let deadline = collect_deadline.unwrap_or(connect_deadline);
         let Ok(polled) = tokio::time::timeout_at(deadline, eventloop.poll()).await else {
             if collect_deadline.is_none() {
-                bail!(
-                    "no answer from {} within {:?}",
-                    args.target,
-                    args.connect_timeout
-                );
+                bail!("no answer from {target} within {:?}", args.connect_timeout);
             }
             break;
         };
-        match polled.with_context(|| format!("connecting to {}", args.target))? {
+        match polled.with_context(|| format!("connecting to {target}"))? {
             Event::Incoming(Packet::SubAck(_)) => {
                 collect_deadline = Some(Instant::now() + args.wait);
             }

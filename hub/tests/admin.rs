@@ -1,6 +1,7 @@
 //! The admin HTTP API of a running `tern` binary: the Prometheus scrape with named series
 //! that follow traffic, the bearer token, the client list and an operator disconnect
-//! (v5 DISCONNECT 0x98), and the JSON status endpoints.
+//! (v5 DISCONNECT 0x98), the JSON status endpoints, and filter pipelines deployed, refused,
+//! replaced and removed through the API (persisting across SIGHUP and restart).
 //!
 //! Requests go over a minimal HTTP/1.1 client on a raw TCP stream (`Connection: close`),
 //! so nothing here depends on an HTTP library.
@@ -76,6 +77,23 @@ async fn http_with(addr: SocketAddr, method: &str, path: &str, authorization: &s
 
 /// Sends one request and reads the whole response (bounded by [`RECV_TIMEOUT`]).
 async fn request(addr: SocketAddr, method: &str, path: &str, authorization: Option<&str>) -> Reply {
+    request_body(addr, method, path, authorization, None).await
+}
+
+/// Sends one request with the bearer token and `body`, and reads the whole response.
+async fn send(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Reply {
+    let authorization = format!("Bearer {TOKEN}");
+    request_body(addr, method, path, Some(&authorization), Some(body)).await
+}
+
+/// Sends one request, with a body if given, and reads the whole response.
+async fn request_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&[u8]>,
+) -> Reply {
     let exchange = async {
         let mut stream = TcpStream::connect(addr)
             .await
@@ -85,11 +103,13 @@ async fn request(addr: SocketAddr, method: &str, path: &str, authorization: Opti
         if let Some(authorization) = authorization {
             request.push_str(&format!("Authorization: {authorization}\r\n"));
         }
+        if let Some(body) = body {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         request.push_str("\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("send request");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body.unwrap_or_default());
+        stream.write_all(&bytes).await.expect("send request");
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.expect("read response");
         raw
@@ -518,4 +538,283 @@ async fn the_token_can_come_from_a_file_and_a_missing_file_stops_the_hub() {
         stderr.contains("admin.token_file") && stderr.contains("missing.token"),
         "{stderr}"
     );
+}
+
+/// The admin address of the hub's latest start (the last `admin API listening` line).
+fn latest_admin_addr(hub: &Hub) -> SocketAddr {
+    hub.wait_log("admin API listening");
+    let logs = hub.logs();
+    let line = logs
+        .lines()
+        .rfind(|l| l.contains("admin API listening"))
+        .expect("log line present");
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix("addr="))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// Uploads `bytes` as a module; returns its SHA-256.
+async fn upload(admin: SocketAddr, bytes: &[u8]) -> String {
+    let sha = sha256_hex(bytes);
+    let reply = send(admin, "PUT", &format!("/modules/{sha}"), bytes).await;
+    assert!(
+        reply.status == 201 || reply.status == 200,
+        "upload: {reply:?}"
+    );
+    assert_eq!(reply.json()["sha256"], sha.as_str());
+    sha
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The body of `PUT /filters/{name}`: one sql92 filter on `sensors/#`.
+fn sql_pipeline(module: &str, selector: &str) -> Vec<u8> {
+    serde_json::json!({
+        "topics": ["sensors/#"],
+        "on_failure": "drop",
+        "filters": [{ "name": "hot", "module": module, "config": selector }],
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Publishes one hot and one cold reading on `sensors/t`; returns the payloads `sub` gets.
+async fn hot_and_cold(publ: &mut RawClient, sub: &mut RawClient, tag: &str) -> Vec<String> {
+    for (payload, temperature) in [("hot", "35"), ("cold", "20")] {
+        let p = Props::new().user("temperature", temperature);
+        let body = format!("{payload}-{tag}");
+        let ack = publ
+            .publish(Pub::new("sensors/t", body.as_bytes()).qos(1, 0).props(p))
+            .await;
+        assert_eq!(ack, 0, "{body}");
+    }
+    let mut got = Vec::new();
+    while let Some(p) = sub.try_recv_publish(QUIET).await {
+        sub.ack(&p).await;
+        got.push(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    got
+}
+
+/// A deploy through the API filters at once; a refused replacement (bad selector, bytes
+/// that are not wasm, a missing module) answers 4xx with the reason and the old version
+/// keeps filtering; removal lets everything through again.
+#[tokio::test]
+async fn pipelines_are_deployed_refused_and_removed_through_the_api() {
+    let (hub, admin) = admin_hub(&format!("token = {TOKEN:?}"), "");
+    let sql = std::fs::read(guests::wasm(guests::Guest::Sql92)).expect("read sql92 guest");
+    let module = upload(admin, &sql).await;
+    // Uploading the same bytes again is idempotent; a wrong digest is refused.
+    assert_eq!(
+        send(admin, "PUT", &format!("/modules/{module}"), &sql)
+            .await
+            .status,
+        200
+    );
+    let wrong = sha256_hex(b"other bytes");
+    let mismatch = send(admin, "PUT", &format!("/modules/{wrong}"), &sql).await;
+    assert_eq!(mismatch.status, 400, "{mismatch:?}");
+    assert_eq!(mismatch.json()["reason"], "digest_mismatch");
+
+    let mut sub = RawClient::connect_ok(hub.addr(), Connect::v5("api-sub"))
+        .await
+        .0;
+    sub.subscribe("sensors/#", 1).await;
+    let mut publ = RawClient::connect_ok(hub.addr(), Connect::v5("api-pub"))
+        .await
+        .0;
+    assert_eq!(
+        hot_and_cold(&mut publ, &mut sub, "0").await,
+        ["hot-0", "cold-0"]
+    );
+
+    let created = send(
+        admin,
+        "PUT",
+        "/filters/heat",
+        &sql_pipeline(&module, "temperature > 30"),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let created = created.json();
+    assert_eq!(created["name"], "heat");
+    assert_eq!(created["source"], "api");
+    assert_eq!(created["filters"][0]["module"], module.as_str());
+    assert_eq!(hot_and_cold(&mut publ, &mut sub, "1").await, ["hot-1"]);
+
+    let rejected = send(
+        admin,
+        "PUT",
+        "/filters/heat",
+        &sql_pipeline(&module, "temperature >>> 30"),
+    )
+    .await;
+    assert_eq!(rejected.status, 422, "{rejected:?}");
+    assert_eq!(rejected.json()["reason"], "config_rejected");
+    assert_eq!(rejected.json()["filter"], "hot");
+
+    let junk = upload(admin, b"definitely not WebAssembly").await;
+    let not_wasm = send(admin, "PUT", "/filters/heat", &sql_pipeline(&junk, "x > 1")).await;
+    assert_eq!(not_wasm.status, 422, "{not_wasm:?}");
+    assert_eq!(not_wasm.json()["reason"], "load");
+
+    let missing = sha256_hex(b"never uploaded");
+    let absent = send(
+        admin,
+        "PUT",
+        "/filters/heat",
+        &sql_pipeline(&missing, "x > 1"),
+    )
+    .await;
+    assert_eq!(absent.status, 422, "{absent:?}");
+    assert_eq!(absent.json()["reason"], "missing_module");
+
+    let invalid = send(
+        admin,
+        "PUT",
+        "/filters/heat",
+        br#"{"topics":[],"filters":[]}"#,
+    )
+    .await;
+    assert_eq!(invalid.status, 400, "{invalid:?}");
+    let bad_name = send(admin, "PUT", "/filters/.x", &sql_pipeline(&module, "x > 1")).await;
+    assert_eq!(bad_name.status, 400, "{bad_name:?}");
+
+    // Every refusal left the first version in force.
+    assert_eq!(hot_and_cold(&mut publ, &mut sub, "2").await, ["hot-2"]);
+    let listed = http(admin, "GET", "/filters", Some(TOKEN)).await.json();
+    let pipeline = &listed["pipelines"][0];
+    assert_eq!(pipeline["source"], "api", "{listed}");
+    assert_eq!(pipeline["name"], "heat");
+    assert_eq!(pipeline["topics"], serde_json::json!(["sensors/#"]));
+    assert_eq!(pipeline["on_failure"], "drop");
+    assert_eq!(pipeline["filters"][0]["config"], "temperature > 30");
+    assert!(
+        pipeline["filters"][0]["messages"]["dropped"]
+            .as_u64()
+            .is_some_and(|n| n >= 2),
+        "{listed}"
+    );
+    assert!(
+        listed["deploys"]["refused"]
+            .as_u64()
+            .is_some_and(|n| n >= 2)
+    );
+
+    // A module in use cannot be deleted; an unused one can.
+    let modules = http(admin, "GET", "/modules", Some(TOKEN)).await.json();
+    let used = modules["modules"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["sha256"] == module.as_str()))
+        .unwrap_or_else(|| panic!("module not listed: {modules}"));
+    assert_eq!(used["used_by"][0]["pipeline"], "heat");
+    assert_eq!(used["bytes"], sql.len());
+    let in_use = send(admin, "DELETE", &format!("/modules/{module}"), b"").await;
+    assert_eq!(in_use.status, 409, "{in_use:?}");
+    assert_eq!(
+        send(admin, "DELETE", &format!("/modules/{junk}"), b"")
+            .await
+            .status,
+        200
+    );
+
+    let replaced = send(
+        admin,
+        "PUT",
+        "/filters/heat",
+        &sql_pipeline(&module, "temperature < 30"),
+    )
+    .await;
+    assert_eq!(replaced.status, 200, "{replaced:?}");
+    assert_eq!(hot_and_cold(&mut publ, &mut sub, "3").await, ["cold-3"]);
+
+    let removed = send(admin, "DELETE", "/filters/heat", b"").await;
+    assert_eq!(removed.status, 200, "{removed:?}");
+    assert_eq!(
+        hot_and_cold(&mut publ, &mut sub, "4").await,
+        ["hot-4", "cold-4"]
+    );
+    assert_eq!(
+        send(admin, "DELETE", "/filters/heat", b"").await.status,
+        404
+    );
+    let unauthorized = request_body(
+        admin,
+        "PUT",
+        "/filters/heat",
+        None,
+        Some(&sql_pipeline(&module, "x > 1")),
+    )
+    .await;
+    assert_eq!(unauthorized.status, 401);
+    publ.disconnect().await;
+    sub.disconnect().await;
+    hub.finish();
+}
+
+/// An API pipeline is not the configuration file's: a SIGHUP that reloads the file keeps
+/// it, and a restart deploys it again (after the file's own pipelines).
+#[tokio::test]
+async fn api_pipelines_survive_sighup_and_restart() {
+    let pass = guests::toml_path(&guests::wasm(guests::Guest::Pass));
+    let file_pipeline = format!(
+        "[[pipeline]]\ntopics = [\"other/#\"]\n\
+         filters = [ {{ name = \"keep\", wasm = {pass}, config = \"\" }} ]\n"
+    );
+    let admin_keys = format!("token = {TOKEN:?}");
+    let (mut hub, admin) = admin_hub(&admin_keys, &file_pipeline);
+    let sql = std::fs::read(guests::wasm(guests::Guest::Sql92)).expect("read sql92 guest");
+    let module = upload(admin, &sql).await;
+    let created = send(
+        admin,
+        "PUT",
+        "/filters/heat",
+        &sql_pipeline(&module, "temperature > 30"),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.json()["index"], 1, "after the file's pipeline");
+
+    // The file changes (its pipeline goes away) and is reloaded: the API's stays.
+    hub.rewrite_config(&format!("[admin]\nbind = \"127.0.0.1:0\"\n{admin_keys}\n"));
+    hub.sighup();
+    hub.wait_log("pipelines reloaded");
+    let listed = http(admin, "GET", "/filters", Some(TOKEN)).await.json();
+    let pipelines = listed["pipelines"].as_array().expect("pipelines");
+    assert_eq!(pipelines.len(), 1, "{listed}");
+    assert_eq!(pipelines[0]["name"], "heat");
+    let mut sub = RawClient::connect_ok(hub.addr(), Connect::v5("keep-sub"))
+        .await
+        .0;
+    sub.subscribe("sensors/#", 1).await;
+    let mut publ = RawClient::connect_ok(hub.addr(), Connect::v5("keep-pub"))
+        .await
+        .0;
+    assert_eq!(hot_and_cold(&mut publ, &mut sub, "a").await, ["hot-a"]);
+    publ.disconnect().await;
+    sub.disconnect().await;
+
+    hub.stop();
+    hub.restart();
+    let admin = latest_admin_addr(&hub);
+    let listed = http(admin, "GET", "/filters", Some(TOKEN)).await.json();
+    assert_eq!(listed["pipelines"][0]["name"], "heat", "{listed}");
+    let mut sub = RawClient::connect_ok(hub.addr(), Connect::v5("keep-sub2"))
+        .await
+        .0;
+    sub.subscribe("sensors/#", 1).await;
+    let mut publ = RawClient::connect_ok(hub.addr(), Connect::v5("keep-pub2"))
+        .await
+        .0;
+    assert_eq!(hot_and_cold(&mut publ, &mut sub, "b").await, ["hot-b"]);
+    publ.disconnect().await;
+    sub.disconnect().await;
+    hub.finish();
 }

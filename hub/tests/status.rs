@@ -1,17 +1,238 @@
-//! `tern status` against a running hub binary: the grouped table, the JSON form with
-//! counters that reflect traffic, and the failure modes (no `$SYS`, nothing listening).
+//! `tern status` against a running hub binary. Through the admin API (the default): the
+//! summary of clients, rates, store, filters and bridges (one bridge to a real mosquitto),
+//! its JSON form with rates that follow traffic published while it measures, the address
+//! and token taken from a configuration file, and a wrong token. Over MQTT (`--target`):
+//! the grouped `$SYS` table, the JSON form, and the failure modes (no `$SYS`, nothing
+//! listening).
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::*;
 
+const TOKEN: &str = "status-t0ken";
+
+/// The admin address from the hub's `admin API listening addr=...` log line.
+fn admin_addr(hub: &Hub) -> SocketAddr {
+    hub.wait_log("admin API listening");
+    let logs = hub.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("admin API listening"))
+        .expect("log line present");
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix("addr="))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// A hub with the admin API, a pass-through pipeline on `f/#` and a bridge `cloud` of
+/// `f/#` to `upstream`.
+fn observed_hub(upstream: &Mosquitto) -> (Hub, SocketAddr) {
+    let pass = guests::toml_path(&guests::wasm(guests::Guest::Pass));
+    let hub = Hub::with_config(&format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\ntoken = {TOKEN:?}\n\n\
+         [[pipeline]]\ntopics = [\"f/#\"]\n\
+         filters = [ {{ name = \"keep\", wasm = {pass}, config = \"\" }} ]\n\n\
+         [[bridge]]\nname = \"cloud\"\naddress = {:?}\nclient_id = \"gw-status\"\n\
+         topics = [\"f/#\"]\n",
+        upstream.address()
+    ));
+    let admin = admin_addr(&hub);
+    hub.wait_log("bridge connected");
+    (hub, admin)
+}
+
+/// Publishes up to `n` QoS 1 messages on `f/x`, `pause` apart, until `until` says stop.
+async fn publish_paced(hub: &Hub, n: usize, pause: Duration, until: impl Fn() -> bool) {
+    let (mut c, _) = RawClient::connect_ok(hub.addr(), Connect::v5(&unique("pub"))).await;
+    for i in 0..n {
+        if until() {
+            break;
+        }
+        let payload = format!("{i}");
+        assert_eq!(
+            c.publish(Pub::new("f/x", payload.as_bytes()).qos(1, 0))
+                .await,
+            0
+        );
+        tokio::time::sleep(pause).await;
+    }
+    c.disconnect().await;
+}
+
+#[tokio::test]
+async fn summary_from_the_admin_api() {
+    let upstream = Mosquitto::start();
+    let (hub, admin) = observed_hub(&upstream);
+    publish_paced(&hub, 3, Duration::ZERO, || false).await;
+    let url = format!("http://{admin}");
+    // The bridge has forwarded the three once its status says so.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let stdout = loop {
+        let out = tern(&[
+            "status",
+            "--admin",
+            &url,
+            "--token",
+            TOKEN,
+            "--interval",
+            "200ms",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            text(&out.stderr),
+            hub.logs()
+        );
+        let stdout = text(&out.stdout);
+        if stdout.contains("forwarded 3 ") {
+            break stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bridge never showed 3 forwarded:\n{stdout}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in\n{stdout}"))
+            .to_owned()
+    };
+    assert!(
+        stdout.starts_with(&format!("tern {} at {url}, up ", env!("CARGO_PKG_VERSION"))),
+        "{stdout}"
+    );
+    assert!(line("clients").contains("0 connected"), "{stdout}");
+    assert!(line("messages").contains("/s in"), "{stdout}");
+    assert!(line("store").contains(" records "), "{stdout}");
+    assert!(
+        line("filters").contains("1 pipelines; deploys 1 ok, 0 refused"),
+        "{stdout}"
+    );
+    assert!(line("[0] config #0").contains("topics f/#"), "{stdout}");
+    assert!(line("keep").contains("3 in, 3 kept"), "{stdout}");
+    assert!(line("bridges").ends_with(" 1"), "{stdout}");
+    let cloud = line("cloud");
+    assert!(
+        cloud.contains("cloud") && cloud.contains(" connected, backlog 0"),
+        "{stdout}"
+    );
+    hub.finish();
+}
+
+#[tokio::test]
+async fn json_rates_follow_traffic_during_the_interval() {
+    let upstream = Mosquitto::start();
+    let (hub, admin) = observed_hub(&upstream);
+    let url = format!("http://{admin}");
+    let status = tokio::task::spawn_blocking(move || {
+        tern(&[
+            "status",
+            "--admin",
+            &url,
+            "--token",
+            TOKEN,
+            "--json",
+            "--interval",
+            "2s",
+        ])
+    });
+    // Publishes until `tern status` is done, so traffic covers its whole interval
+    // (bounded: 400 messages, 20 s).
+    publish_paced(&hub, 400, Duration::from_millis(50), || {
+        status.is_finished()
+    })
+    .await;
+    let out = status.await.expect("tern status ran");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        hub.logs()
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("tern status --json prints JSON");
+    assert_eq!(json["health"]["version"], env!("CARGO_PKG_VERSION"));
+    let rate = json["rates"]["per_second"]["messages_in"]
+        .as_f64()
+        .expect("a rate");
+    assert!(rate > 0.0, "no message rate while publishing: {json:#}");
+    assert_eq!(json["rates"]["interval_secs"], 2.0);
+    assert!(
+        json["store"]["appends"].as_u64().is_some_and(|n| n >= 1),
+        "{json:#}"
+    );
+    assert_eq!(
+        json["filters"]["pipelines"][0]["filters"][0]["name"],
+        "keep"
+    );
+    assert_eq!(json["bridges"][0]["name"], "cloud");
+    assert!(json["clients"].is_array(), "{json:#}");
+    hub.finish();
+}
+
+#[test]
+fn address_and_token_come_from_the_configuration_and_a_wrong_token_fails() {
+    let hub = Hub::with_config(&format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\ntoken = {TOKEN:?}\n"
+    ));
+    let admin = admin_addr(&hub);
+    // The operator's view of the same hub: its admin address and a token file.
+    let token_file = hub.dir().join("admin.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token file");
+    let config = hub.dir().join("status.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nbind = \"{admin}\"\ntoken_file = {}\n",
+            guests::toml_path(&token_file)
+        ),
+    )
+    .expect("write config");
+    let config = config.display().to_string();
+    let out = tern(&["status", "--config", &config, "--interval", "100ms"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        hub.logs()
+    );
+    assert!(
+        text(&out.stdout).starts_with(&format!(
+            "tern {} at http://{admin}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let url = format!("http://{admin}");
+    let out = tern(&[
+        "status",
+        "--admin",
+        &url,
+        "--token",
+        "wrong",
+        "--interval",
+        "100ms",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    hub.finish();
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `tern status` over MQTT (`$SYS`).
 fn status(hub: &Hub, extra: &[&str]) -> Output {
     let target = hub.addr().to_string();
     let mut args = vec!["status", "--target", &target];

@@ -17,9 +17,8 @@
 //! Every wait is bounded; a step that times out is reported in the row, not hung on.
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,12 +31,11 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use crate::process::{HubProcess, Mosquitto, Persistence, START_TIMEOUT, free_port};
 use crate::stats::{Latency, new_histogram};
 
 /// Topic the devices publish to (the bridge forwards `bench/#`).
 const TOPIC: &str = "bench/t";
-/// Longest wait for a process to accept connections.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest wait for a preload or a drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Publishes in flight while preloading.
@@ -198,17 +196,18 @@ async fn drain(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temp dir")?;
     let up_port = free_port()?;
-    let hub = Hub::start(config, dir.path(), mode, up_port)?;
+    let hub = start_hub(config, dir.path(), mode, up_port).await?;
     let started = Instant::now();
-    publish(hub.addr, config.messages, config.payload, None).await?;
+    publish(hub.addr(), config.messages, config.payload, None).await?;
     row.preload_s = started.elapsed().as_secs_f64();
     let backlog = "$SYS/broker/bridges/bench/backlog";
-    wait_sys(hub.addr, backlog, |v| v >= config.messages, DRAIN_TIMEOUT)
+    wait_sys(hub.addr(), backlog, |v| v >= config.messages, DRAIN_TIMEOUT)
         .await
         .context("the bridge never counted the whole backlog")?;
 
-    let upstream = Mosquitto::start(&config.mosquitto, dir.path(), up_port)?;
-    let consumer = Consumer::start(upstream.addr, false).await?;
+    let upstream =
+        Mosquitto::start(&config.mosquitto, dir.path(), up_port, Persistence::Off).await?;
+    let consumer = Consumer::start(upstream.addr(), false).await?;
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     let mut last_count = 0;
     let mut last_change = Instant::now();
@@ -243,7 +242,7 @@ async fn drain(
     }
     consumer.stop();
     drop(upstream);
-    hub.stop();
+    drop(hub);
     Ok(())
 }
 
@@ -255,11 +254,12 @@ async fn latency(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temp dir")?;
     let up_port = free_port()?;
-    let upstream = Mosquitto::start(&config.mosquitto, dir.path(), up_port)?;
-    let consumer = Consumer::start(upstream.addr, true).await?;
-    let hub = Hub::start(config, dir.path(), mode, up_port)?;
+    let upstream =
+        Mosquitto::start(&config.mosquitto, dir.path(), up_port, Persistence::Off).await?;
+    let consumer = Consumer::start(upstream.addr(), true).await?;
+    let hub = start_hub(config, dir.path(), mode, up_port).await?;
     wait_sys(
-        hub.addr,
+        hub.addr(),
         "$SYS/broker/bridges/bench/connected",
         |v| v == 1,
         START_TIMEOUT,
@@ -267,7 +267,7 @@ async fn latency(
     .await
     .context("the bridge did not connect")?;
     let total = config.latency_rate * config.latency_secs;
-    publish(hub.addr, total, config.payload, Some(config.latency_rate)).await?;
+    publish(hub.addr(), total, config.payload, Some(config.latency_rate)).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while consumer.counts.messages.load(Ordering::Relaxed) < total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -278,120 +278,24 @@ async fn latency(
     drop(histogram);
     consumer.stop();
     drop(upstream);
-    hub.stop();
+    drop(hub);
     Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Waits until `addr` accepts TCP connections, or `child` exits.
-fn wait_listening(child: &mut Child, addr: SocketAddr, what: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    while TcpStream::connect(addr).is_err() {
-        if let Some(status) = child.try_wait()? {
-            bail!("{what} exited at start: {status}");
-        }
-        if Instant::now() >= deadline {
-            bail!("{what} not listening on {addr} after {START_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
-/// A child process stopped (SIGKILL by PID) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// mosquitto on a loopback port.
-struct Mosquitto {
-    addr: SocketAddr,
-    _proc: Proc,
-}
-
-impl Mosquitto {
-    fn start(binary: &Path, dir: &Path, port: u16) -> anyhow::Result<Self> {
-        let conf = dir.join(format!("mosquitto-{port}.conf"));
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 0\n"
-            ),
-        )?;
-        let mut child = Command::new(binary)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_listening(&mut child, addr, "mosquitto")?;
-        Ok(Self {
-            addr,
-            _proc: Proc(child),
-        })
-    }
 }
 
 /// The hub with one bridge, `bench`, to `127.0.0.1:<up_port>`.
-struct Hub {
-    addr: SocketAddr,
-    proc: Proc,
-}
-
-impl Hub {
-    fn start(
-        config: &BridgeBenchConfig,
-        dir: &Path,
-        mode: BenchMode,
-        up_port: u16,
-    ) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let toml = format!(
-            "[session]\nsys_interval = \"1s\"\n\n[[bridge]]\nname = \"bench\"\n\
-             address = \"127.0.0.1:{up_port}\"\nclient_id = \"gw-bench\"\ntopics = [\"bench/#\"]\n\
-             reconnect = {{ min = \"20ms\", max = \"100ms\" }}\n{}",
-            mode.toml()
-        );
-        let conf = dir.join("tern.toml");
-        std::fs::write(&conf, toml)?;
-        let log = std::fs::File::create(dir.join("hub.log"))?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut child = Command::new(&config.hub)
-            .arg("serve")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--config")
-            .arg(&conf)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", config.hub.display()))?;
-        wait_listening(&mut child, addr, "hub")?;
-        Ok(Self {
-            addr,
-            proc: Proc(child),
-        })
-    }
-
-    fn stop(self) {
-        drop(self.proc);
-    }
+async fn start_hub(
+    config: &BridgeBenchConfig,
+    dir: &Path,
+    mode: BenchMode,
+    up_port: u16,
+) -> anyhow::Result<HubProcess> {
+    let toml = format!(
+        "[session]\nsys_interval = \"1s\"\n\n[[bridge]]\nname = \"bench\"\n\
+         address = \"127.0.0.1:{up_port}\"\nclient_id = \"gw-bench\"\ntopics = [\"bench/#\"]\n\
+         reconnect = {{ min = \"20ms\", max = \"100ms\" }}\n{}",
+        mode.toml()
+    );
+    HubProcess::start(&config.hub, dir, &toml).await
 }
 
 /// Microseconds since the Unix epoch.

@@ -8,11 +8,14 @@
 
 pub mod bench;
 pub mod bridge_bench;
+pub mod chaos;
 pub mod consume;
 pub mod payload;
+pub mod process;
 pub mod run;
 pub mod stats;
+pub mod tx;
 
 pub use bench::{Scenario, bench, scenarios};
-pub use run::{RunConfig, Summary, run};
+pub use run::{RunConfig, SessionMode, Summary, run};
 pub use tern_client::QoS;

@@ -1,9 +1,11 @@
 //! `tern-sim`: device-fleet simulator and benchmark driver.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tern_sim::{QoS, RunConfig};
+use tern_sim::chaos::{BridgeMode, ChaosConfig, SpawnHub, Upstream};
+use tern_sim::{QoS, RunConfig, SessionMode};
 
 #[derive(Parser)]
 #[command(
@@ -18,7 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Simulate a fleet publishing telemetry and check what a subscriber receives.
+    /// Simulate a fleet publishing telemetry and check what a subscriber receives,
+    /// optionally under chaos (hub kills, dropped connections, upstream outages). Exits
+    /// with status 3 when acknowledged messages were lost.
     Run {
         /// Broker address.
         #[arg(long, default_value = "127.0.0.1:1883")]
@@ -50,6 +54,8 @@ enum Command {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        chaos: ChaosArgs,
     },
     /// Consume what a Tern bridge forwards upstream: decode envelopes and `each`-mode
     /// messages, drop duplicates by id, report gaps per gateway.
@@ -114,6 +120,122 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Devices running transactions of K half messages (commit, or roll back a fraction)
+    /// and a subscriber checking that committed ones arrive whole and in order and
+    /// rolled-back ones never.
+    Tx {
+        /// Broker address (a Tern hub with transactions enabled).
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        target: String,
+        /// Devices running transactions concurrently.
+        #[arg(long, default_value_t = 10)]
+        devices: usize,
+        /// Messages per transaction; repeat for several phases.
+        #[arg(long = "messages", default_values_t = [1u32, 10, 100])]
+        messages: Vec<u32>,
+        /// Seconds each phase starts new transactions.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Fraction of transactions rolled back, 0 to 1.
+        #[arg(long, default_value_t = 0.1)]
+        rollback: f64,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Seed for the rollback decisions.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also run the same devices publishing plain QoS 1 messages.
+        #[arg(long)]
+        compare_plain: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit status of `run` when acknowledged messages were lost.
+const EXIT_LOST: i32 = 3;
+
+/// Faults for `run`, and the brokers the simulator owns to inject them.
+#[derive(clap::Args)]
+struct ChaosArgs {
+    /// Persistent sessions (clean start off, expiry 600 s) with reconnects, without
+    /// faults; every chaos option implies it.
+    #[arg(long)]
+    persistent: bool,
+    /// Start this hub binary (`tern`) on a free loopback port, data in a temporary
+    /// directory, instead of using --target.
+    #[arg(long, value_name = "TERN_BINARY")]
+    spawn_hub: Option<PathBuf>,
+    /// Configuration file for the spawned hub (listener and data directory replaced).
+    #[arg(long, value_name = "FILE", requires = "spawn_hub")]
+    hub_config: Option<PathBuf>,
+    /// SIGKILL the spawned hub every SECS seconds and restart it on the same port and data.
+    #[arg(long, value_name = "SECS", value_parser = secs, requires = "spawn_hub")]
+    kill_hub_every: Option<Duration>,
+    /// Every SECS seconds shut down a random device's socket (no DISCONNECT).
+    #[arg(long, value_name = "SECS", value_parser = secs)]
+    drop_connections_every: Option<Duration>,
+    /// Start mosquitto as the upstream broker, bridge the spawned hub to it, and check
+    /// there.
+    #[arg(long, requires = "spawn_hub")]
+    upstream: bool,
+    /// Stop the upstream mosquitto every SECS seconds (implies --upstream).
+    #[arg(long, value_name = "SECS", value_parser = secs, requires = "spawn_hub")]
+    upstream_outage_every: Option<Duration>,
+    /// How long each upstream outage lasts.
+    #[arg(long, value_name = "SECS", value_parser = secs, default_value = "2")]
+    upstream_outage_for: Duration,
+    /// Bridge mode: each or envelope.
+    #[arg(long, default_value = "each", value_parser = ["each", "envelope"])]
+    bridge_mode: String,
+    /// The mosquitto binary for --upstream.
+    #[arg(long, default_value = "mosquitto")]
+    mosquitto: PathBuf,
+}
+
+impl ChaosArgs {
+    fn sessions(&self) -> SessionMode {
+        if self.persistent {
+            SessionMode::Persistent
+        } else {
+            SessionMode::Clean
+        }
+    }
+
+    fn config(self) -> ChaosConfig {
+        let upstream = (self.upstream || self.upstream_outage_every.is_some()).then(|| Upstream {
+            mosquitto: self.mosquitto,
+            outage_every: self.upstream_outage_every,
+            outage_for: self.upstream_outage_for,
+            mode: if self.bridge_mode == "envelope" {
+                BridgeMode::Envelope
+            } else {
+                BridgeMode::Each
+            },
+        });
+        ChaosConfig {
+            hub: self.spawn_hub.map(|binary| SpawnHub {
+                binary,
+                config: self.hub_config,
+            }),
+            kill_hub_every: self.kill_hub_every,
+            drop_connections_every: self.drop_connections_every,
+            upstream,
+        }
+    }
+}
+
+/// Parses a positive number of seconds.
+fn secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("{s:?}: seconds must be above 0"));
+    }
+    Duration::try_from_secs_f64(v).map_err(|e| e.to_string())
 }
 
 #[tokio::main]
@@ -130,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
             subscribers,
             seed,
             json,
+            chaos,
         } => {
             anyhow::ensure!(
                 payload <= tern_sim::payload::MAX_PAD,
@@ -151,12 +274,17 @@ async fn main() -> anyhow::Result<()> {
                 count,
                 seed,
                 progress: true,
+                sessions: chaos.sessions(),
+                chaos: chaos.config(),
             };
             let summary = tern_sim::run(cfg).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 println!("{summary}");
+            }
+            if summary.lost_acknowledged() {
+                std::process::exit(EXIT_LOST);
             }
         }
         Command::Consume {
@@ -232,6 +360,39 @@ async fn main() -> anyhow::Result<()> {
                 }
                 tern_sim::bench(target, quick).await?;
             }
+        }
+        Command::Tx {
+            target,
+            devices,
+            messages,
+            duration,
+            rollback,
+            payload,
+            seed,
+            compare_plain,
+            json,
+        } => {
+            anyhow::ensure!(duration >= 0.0 && duration.is_finite(), "bad --duration");
+            let config = tern_sim::tx::TxConfig {
+                target,
+                devices,
+                sizes: messages,
+                duration: Duration::from_secs_f64(duration),
+                rollback,
+                payload,
+                seed,
+                compare_plain,
+            };
+            let summary = tern_sim::tx::run(config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{summary}");
+            }
+            anyhow::ensure!(
+                summary.rows.iter().all(tern_sim::tx::TxRow::is_clean),
+                "a transaction promise was broken (see the verdict)"
+            );
         }
     }
     Ok(())

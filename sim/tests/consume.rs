@@ -2,8 +2,7 @@
 //! formats and `each`-mode messages, with resent duplicates and lost units, published with
 //! rumqttc exactly as the bridge would.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
@@ -12,64 +11,8 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tern_envelope::{Envelope, Format, ForwardedMessage, MessageId, SeqRange, each, encode};
 use tern_sim::consume::{Carrier, ConsumeConfig, Consumer, StopReason};
 
-/// A mosquitto broker, killed when the test ends.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn start_mosquitto() -> Mosquitto {
-    start_mosquitto_on(free_port())
-}
-
-fn start_mosquitto_on(port: u16) -> Mosquitto {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .expect("write mosquitto.conf");
-    let mut child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mosquitto (install the mosquitto package)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("mosquitto exited at start: {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mosquitto did not listen on {port} within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Mosquitto {
-        child,
-        port,
-        _dir: dir,
-    }
-}
+mod common;
+use common::{free_port, start_mosquitto, start_mosquitto_on};
 
 /// One upstream PUBLISH.
 struct Outgoing {

@@ -2,12 +2,14 @@
 //! for about a second, no acknowledged message lost.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use tern_sim::{QoS, RunConfig};
+
+mod common;
+use common::tern_binary;
 
 /// Kills the hub when the test ends, passing or not.
 struct Hub {
@@ -21,34 +23,6 @@ impl Drop for Hub {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `TERN_TEST_BIN`, or `target/debug/tern`, built when missing.
-fn tern_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("TERN_TEST_BIN") {
-        return PathBuf::from(bin);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("sim sits in the workspace")
-        .to_path_buf();
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("debug").join("tern");
-    if !bin.is_file() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tern-hub", "--bin", "tern"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo to build the tern hub");
-        assert!(
-            status.success(),
-            "`cargo build -p tern-hub` failed: {status}"
-        );
-    }
-    assert!(bin.is_file(), "tern binary not found at {}", bin.display());
-    bin
 }
 
 fn start_hub() -> Hub {
@@ -99,6 +73,7 @@ async fn qos1_fleet_loses_nothing_acknowledged() {
         count: None,
         seed: 7,
         progress: false,
+        ..RunConfig::default()
     })
     .await
     .expect("run");
@@ -136,6 +111,7 @@ async fn count_bounds_each_device() {
         count: Some(40),
         seed: 3,
         progress: false,
+        ..RunConfig::default()
     })
     .await
     .expect("run");

@@ -6,6 +6,11 @@
 //!                              filter guests as components in DIR (default target/filters)
 //! cargo xtask fuzz [SECS]      every fuzz target for SECS seconds each (default 60)
 //! cargo xtask bench [ARGS..]   criterion benchmarks (`cargo bench --workspace --bench '*' -- ARGS`)
+//! cargo xtask dist [--target T ..]
+//!                              release archives of `tern` for the host, aarch64 and armv7
+//!                              Linux in target/dist ([`dist`])
+//! cargo xtask footprint [--clients N,N..] [--binary PATH]
+//!                              RSS of a running hub, idle and with idle clients ([`footprint`])
 //! ```
 //!
 //! `--quick` skips clippy and fuzzing. Every step prints a header and its duration; the first
@@ -22,6 +27,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+
+mod dist;
+mod footprint;
 
 /// Targets the no_std and wasm builds need (also listed in `rust-toolchain.toml`).
 const TARGETS: [&str; 3] = [
@@ -105,7 +113,13 @@ const USAGE: &str = "usage:
                                build the filter guests as components in DIR
                                (default target/filters)
   cargo xtask fuzz [SECS]      run every fuzz target for SECS seconds (default 60)
-  cargo xtask bench [ARGS..]   criterion benchmarks; ARGS go to criterion";
+  cargo xtask bench [ARGS..]   criterion benchmarks; ARGS go to criterion
+  cargo xtask dist [--target T ..]
+                               release archives (target/dist) for the host,
+                               aarch64-unknown-linux-gnu and armv7-unknown-linux-gnueabihf
+  cargo xtask footprint [--clients N,N..] [--binary PATH]
+                               hub RSS idle and with N idle clients (default 1000,10000)
+                               of the host dist build, or of the `tern` at PATH";
 
 fn run(args: &[String]) -> Result<()> {
     let root = workspace_root()?;
@@ -150,6 +164,29 @@ fn run(args: &[String]) -> Result<()> {
                 cmd.arg("--").args(extra);
             }
             steps.run("criterion benchmarks", &mut cmd)?;
+        }
+        Some("dist") => {
+            let mut targets = Vec::new();
+            let mut rest = args[1..].iter();
+            while let Some(arg) = rest.next() {
+                match (arg.as_str(), rest.next()) {
+                    ("--target", Some(target)) => targets.push(target.clone()),
+                    _ => bail!("unexpected arguments {:?}\n{USAGE}", &args[1..]),
+                }
+            }
+            dist::dist(&root, &targets, &mut steps)?;
+        }
+        Some("footprint") => {
+            let mut options = footprint::Options::default();
+            let mut rest = args[1..].iter();
+            while let Some(arg) = rest.next() {
+                match (arg.as_str(), rest.next()) {
+                    ("--clients", Some(counts)) => options.clients = Some(counts.clone()),
+                    ("--binary", Some(binary)) => options.binary = Some(PathBuf::from(binary)),
+                    _ => bail!("unexpected arguments {:?}\n{USAGE}", &args[1..]),
+                }
+            }
+            footprint::footprint(&root, &options, &mut steps)?;
         }
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
@@ -507,24 +544,7 @@ fn prerequisites() -> Result<()> {
          then run `cargo xtask test` again.",
         missing.join(", ")
     );
-    let is_root = capture(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0");
-    if !is_root || find_executable("apt-get").is_none() {
-        bail!("{install_hint}");
-    }
-    println!("installing {} with apt-get", MOSQUITTO_PACKAGES.join(" "));
-    let mut install = vec!["install", "-y", "--no-install-recommends"];
-    install.extend(MOSQUITTO_PACKAGES);
-    for args in [vec!["update"], install] {
-        let status = Command::new("apt-get")
-            .args(&args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status()
-            .context("running apt-get")?;
-        if !status.success() {
-            bail!("`apt-get {}` failed\n{install_hint}", args.join(" "));
-        }
-    }
+    apt_install(&MOSQUITTO_PACKAGES, &install_hint)?;
     let still: Vec<&str> = MOSQUITTO_TOOLS
         .iter()
         .copied()
@@ -535,6 +555,30 @@ fn prerequisites() -> Result<()> {
             "apt-get finished but {} is still not found",
             still.join(", ")
         );
+    }
+    Ok(())
+}
+
+/// Installs Debian `packages` with apt-get when running as root on a system that has it;
+/// otherwise, or when apt-get fails, stops with `hint` (which says what to install).
+fn apt_install(packages: &[&str], hint: &str) -> Result<()> {
+    let is_root = capture(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0");
+    if !is_root || find_executable("apt-get").is_none() {
+        bail!("{hint}");
+    }
+    println!("installing {} with apt-get", packages.join(" "));
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(packages);
+    for args in [vec!["update"], install] {
+        let status = Command::new("apt-get")
+            .args(&args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("`apt-get {}` failed\n{hint}", args.join(" "));
+        }
     }
     Ok(())
 }

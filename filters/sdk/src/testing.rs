@@ -134,23 +134,7 @@ impl Outcome {
 /// returns one [`Outcome`] per message. An `Err` is what the guest's `process` would return
 /// (or a verdict buffer the hub would reject).
 pub fn run<F: Filter>(filter: &mut F, messages: &[TestMessage]) -> Result<Vec<Outcome>, String> {
-    let mut batch = BatchWriter::new(Vec::new(), F::NEEDS_PAYLOAD);
-    for (index, m) in messages.iter().enumerate() {
-        let rec = RecordRef {
-            topic: &m.topic,
-            client_id: &m.client_id,
-            qos: m.qos,
-            retain: m.retain,
-            received_ms: m.received_ms,
-            content_type: m.content_type.as_deref(),
-            payload: Some(&m.payload),
-        };
-        let properties = m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        batch
-            .push(&rec, properties)
-            .map_err(|e| format!("test message {index}: {e}"))?;
-    }
-    let batch = batch.finish();
+    let batch = pack::<F>(messages)?;
     let verdict_buf = crate::process_batch(filter, &batch, Vec::new())?;
     let verdicts = Verdicts::parse(&verdict_buf, messages.len())
         .map_err(|e| format!("the hub would reject these verdicts: {e}"))?;
@@ -176,4 +160,69 @@ pub fn run<F: Filter>(filter: &mut F, messages: &[TestMessage]) -> Result<Vec<Ou
             .map(|routes| routes.map(Route::from_destination).collect());
     }
     Ok(outcomes)
+}
+
+/// Packs `messages` into one batch as the hub would for `F` (payloads only when
+/// [`Filter::NEEDS_PAYLOAD`]).
+pub fn pack<F: Filter>(messages: &[TestMessage]) -> Result<Vec<u8>, String> {
+    let mut batch = BatchWriter::new(Vec::new(), F::NEEDS_PAYLOAD);
+    for (index, m) in messages.iter().enumerate() {
+        let rec = RecordRef {
+            topic: &m.topic,
+            client_id: &m.client_id,
+            qos: m.qos,
+            retain: m.retain,
+            received_ms: m.received_ms,
+            content_type: m.content_type.as_deref(),
+            payload: Some(&m.payload),
+        };
+        let properties = m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        batch
+            .push(&rec, properties)
+            .map_err(|e| format!("test message {index}: {e}"))?;
+    }
+    Ok(batch.finish())
+}
+
+/// `n` messages shaped like the hub's filter benchmark (`hub/benches/filters.rs`): topic
+/// `sensors/dev-{i}/temp`, user properties `temperature` (20–39) and `site` (`north` or
+/// `south`, alternating), client `dev`, QoS 1, a 256 B payload.
+pub fn telemetry(n: usize) -> Vec<TestMessage> {
+    (0..n)
+        .map(|i| {
+            TestMessage::new(format!("sensors/dev-{i}/temp"))
+                .client_id("dev")
+                .qos(1)
+                .received_ms(1_700_000_000_000)
+                .property("temperature", (20 + i % 20).to_string())
+                .property("site", if i % 2 == 0 { "north" } else { "south" })
+                .payload(vec![b'x'; 256])
+        })
+        .collect()
+}
+
+/// The guest-side cost of `filter` per message natively: the best of 7 rounds of
+/// [`process_batch`](crate::process_batch) over `messages` packed once (decoding, deciding,
+/// writing verdicts; no WebAssembly boundary). Each round runs about `budget` messages.
+pub fn cost_per_message<F: Filter>(
+    filter: &mut F,
+    messages: &[TestMessage],
+    budget: usize,
+) -> Result<std::time::Duration, String> {
+    use std::time::{Duration, Instant};
+
+    let batch = pack::<F>(messages)?;
+    let n = messages.len().max(1);
+    let rounds = u32::try_from((budget / n).max(1)).unwrap_or(u32::MAX);
+    let mut out = Vec::new();
+    let mut best = Duration::MAX;
+    for _ in 0..7 {
+        let start = Instant::now();
+        for _ in 0..rounds {
+            out = crate::process_batch(filter, std::hint::black_box(&batch), out)?;
+            std::hint::black_box(&out);
+        }
+        best = best.min(start.elapsed() / rounds);
+    }
+    Ok(best / u32::try_from(n).unwrap_or(u32::MAX))
 }

@@ -1,21 +1,22 @@
 //! The admin HTTP API (axum): health and readiness, the Prometheus `/metrics` endpoint,
-//! the client list and disconnect, filter, bridge and store status (`docs/admin-api.md`).
+//! the client list and disconnect, filter, bridge and store status, and the deploy and
+//! removal of filter pipelines and their modules (`docs/admin-api.md`).
 //!
 //! This module owns the `[admin]` configuration ([`config`]), the HTTP server and its
-//! bearer-token check, and the text exposition ([`prometheus`]). It keeps no counters of
-//! the hub's own: every figure is read at request time from the broker, the store, the
-//! filter host and the `$SYS` sources. Its only counters are its own (requests, refusals).
+//! bearer-token check, the text exposition ([`prometheus`]), and the persisted form of
+//! API-deployed pipelines ([`pipelines`]). It keeps no counters of the hub's own: every
+//! figure is read at request time from the broker, the store, the filter host and the
+//! `$SYS` sources. Its only counters are its own (requests, refusals). Deploys go through
+//! [`crate::reload::Deployments`], which serialises them with configuration reloads.
 //!
 //! Every endpoint but `/health` and `/ready` needs `Authorization: Bearer <token>`
 //! (`/metrics` only when `admin.metrics_auth` is on); a missing or wrong token gets 401,
 //! is counted and is logged at a rate that halves as refusals pile up (1st, 2nd, 4th, ...).
 //! Without a configured token the control endpoints refuse every request.
-//!
-//! Deploying or removing filters is not an endpoint: edit the configuration file (or drop
-//! a wasm file in a watched directory) and send SIGHUP, see `hub/src/reload.rs`.
 
 pub mod config;
 pub mod listener;
+pub mod pipelines;
 pub mod prometheus;
 
 use std::sync::Arc;
@@ -24,7 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -33,8 +35,10 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use self::pipelines::{MAX_MODULE_BYTES, ModuleId, PipelineName, PipelineSpec};
 use crate::broker::Broker;
 use crate::metrics::Counter;
+use crate::reload::{ApiError, Deployments, Origin, WasmSource};
 use crate::shutdown::Shutdown;
 
 pub use self::config::AdminConfig;
@@ -83,6 +87,7 @@ impl Token {
 #[derive(Debug)]
 struct AdminState {
     broker: Arc<Broker>,
+    deployments: Arc<Deployments>,
     token: Option<Token>,
     metrics_need_token: bool,
     ready: Arc<AtomicBool>,
@@ -205,7 +210,7 @@ pub async fn prepare(
 
 /// Starts the admin server as a task of `stop` (it ends at shutdown); `/ready` answers
 /// 200 once [`Readiness::set_ready`] is called.
-pub fn start(prepared: Prepared, broker: Arc<Broker>, stop: &Shutdown) -> Readiness {
+pub fn start(prepared: Prepared, deployments: Arc<Deployments>, stop: &Shutdown) -> Readiness {
     let Prepared {
         listener,
         token,
@@ -223,7 +228,8 @@ pub fn start(prepared: Prepared, broker: Arc<Broker>, stop: &Shutdown) -> Readin
     }
     let ready = Arc::new(AtomicBool::new(false));
     let state = Arc::new(AdminState {
-        broker,
+        broker: Arc::clone(deployments.broker()),
+        deployments,
         token: token.as_deref().map(Token::new),
         metrics_need_token,
         ready: Arc::clone(&ready),
@@ -262,6 +268,17 @@ fn router(state: Arc<AdminState>) -> Router {
         .route("/clients", get(clients))
         .route("/clients/{id}", axum::routing::delete(disconnect_client))
         .route("/filters", get(filters))
+        .route(
+            "/filters/{name}",
+            axum::routing::put(deploy_pipeline).delete(remove_pipeline),
+        )
+        .route("/modules", get(modules))
+        .route(
+            "/modules/{sha256}",
+            axum::routing::put(upload_module)
+                .delete(delete_module)
+                .layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)),
+        )
         .route("/bridges", get(bridges))
         .route("/store", get(store))
         .fallback(not_found)
@@ -386,12 +403,13 @@ async fn filters(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Re
     if let Err(refused) = state.authorize(&headers, Access::Control) {
         return refused.into_response();
     }
+    let layout = state.deployments.layout();
     let mut pipelines: Vec<Value> = Vec::new();
     if let Some(deployed) = state.broker.pipelines() {
         let set = deployed.current();
         for (index, filter) in set.filters() {
             let s = filter.stats();
-            let entry = json!({
+            let mut entry = json!({
                 "name": filter.name(),
                 "batches": s.batches.get(),
                 "messages": {
@@ -412,8 +430,23 @@ async fn filters(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Re
                 "log_suppressed": s.log_suppressed.get(),
                 "instances_created": s.instances_created.get(),
             });
+            let described = layout
+                .get(index)
+                .and_then(|p| p.filters.iter().find(|f| f.name == filter.name()));
+            if let (Some(described), Value::Object(fields)) = (described, &mut entry) {
+                match &described.wasm {
+                    WasmSource::File(path) => {
+                        fields.insert("wasm".into(), json!(path));
+                    }
+                    WasmSource::Module(id) => {
+                        fields.insert("module".into(), json!(id));
+                    }
+                }
+                fields.insert("config".into(), json!(described.config));
+            }
             while pipelines.len() <= index {
-                pipelines.push(json!({ "index": pipelines.len(), "filters": [] }));
+                let at = pipelines.len();
+                pipelines.push(pipeline_header(at, layout.get(at)));
             }
             if let Some(list) = pipelines
                 .get_mut(index)
@@ -430,6 +463,272 @@ async fn filters(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Re
         "deploys": { "ok": f.deploys_ok.get(), "refused": f.deploys_refused.get() },
     }))
     .into_response()
+}
+
+/// The fields of pipeline `index` before its filters: who owns it, its topics and policy.
+fn pipeline_header(index: usize, described: Option<&crate::reload::DeployedPipeline>) -> Value {
+    let mut header = json!({ "index": index, "filters": [] });
+    if let (Some(p), Value::Object(fields)) = (described, &mut header) {
+        match &p.origin {
+            Origin::File(position) => {
+                fields.insert("source".into(), json!("config"));
+                fields.insert("config_index".into(), json!(position));
+            }
+            Origin::Api(name) => {
+                fields.insert("source".into(), json!("api"));
+                fields.insert("name".into(), json!(name));
+            }
+        }
+        fields.insert("topics".into(), json!(p.topics));
+        fields.insert("on_failure".into(), json!(p.on_failure.to_string()));
+    }
+    header
+}
+
+/// An error answer: `{"error": message}` plus `extra` fields.
+fn error_response(status: StatusCode, message: impl std::fmt::Display, extra: Value) -> Response {
+    let mut body = json!({ "error": message.to_string() });
+    if let (Value::Object(fields), Value::Object(more)) = (&mut body, extra) {
+        fields.extend(more);
+    }
+    (status, Json(body)).into_response()
+}
+
+/// A path segment that names no pipeline or module: answered 400 with the reason.
+#[derive(Debug)]
+struct BadPath(String);
+
+impl IntoResponse for BadPath {
+    fn into_response(self) -> Response {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            self.0,
+            json!({ "reason": "invalid" }),
+        )
+    }
+}
+
+fn parse_name(name: String) -> Result<PipelineName, BadPath> {
+    PipelineName::try_from(name).map_err(BadPath)
+}
+
+/// The answer to a refused API deploy or removal; logged, since the running set stays.
+fn api_error_response(name: &str, err: ApiError) -> Response {
+    warn!(pipeline = name, cause = %err, "admin API pipeline change refused");
+    let (status, extra) = match &err {
+        ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, json!({ "reason": "invalid" })),
+        ApiError::MissingModule { filter, module } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "reason": "missing_module", "filter": filter, "module": module }),
+        ),
+        ApiError::Refused {
+            filter, refusal, ..
+        } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "reason": refusal.as_str(), "filter": filter }),
+        ),
+        ApiError::Conflict(_) => (StatusCode::CONFLICT, json!({ "reason": "conflict" })),
+        ApiError::NotFound(_) => (StatusCode::NOT_FOUND, json!({ "reason": "not_found" })),
+        ApiError::Persist(_) | ApiError::Internal(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "reason": "internal" }),
+        ),
+    };
+    let mut extra = extra;
+    if let Value::Object(fields) = &mut extra {
+        fields.insert("pipeline".into(), json!(name));
+        fields.insert("kept".into(), json!("the pipelines in force are unchanged"));
+    }
+    error_response(status, err, extra)
+}
+
+async fn deploy_pipeline(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    state.counters.requests.inc();
+    if let Err(refused) = state.authorize(&headers, Access::Control) {
+        return refused.into_response();
+    }
+    let name = match parse_name(name) {
+        Ok(name) => name,
+        Err(bad) => return bad.into_response(),
+    };
+    let spec: PipelineSpec = match serde_json::from_slice(&body) {
+        Ok(spec) => spec,
+        Err(err) => {
+            return api_error_response(
+                name.as_str(),
+                ApiError::Invalid(format!("request body: {err}")),
+            );
+        }
+    };
+    let existed = state.deployments.api_pipelines().await.contains_key(&name);
+    // Its own task: a client that goes away mid-deploy does not cut the change in half.
+    let deployments = Arc::clone(&state.deployments);
+    let (task_name, task_spec) = (name.clone(), spec.clone());
+    let deployed =
+        tokio::spawn(async move { deployments.deploy_api(task_name, task_spec).await }).await;
+    match deployed.unwrap_or_else(|err| Err(ApiError::Internal(err.to_string()))) {
+        Ok(index) => {
+            let status = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            let mut body = serde_json::to_value(&spec).unwrap_or_else(|_| json!({}));
+            if let Value::Object(fields) = &mut body {
+                fields.insert("name".into(), json!(name));
+                fields.insert("source".into(), json!("api"));
+                fields.insert("index".into(), json!(index));
+            }
+            (status, Json(body)).into_response()
+        }
+        Err(err) => api_error_response(name.as_str(), err),
+    }
+}
+
+async fn remove_pipeline(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    state.counters.requests.inc();
+    if let Err(refused) = state.authorize(&headers, Access::Control) {
+        return refused.into_response();
+    }
+    let name = match parse_name(name) {
+        Ok(name) => name,
+        Err(bad) => return bad.into_response(),
+    };
+    let deployments = Arc::clone(&state.deployments);
+    let task_name = name.clone();
+    let removed = tokio::spawn(async move { deployments.remove_api(&task_name).await }).await;
+    match removed.unwrap_or_else(|err| Err(ApiError::Internal(err.to_string()))) {
+        Ok(()) => Json(json!({ "name": name, "removed": true })).into_response(),
+        Err(err) => api_error_response(name.as_str(), err),
+    }
+}
+
+fn parse_module(sha256: String) -> Result<ModuleId, BadPath> {
+    ModuleId::try_from(sha256).map_err(BadPath)
+}
+
+async fn modules(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    state.counters.requests.inc();
+    if let Err(refused) = state.authorize(&headers, Access::Control) {
+        return refused.into_response();
+    }
+    let store = state.deployments.api_store().clone();
+    let listed = tokio::task::spawn_blocking(move || store.modules()).await;
+    let modules = match listed {
+        Ok(Ok(modules)) => modules,
+        Ok(Err(err)) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, err, json!({})),
+        Err(err) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, err, json!({})),
+    };
+    let api = state.deployments.api_pipelines().await;
+    let list: Vec<Value> = modules
+        .into_iter()
+        .map(|(id, bytes)| {
+            let used_by: Vec<Value> = api
+                .iter()
+                .flat_map(|(name, spec)| {
+                    spec.filters
+                        .iter()
+                        .filter(|f| f.module == id)
+                        .map(move |f| json!({ "pipeline": name, "filter": f.name }))
+                })
+                .collect();
+            json!({ "sha256": id, "bytes": bytes, "used_by": used_by })
+        })
+        .collect();
+    Json(json!({ "modules": list })).into_response()
+}
+
+async fn upload_module(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(sha256): Path<String>,
+    body: Bytes,
+) -> Response {
+    state.counters.requests.inc();
+    if let Err(refused) = state.authorize(&headers, Access::Control) {
+        return refused.into_response();
+    }
+    let id = match parse_module(sha256) {
+        Ok(id) => id,
+        Err(bad) => return bad.into_response(),
+    };
+    let store = state.deployments.api_store().clone();
+    let len = body.len();
+    let task_id = id.clone();
+    let stored = tokio::task::spawn_blocking(move || store.put_module(&task_id, &body)).await;
+    match stored {
+        Ok(Ok(created)) => {
+            if created {
+                info!(module = %id, bytes = len, "filter module uploaded");
+            }
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(json!({ "sha256": id, "bytes": len }))).into_response()
+        }
+        Ok(Err(err @ pipelines::PipelineStoreError::DigestMismatch { .. })) => {
+            warn!(module = %id, cause = %err, "filter module upload refused");
+            error_response(
+                StatusCode::BAD_REQUEST,
+                err,
+                json!({ "reason": "digest_mismatch" }),
+            )
+        }
+        Ok(Err(err)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, err, json!({})),
+        Err(err) => error_response(StatusCode::INTERNAL_SERVER_ERROR, err, json!({})),
+    }
+}
+
+async fn delete_module(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(sha256): Path<String>,
+) -> Response {
+    state.counters.requests.inc();
+    if let Err(refused) = state.authorize(&headers, Access::Control) {
+        return refused.into_response();
+    }
+    let id = match parse_module(sha256) {
+        Ok(id) => id,
+        Err(bad) => return bad.into_response(),
+    };
+    // Held so no deploy starts using the module while it is deleted.
+    let api = state.deployments.lock_api().await;
+    let users: Vec<&str> = api
+        .iter()
+        .filter(|(_, spec)| spec.modules().any(|m| *m == id))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !users.is_empty() {
+        return error_response(
+            StatusCode::CONFLICT,
+            format!("module {id} is used by pipelines {users:?}"),
+            json!({ "reason": "in_use", "used_by": users }),
+        );
+    }
+    match state.deployments.api_store().delete_module(&id) {
+        Ok(true) => {
+            info!(module = %id, "filter module deleted");
+            Json(json!({ "sha256": id, "deleted": true })).into_response()
+        }
+        Ok(false) => error_response(
+            StatusCode::NOT_FOUND,
+            format!("no module {id}"),
+            json!({ "reason": "not_found" }),
+        ),
+        Err(err) => error_response(StatusCode::INTERNAL_SERVER_ERROR, err, json!({})),
+    }
 }
 
 /// A `$SYS` payload as JSON: a number when it is one, else the text.

@@ -26,6 +26,8 @@
 //!   start on, not the history.
 //! - A cursor whose bridge is no longer configured is deleted at start-up (with a
 //!   warning), otherwise it would pin the log forever.
+//! - A configuration reload adds, removes and restarts bridges without a restart of the
+//!   hub, with the same guarantees ([`running`]).
 //!
 //! # Layout
 //!
@@ -39,11 +41,13 @@
 //! - [`tls`]: rustls client configuration from PEM files.
 //! - [`status`]: counters and gauges, published under `$SYS/broker/bridges/<name>/`.
 //! - [`task`]: the loop tying them together.
+//! - [`running`]: the running bridges, each with its own stop handle; reload.
 
 pub mod config;
 pub mod envelope;
 pub mod lane;
 pub mod outbox;
+pub mod running;
 pub mod select;
 pub mod status;
 mod task;
@@ -59,6 +63,7 @@ use tokio_rustls::rustls::ClientConfig;
 use tracing::{info, warn};
 
 pub use self::config::BridgeConfig;
+pub use self::running::{BridgeChanges, Bridges};
 pub use self::status::BridgeStatus;
 use crate::config::ConfigError;
 use crate::shutdown::Shutdown;
@@ -96,6 +101,28 @@ pub fn live_key(name: &str) -> String {
 pub struct Prepared {
     config: Arc<BridgeConfig>,
     tls: Option<Arc<ClientConfig>>,
+    /// What the TLS files held when read: a reload restarts the bridge when it changes.
+    tls_digest: Option<TlsDigest>,
+}
+
+/// SHA-256 over the contents of a bridge's TLS files (CA, certificate, key), each prefixed
+/// with its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TlsDigest([u8; 32]);
+
+impl TlsDigest {
+    /// The digest of `tls`'s files; a file that cannot be read counts as empty (reading it
+    /// for the client configuration reports the error).
+    fn of(tls: &config::TlsConfig) -> Self {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        for path in std::iter::once(&tls.ca).chain(&tls.cert).chain(&tls.key) {
+            let bytes = std::fs::read(path).unwrap_or_default();
+            hasher.update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_le_bytes());
+            hasher.update(&bytes);
+        }
+        Self(hasher.finalize().into())
+    }
 }
 
 /// Reads what the bridges of `config` need from disk (TLS files). Errors name the file of
@@ -121,6 +148,7 @@ pub fn prepare(config: &crate::Config) -> Result<Vec<Prepared>, ConfigError> {
             Ok(Prepared {
                 config: Arc::new(b.clone()),
                 tls,
+                tls_digest: b.tls.as_ref().map(TlsDigest::of),
             })
         })
         .collect()
@@ -128,13 +156,14 @@ pub fn prepare(config: &crate::Config) -> Result<Vec<Prepared>, ConfigError> {
 
 /// Starts every prepared bridge on `stop`'s task tracker, each from its recovered cursor in
 /// `cursors` (a new one from the tail of the log), and deletes the cursors of bridges no
-/// longer configured. Returns their status handles (for `$SYS`).
+/// longer configured. Returns the running bridges (register their `$SYS` source with the
+/// broker; reloads go through them).
 pub async fn start(
     prepared: Vec<Prepared>,
     store: &Store,
     cursors: &BTreeMap<String, Seq>,
     stop: &Shutdown,
-) -> Result<Vec<Arc<BridgeStatus>>, StoreError> {
+) -> Result<Arc<Bridges>, StoreError> {
     let mut ops = Vec::new();
     for (key, seq) in cursors {
         let Some(name) = key.strip_prefix(CURSOR_PREFIX) else {
@@ -151,9 +180,9 @@ pub async fn start(
             ops.push(WriteOp::CursorDelete { name: key.clone() });
         }
     }
-    let mut started = Vec::with_capacity(prepared.len());
-    let mut tasks = Vec::with_capacity(prepared.len());
-    for Prepared { config, tls } in prepared {
+    let mut starts = Vec::with_capacity(prepared.len());
+    for prepared in prepared {
+        let config = &prepared.config;
         let key = cursor_key(&config.name);
         let (cursor, resumed) = match cursors.get(&key) {
             Some(&seq) => (seq, true),
@@ -193,35 +222,20 @@ pub async fn start(
             new = !resumed,
             "bridge starting"
         );
-        let status = Arc::new(BridgeStatus::new(&config.name, cursor));
-        let upstream = match upstream::Upstream::start(&config, tls) {
-            Ok(u) => u,
-            Err(reason) => {
-                // Validated at load; kept as a log line rather than a panic.
-                warn!(bridge = config.name, reason, "bridge not started");
-                continue;
-            }
+        let resume = task::Resume {
+            cursor,
+            replay,
+            resumed,
         };
-        tasks.push(task::BridgeTask::new(
-            config,
-            store.clone(),
-            Arc::clone(&status),
-            stop.clone(),
-            upstream,
-            task::Resume {
-                cursor,
-                replay,
-                resumed,
-            },
-        ));
-        started.push(status);
+        starts.push((prepared, resume));
     }
     if !ops.is_empty() {
         let submitted = store.submit(ops).await?;
         store.wait_durable(submitted.ticket).await?;
     }
-    for task in tasks {
-        stop.tasks().spawn(task.run());
+    let bridges = Arc::new(Bridges::new(store.clone(), stop.clone()));
+    for (prepared, resume) in starts {
+        bridges.launch(prepared, resume, None).await;
     }
-    Ok(started)
+    Ok(bridges)
 }

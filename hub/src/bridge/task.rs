@@ -377,8 +377,10 @@ impl BridgeTask {
         scan.ok().flatten().or(Some(cursor - 1))
     }
 
-    /// Runs until the hub shuts down.
-    pub(super) async fn run(mut self) {
+    /// Runs until its stop handle is triggered (the hub shuts down, or a reload stops or
+    /// restarts the bridge). Returns where a restarted bridge resumes: the durable state
+    /// it saved on the way out.
+    pub(super) async fn run(mut self) -> Resume {
         if let Some(replay) = &self.replay {
             let from = replay.fill_pos;
             let chain = self.find_chain(from).await;
@@ -462,7 +464,7 @@ impl BridgeTask {
                 }
             }
         }
-        self.shutdown().await;
+        self.shutdown().await
     }
 
     /// Reads up to `max` log records from `from`, and the log's head after the read.
@@ -1283,7 +1285,7 @@ impl BridgeTask {
 
     /// Takes the acknowledgements that already arrived, saves the durable state and
     /// disconnects.
-    async fn shutdown(mut self) {
+    async fn shutdown(mut self) -> Resume {
         while let Ok(event) = self.upstream.events.try_recv() {
             match event {
                 UpEvent::Written(_) | UpEvent::Acked { .. } => self.on_event(event).await,
@@ -1320,6 +1322,12 @@ impl BridgeTask {
             cursor = state.cursor,
             "bridge stopped"
         );
+        self.status.connected.store(false, Ordering::Relaxed);
+        Resume {
+            cursor: state.cursor,
+            replay: state.replay,
+            resumed: true,
+        }
     }
 }
 

@@ -96,9 +96,24 @@ impl Run {
         }
     }
 
-    /// Whether every message goes to its own topic locally (no drops, routes, dead letters).
+    /// Whether every message the filters kept goes to its own topic locally (no routes, no
+    /// dead letters).
     fn all_local(&self) -> bool {
-        self.routes.is_empty() && self.fates.iter().all(|f| *f == Fate::Alive)
+        self.routes.is_empty() && !self.fates.iter().any(|f| matches!(f, Fate::DeadLetter(_)))
+    }
+
+    /// The messages not dropped, in order (the batch's own allocation).
+    fn into_kept(self) -> Vec<Message> {
+        let Run {
+            mut messages,
+            fates,
+            ..
+        } = self;
+        if fates.contains(&Fate::Dropped) {
+            let mut fates = fates.iter();
+            messages.retain(|_| fates.next() == Some(&Fate::Alive));
+        }
+        messages
     }
 
     /// Hands every output to `emit`, with the index of its input.
@@ -168,13 +183,13 @@ impl Chain {
         self.run_filtered(batch).into_routed()
     }
 
-    /// [`run`](Self::run), returning the batch itself ([`Filtered::Unchanged`]) when every
-    /// message simply goes on to its own topic (replacements applied), which spares
-    /// building the output.
+    /// [`run`](Self::run), returning the batch itself ([`Filtered::Local`]) when every
+    /// message the filters kept simply goes on to its own topic (replacements applied,
+    /// dropped messages removed in place), which spares building the output.
     pub fn run_filtered(&self, batch: Vec<Message>) -> Filtered {
         let run = self.execute(batch);
         if run.all_local() {
-            return Filtered::Unchanged(run.messages);
+            return Filtered::Local(run.into_kept());
         }
         let mut out = Vec::with_capacity(run.messages.len());
         run.emit(&self.on_failure, &mut |_, routed| out.push(routed));

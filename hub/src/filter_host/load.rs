@@ -29,6 +29,9 @@ const EXPORTS: [&str; 2] = ["init", "process"];
 /// [`engine_config`]. Bump the `/N` when changing `engine_config`.
 const CACHE_FINGERPRINT: &str = "tern-filter-cache/1;wasmtime=48.0.8";
 
+/// Environment variable that makes the engine write `/tmp/perf-<pid>.map` for `perf`.
+const PERFMAP_ENV: &str = "TERN_FILTER_PERFMAP";
+
 /// The engine settings of every filter host and of [`precompile`], so `.cwasm` files made by
 /// `tern filter compile` load in the hub.
 pub(crate) fn engine_config(target: Option<&str>) -> Result<Config, FilterError> {
@@ -40,6 +43,11 @@ pub(crate) fn engine_config(target: Option<&str>) -> Result<Config, FilterError>
     // On-demand instance allocation (the default) with copy-on-write memory images; see
     // `filter.rs` for why not the pooling allocator.
     config.memory_init_cow(true);
+    // `perf` names the functions of filters (guests built with their name section) when
+    // this is set: `TERN_FILTER_PERFMAP=1 perf record ...`. Compiled code is unchanged.
+    if std::env::var_os(PERFMAP_ENV).is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if let Some(target) = target {
         config
             .target(target)

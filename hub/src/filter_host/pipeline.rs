@@ -35,11 +35,11 @@ pub struct PipelineSet {
 /// What [`PipelineSet::run`] returns. Iterate it to get [`Routed`] messages in order.
 #[derive(Debug)]
 pub enum Filtered {
-    /// The routing is unchanged: every message of the batch, in order, goes to
-    /// [`Target::Local`] under its own topic. Either no pipeline applied (the batch as
-    /// given: the common case costs nothing), or the filters kept every message without
-    /// routing it (their replacements are applied).
-    Unchanged(Vec<Message>),
+    /// Every message here goes to [`Target::Local`] under its own topic, in input order.
+    /// Either no pipeline applied (the batch as given: the common case costs nothing), or
+    /// the filters only kept, replaced and dropped messages (replacements applied, dropped
+    /// messages removed from the batch in place).
+    Local(Vec<Message>),
     /// Some message was dropped, routed or dead-lettered: the outputs in order.
     Routed(Vec<Routed>),
 }
@@ -49,7 +49,7 @@ impl Filtered {
     pub fn into_routed(self) -> Vec<Routed> {
         match self {
             Filtered::Routed(routed) => routed,
-            Filtered::Unchanged(batch) => batch.into_iter().map(local).collect(),
+            Filtered::Local(batch) => batch.into_iter().map(local).collect(),
         }
     }
 }
@@ -67,7 +67,7 @@ impl IntoIterator for Filtered {
 
     fn into_iter(self) -> FilteredIter {
         match self {
-            Filtered::Unchanged(batch) => FilteredIter::Unchanged(batch.into_iter()),
+            Filtered::Local(batch) => FilteredIter::Local(batch.into_iter()),
             Filtered::Routed(routed) => FilteredIter::Routed(routed.into_iter()),
         }
     }
@@ -76,8 +76,8 @@ impl IntoIterator for Filtered {
 /// Iterator over a [`Filtered`].
 #[derive(Debug)]
 pub enum FilteredIter {
-    /// Messages that went through no pipeline.
-    Unchanged(std::vec::IntoIter<Message>),
+    /// Messages that go to their own topic.
+    Local(std::vec::IntoIter<Message>),
     /// Filtered output.
     Routed(std::vec::IntoIter<Routed>),
 }
@@ -87,14 +87,14 @@ impl Iterator for FilteredIter {
 
     fn next(&mut self) -> Option<Routed> {
         match self {
-            FilteredIter::Unchanged(batch) => batch.next().map(local),
+            FilteredIter::Local(batch) => batch.next().map(local),
             FilteredIter::Routed(routed) => routed.next(),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self {
-            FilteredIter::Unchanged(batch) => batch.size_hint(),
+            FilteredIter::Local(batch) => batch.size_hint(),
             FilteredIter::Routed(routed) => routed.size_hint(),
         }
     }
@@ -214,17 +214,17 @@ impl PipelineSet {
     /// Runs each message through the first pipeline matching its topic (see the module
     /// docs). Output order is input order; a message routed to several destinations yields
     /// several outputs in destination order. With no pipeline, or none matching, the batch
-    /// comes back as [`Filtered::Unchanged`] without any work.
+    /// comes back as [`Filtered::Local`] without any work.
     pub fn run(&self, batch: Vec<Message>) -> Filtered {
         if self.pipelines.is_empty() || batch.is_empty() {
-            return Filtered::Unchanged(batch);
+            return Filtered::Local(batch);
         }
         let assigned: Vec<Option<usize>> =
             batch.iter().map(|m| self.pipeline_for(&m.topic)).collect();
         let first = assigned[0];
         if assigned.iter().all(|a| *a == first) {
             return match first {
-                None => Filtered::Unchanged(batch),
+                None => Filtered::Local(batch),
                 Some(p) => self.pipelines[p].chain.run_filtered(batch),
             };
         }

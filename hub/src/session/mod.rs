@@ -32,6 +32,7 @@
 pub mod queue;
 pub mod state;
 pub mod transport;
+mod tx;
 pub mod wire;
 
 use std::collections::VecDeque;
@@ -507,6 +508,7 @@ where
         batch_ops: Vec::new(),
         batch_acks: Vec::new(),
         gated: VecDeque::new(),
+        tx_qos0_logged: false,
     };
     session.emit(
         &Outbound::ConnAck(session.conn.connack(session_present)),
@@ -516,6 +518,7 @@ where
         session.emit(&packet, &mut io.write_buf)?;
     }
     let end = session.run(io, &connection).await;
+    session.settle_abandoned_endings();
     let mut will = session.will.take();
     if let (Some(w), Some(acl)) = (&will, &mut session.acl) {
         // The ACL may have been reloaded since CONNECT.
@@ -671,6 +674,9 @@ struct Gated {
     acks: Vec<Outbound>,
     /// When the batch was submitted (commit latency histogram).
     since: std::time::Instant,
+    /// The commit or rollback these tickets carry, settled in the registry when they
+    /// resolve.
+    ending: Option<crate::tx::Ending>,
 }
 
 /// An acknowledgement of the current read, and whether it answers a PUBLISH of the batch
@@ -708,6 +714,8 @@ struct Session<'a> {
     batch_acks: Vec<PendingAck>,
     /// Acknowledgements waiting for their store tickets, oldest first.
     gated: VecDeque<Gated>,
+    /// A QoS 0 half message was refused and logged on this connection (logged once).
+    tx_qos0_logged: bool,
 }
 
 impl Session<'_> {
@@ -889,6 +897,7 @@ impl Session<'_> {
                         tickets,
                         acks,
                         since: std::time::Instant::now(),
+                        ending: None,
                     });
                     return self.release(committed, out);
                 }
@@ -902,6 +911,7 @@ impl Session<'_> {
             tickets,
             acks: acks.into_iter().map(|a| a.packet).collect(),
             since: std::time::Instant::now(),
+            ending: None,
         });
         self.release(committed, out)
     }
@@ -948,6 +958,9 @@ impl Session<'_> {
             if let Some(store) = self.broker.store() {
                 for ticket in &gated.tickets {
                     if let Err(err) = store.outcome(*ticket) {
+                        if let Some(ending) = &gated.ending {
+                            crate::tx::complete(self.broker, ending, Err(&err));
+                        }
                         self.broker.metrics().store_refused.inc();
                         for ack in &gated.acks {
                             if let Outbound::PubRec(id, _) = ack {
@@ -957,6 +970,9 @@ impl Session<'_> {
                         return Err(err.into());
                     }
                 }
+            }
+            if let Some(ending) = &gated.ending {
+                crate::tx::complete(self.broker, ending, Ok(()));
             }
             if !gated.tickets.is_empty() {
                 self.broker
@@ -980,7 +996,11 @@ impl Session<'_> {
     ) -> Result<Option<End>, SessionError> {
         match packet {
             Inbound::Connect(_) => return Err(SessionError::Violation(self.conn.on_connect())),
-            Inbound::Publish(publish) => self.on_publish(publish, frame)?,
+            Inbound::Publish(publish) => {
+                if let Some(control) = self.on_publish(publish, frame)? {
+                    self.on_tx_control(control, out, committed).await?;
+                }
+            }
             Inbound::PubAck(id) => {
                 let seq = self.conn.session.stored_seq(id);
                 if self.conn.on_puback(id) && self.stored && seq.is_some() {
@@ -1151,7 +1171,14 @@ impl Session<'_> {
             );
             return Some(reason::TOPIC_FILTER_INVALID);
         }
-        if let Some(acl) = &mut self.acl
+        // `$tern/` filters: the client's own check topic, or what the ACL grants.
+        let reserved = self.tx_subscription(filter);
+        if reserved == Some(false) {
+            security.acl_denied_subscribe.inc();
+            return Some(reason::NOT_AUTHORIZED);
+        }
+        if reserved.is_none()
+            && let Some(acl) = &mut self.acl
             && !acl.check_subscribe(filter)
         {
             security.acl_denied_subscribe.inc();
@@ -1173,11 +1200,13 @@ impl Session<'_> {
         None
     }
 
+    /// Handles one PUBLISH; a commit or rollback comes back to be run once the batch
+    /// before it is stored.
     fn on_publish(
         &mut self,
         publish: InboundPublish<'_>,
         frame: &Bytes,
-    ) -> Result<(), SessionError> {
+    ) -> Result<Option<tx::TxControl>, SessionError> {
         self.broker.metrics().publishes_received.inc();
         if let Some(counter) = self
             .broker
@@ -1203,6 +1232,10 @@ impl Session<'_> {
                 text: "topic exceeds max_topic_length or max_topic_levels",
             }));
         }
+        if verdict.route && verdict.topic.starts_with(crate::tx::RESERVED_PREFIX) {
+            // Transaction control; the owner needs no ACL grant (see `docs/transactions.md`).
+            return Ok(self.on_reserved_publish(verdict.topic, &publish.properties, verdict.ack));
+        }
         if verdict.route
             && let Some(acl) = &mut self.acl
             && !acl.check_topic(&verdict.topic, Operation::Write)
@@ -1227,7 +1260,7 @@ impl Session<'_> {
                     refusable: false,
                 });
             }
-            return Ok(());
+            return Ok(None);
         }
         if verdict.route {
             let message = Message {
@@ -1244,6 +1277,13 @@ impl Session<'_> {
                     }),
                 publisher: Arc::clone(self.client_id),
             };
+            if let crate::tx::Classified::Half { tx } =
+                crate::tx::classify(&message.topic, &message.properties)
+            {
+                let tx = tx.to_owned();
+                self.on_half_message(&tx, message, verdict.ack);
+                return Ok(None);
+            }
             if self.stored
                 && publish.qos == tern_mqtt::QoS::ExactlyOnce
                 && let Some(packet_id) = publish.packet_id
@@ -1261,7 +1301,7 @@ impl Session<'_> {
                 refusable: verdict.route,
             });
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Moves queued messages into the in-flight window and encodes them; records the

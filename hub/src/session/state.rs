@@ -360,6 +360,10 @@ pub enum Outbound {
     PubAck(u16, u8),
     /// PUBREC with reason code.
     PubRec(u16, u8),
+    /// PUBACK with reason code and reason string (v5; the string is dropped for 3.1.1).
+    PubAckText(u16, u8, &'static str),
+    /// PUBREC with reason code and reason string (v5; the string is dropped for 3.1.1).
+    PubRecText(u16, u8, &'static str),
     /// PUBREL with reason code.
     PubRel(u16, u8),
     /// PUBCOMP with reason code.

@@ -294,6 +294,13 @@ pub fn encode(
         };
         (packet_id, reason_code(code), properties)
     };
+    let ack_text = |packet_id: u16, code: u8, text: &'static str| {
+        let properties = AckProperties {
+            reason_string: Some(text),
+            ..AckProperties::default()
+        };
+        (packet_id, reason_code(code), properties)
+    };
     match packet {
         Outbound::Publish(publish) => encode_publish(publish, version, out),
         Outbound::PubAck(id, code) => {
@@ -310,6 +317,30 @@ pub fn encode(
         }
         Outbound::PubRec(id, code) => {
             let (packet_id, reason_code, properties) = ack(*id, *code);
+            put(
+                &Packet::PubRec(PubRec {
+                    packet_id,
+                    reason_code,
+                    properties,
+                }),
+                version,
+                out,
+            )
+        }
+        Outbound::PubAckText(id, code, text) => {
+            let (packet_id, reason_code, properties) = ack_text(*id, *code, text);
+            put(
+                &Packet::PubAck(PubAck {
+                    packet_id,
+                    reason_code,
+                    properties,
+                }),
+                version,
+                out,
+            )
+        }
+        Outbound::PubRecText(id, code, text) => {
+            let (packet_id, reason_code, properties) = ack_text(*id, *code, text);
             put(
                 &Packet::PubRec(PubRec {
                     packet_id,

@@ -73,6 +73,7 @@ mod error;
 mod journal;
 mod record;
 mod tables;
+mod tx;
 mod writer;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -96,6 +97,7 @@ use self::tables::{
     ALL_TABLES, CURSORS, INFLIGHT_IN, INFLIGHT_OUT, KEY_FORMAT_VERSION, KEY_HEAD, KEY_LOG_BYTES,
     KEY_LOG_COUNT, KEY_NEXT_SEQ, LOG, META, QUEUE, RETAINED, SESSIONS, WILLS,
 };
+pub use self::tx::{OpenTransaction, TxRecord};
 use self::writer::{Batch, Op, Writer};
 
 /// Version of the on-disk format (tables and record encodings) this build reads and writes.
@@ -103,7 +105,9 @@ use self::writer::{Batch, Op, Writer};
 ///
 /// - 1: first format.
 /// - 2: `wills` table; `SessionRecord` lost its (never written) `will` field.
-pub const FORMAT_VERSION: u64 = 3;
+/// - 3: `bridge` appended to the message record.
+/// - 4: `tx_open` and `tx_half` tables (transactions).
+pub const FORMAT_VERSION: u64 = 4;
 
 /// Name of the database file inside the data directory.
 pub const FILE_NAME: &str = "tern.redb";
@@ -299,6 +303,36 @@ pub enum WriteOp {
         client: String,
         /// Token of the will to delete; `None` deletes whatever is stored.
         token: Option<u64>,
+    },
+    /// Store half message `index` of an open transaction, with the transaction's record.
+    TxHalf {
+        /// Client that opened the transaction.
+        client: String,
+        /// Transaction id.
+        tx: String,
+        /// Position of the message in the transaction (publish order).
+        index: u32,
+        /// The half message, as it will be appended at commit.
+        message: StoredMessage,
+        /// The transaction's state including this message.
+        record: TxRecord,
+    },
+    /// Rewrite the record of a transaction that is still open (check request sent).
+    TxChecked {
+        /// Client that opened the transaction.
+        client: String,
+        /// Transaction id.
+        tx: String,
+        /// The new record.
+        record: TxRecord,
+    },
+    /// Delete the half messages and the record of a transaction (commit: submitted with the
+    /// appends of its messages; rollback: alone).
+    TxEnd {
+        /// Client that opened the transaction.
+        client: String,
+        /// Transaction id.
+        tx: String,
     },
 }
 
@@ -950,6 +984,12 @@ fn init_meta(db: &Database, path: &Path) -> Result<(), StoreError> {
             .map(|v| v.value());
         match version {
             Some(FORMAT_VERSION) => {}
+            Some(3) => {
+                // Format 4 only added the transaction tables, created below.
+                meta.insert(KEY_FORMAT_VERSION, FORMAT_VERSION)
+                    .map_err(|e| corrupted(e.into()))?;
+                info!(path = %path.display(), "store upgraded from format 3 to 4");
+            }
             Some(2) => {
                 // Format 3 appended `bridge` to the message record. Log and retained
                 // records are read as they are (`StoredMessage::decode`); only the wills,
@@ -957,7 +997,7 @@ fn init_meta(db: &Database, path: &Path) -> Result<(), StoreError> {
                 upgrade_wills_from_format2(&txn).map_err(corrupted)?;
                 meta.insert(KEY_FORMAT_VERSION, FORMAT_VERSION)
                     .map_err(|e| corrupted(e.into()))?;
-                info!(path = %path.display(), "store upgraded from format 2 to 3");
+                info!(path = %path.display(), "store upgraded from format 2 to 4");
             }
             Some(found) => {
                 return Err(StoreError::UnsupportedVersion {
@@ -993,6 +1033,10 @@ fn init_meta(db: &Database, path: &Path) -> Result<(), StoreError> {
         txn.open_table(RETAINED).map_err(|e| corrupted(e.into()))?;
         txn.open_table(CURSORS).map_err(|e| corrupted(e.into()))?;
         txn.open_table(WILLS).map_err(|e| corrupted(e.into()))?;
+        txn.open_table(tables::TX_OPEN)
+            .map_err(|e| corrupted(e.into()))?;
+        txn.open_table(tables::TX_HALF)
+            .map_err(|e| corrupted(e.into()))?;
     }
     txn.commit().map_err(|e| corrupted(e.into()))
 }

@@ -12,6 +12,8 @@
 //! | `retained` | topic | postcard [`StoredMessage`](super::StoredMessage) | a copy, independent of the log |
 //! | `cursors` | consumer name | seq | next seq the consumer needs |
 //! | `wills` | client id | postcard [`WillRecord`](super::WillRecord) | at most one per client; present from CONNECT until the will is published or discarded, for clean and persistent sessions alike |
+//! | `tx_open` | (client id, transaction id) | postcard [`TxRecord`](super::TxRecord) | one per open transaction; written with each half message, deleted with the last of them at commit or rollback |
+//! | `tx_half` | (client id, transaction id, index) | postcard [`StoredMessage`](super::StoredMessage) | half messages in publish order; only for transactions in `tx_open` |
 
 use redb::TableDefinition;
 
@@ -27,9 +29,12 @@ pub(super) const NEEDED: TableDefinition<u64, u64> = TableDefinition::new("neede
 pub(super) const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 pub(super) const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 pub(super) const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
+pub(super) const TX_OPEN: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("tx_open");
+pub(super) const TX_HALF: TableDefinition<(&str, &str, u32), &[u8]> =
+    TableDefinition::new("tx_half");
 
 /// Names of every table above, to tell a Tern store from another redb database.
-pub(super) const ALL_TABLES: [&str; 10] = [
+pub(super) const ALL_TABLES: [&str; 12] = [
     "meta",
     "log",
     "sessions",
@@ -40,6 +45,8 @@ pub(super) const ALL_TABLES: [&str; 10] = [
     "retained",
     "cursors",
     "wills",
+    "tx_open",
+    "tx_half",
 ];
 
 pub(super) const KEY_FORMAT_VERSION: &str = "format_version";

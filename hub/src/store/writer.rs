@@ -28,6 +28,7 @@ use super::tables::{
     CURSORS, INFLIGHT_IN, INFLIGHT_OUT, KEY_HEAD, KEY_JOURNAL_GEN, KEY_LOG_BYTES, KEY_LOG_COUNT,
     KEY_NEXT_SEQ, LOG, META, NEEDED, QUEUE, RETAINED, SESSIONS, WILLS,
 };
+use super::tx::TxTables;
 use super::{
     Common, FAILED_RANGES_KEPT, FailedRange, FsyncPolicy, Seq, StoreError, Ticket, WhenFull,
     WriteOp, lock,
@@ -98,6 +99,22 @@ pub(super) enum Op {
         client: String,
         token: Option<u64>,
     },
+    TxHalf {
+        client: String,
+        tx: String,
+        index: u32,
+        message: Vec<u8>,
+        record: Vec<u8>,
+    },
+    TxChecked {
+        client: String,
+        tx: String,
+        record: Vec<u8>,
+    },
+    TxEnd {
+        client: String,
+        tx: String,
+    },
 }
 
 fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
@@ -158,6 +175,25 @@ impl Op {
                 record: encode("will", &will)?,
             },
             WriteOp::WillDelete { client, token } => Op::WillDelete { client, token },
+            WriteOp::TxHalf {
+                client,
+                tx,
+                index,
+                message,
+                record,
+            } => Op::TxHalf {
+                client,
+                tx,
+                index,
+                message: encode("half message", &message)?,
+                record: encode("transaction record", &record)?,
+            },
+            WriteOp::TxChecked { client, tx, record } => Op::TxChecked {
+                client,
+                tx,
+                record: encode("transaction record", &record)?,
+            },
+            WriteOp::TxEnd { client, tx } => Op::TxEnd { client, tx },
         })
     }
 
@@ -170,6 +206,9 @@ impl Op {
             | Op::InflightOutSet { record, .. }
             | Op::RetainedSet { record, .. }
             | Op::WillSet { record, .. } => record.len() + 16,
+            Op::TxHalf {
+                message, record, ..
+            } => message.len() + record.len() + 16,
             _ => 16,
         }
     }
@@ -231,6 +270,7 @@ struct Tables<'txn> {
     retained: Table<'txn, &'static str, &'static [u8]>,
     cursors: Table<'txn, &'static str, u64>,
     wills: Table<'txn, &'static str, &'static [u8]>,
+    tx: TxTables<'txn>,
 }
 
 type DbResult<T> = Result<T, redb::Error>;
@@ -251,6 +291,7 @@ impl<'txn> Tables<'txn> {
             retained: txn.open_table(RETAINED)?,
             cursors: txn.open_table(CURSORS)?,
             wills: txn.open_table(WILLS)?,
+            tx: TxTables::open(txn)?,
         })
     }
 
@@ -1018,6 +1059,15 @@ fn apply(t: &mut Tables<'_>, op: &Op, meta: &mut Meta) -> DbResult<()> {
                 t.wills.remove(client.as_str())?;
             }
         }
+        Op::TxHalf {
+            client,
+            tx,
+            index,
+            message,
+            record,
+        } => t.tx.half(client, tx, *index, message, record)?,
+        Op::TxChecked { client, tx, record } => t.tx.checked(client, tx, record)?,
+        Op::TxEnd { client, tx } => t.tx.end(client, tx)?,
     }
     Ok(())
 }
