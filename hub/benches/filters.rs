@@ -21,14 +21,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tern_hub::config::HumanDuration;
 use tern_hub::filter_host::{
     Chain, FailurePolicy, FilterHost, FilterLimitsConfig, PipelineSet, precompile,
 };
-use tern_hub::message::{ClientId, Message, MessageProperties};
-use tern_mqtt::QoS;
 
 #[allow(
     dead_code,
@@ -38,6 +35,11 @@ use tern_mqtt::QoS;
 mod guests;
 
 use guests::{Guest, wasm as guest_wasm};
+
+#[path = "support/telemetry.rs"]
+mod telemetry;
+
+use telemetry::batch;
 
 /// The `tern` binary's allocator: what the ingest path allocates and frees per message
 /// (output lists, routes, dropped messages) costs what it costs in the hub.
@@ -65,30 +67,6 @@ fn host(cache: &Path) -> FilterHost {
         ..FilterLimitsConfig::default()
     };
     FilterHost::new(&limits, cache, Arc::default()).expect("filter host")
-}
-
-fn batch(n: usize) -> Vec<Message> {
-    let payload = Bytes::from(vec![b'x'; 256]);
-    (0..n)
-        .map(|i| Message {
-            topic: format!("sensors/dev-{i}/temp"),
-            payload: payload.clone(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: MessageProperties {
-                user_properties: vec![
-                    ("temperature".into(), (20 + i % 20).to_string()),
-                    (
-                        "site".into(),
-                        if i % 2 == 0 { "north" } else { "south" }.into(),
-                    ),
-                ],
-                ..MessageProperties::default()
-            },
-            expiry: None,
-            publisher: ClientId::from("dev"),
-        })
-        .collect()
 }
 
 fn chains(c: &mut Criterion) {

@@ -181,6 +181,8 @@ async fn metrics_name_the_series_and_follow_publishes() {
         "# TYPE tern_store_commit_wait_seconds histogram",
         "# HELP tern_store_appends_total ",
         "# TYPE tern_security_auth_failed_total counter",
+        "# TYPE tern_transactions_committed_total counter",
+        "# TYPE tern_transactions_refused_unknown_total counter",
     ] {
         assert!(before.contains(family), "{family} missing in\n{before}");
     }

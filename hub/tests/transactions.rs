@@ -459,3 +459,49 @@ async fn commit_of_a_producer_that_disconnects_at_once_is_applied_and_settled() 
     );
     hub.finish();
 }
+
+/// An identity the ACL grants write on `$tern/tx/#` may end another client's transaction;
+/// the owner needs no grant for its own, and an identity without the grant gets 0x87.
+#[tokio::test]
+async fn acl_permitted_identity_may_end_another_clients_transaction() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "topic readwrite orders/#\n\
+         client ops\ntopic readwrite orders/#\ntopic write $tern/tx/#\n",
+    )
+    .expect("write ACL");
+    let hub = Hub::with_config(&format!(
+        "[[listener]]\nallow_anonymous = true\nacl_file = {:?}\n",
+        acl.display().to_string()
+    ));
+    let mut sub = subscriber(&hub, "orders/#").await;
+    let (mut owner, _) = RawClient::connect_ok(hub.addr(), Connect::v5("owner")).await;
+    let (mut stranger, _) = RawClient::connect_ok(hub.addr(), Connect::v5("stranger")).await;
+    let (mut ops, _) = RawClient::connect_ok(hub.addr(), Connect::v5("ops")).await;
+    let batch = payloads("t1", 2);
+    prepare(&mut owner, "orders/1", "t1", &batch).await;
+    prepare(&mut owner, "orders/1", "t2", &payloads("t2", 1)).await;
+
+    assert_eq!(
+        end(&mut stranger, "t1", "commit").await,
+        (0x87, Some("transaction belongs to another client".into()))
+    );
+    // Named owner (`tern-tx-owner`) or the only other holder of the id.
+    let named =
+        Pub::new("$tern/tx/t1/commit", b"").props(Props::new().user("tern-tx-owner", "owner"));
+    assert_eq!(publish_ack(&mut ops, named).await, (0, None));
+    assert_eq!(receive(&mut sub, 2).await, batch);
+    assert_eq!(end(&mut ops, "t2", "rollback").await, (0, None));
+    sub.expect_no_publish(QUIET).await;
+    assert_eq!(
+        end(&mut owner, "t2", "commit").await,
+        (0x80, Some("unknown transaction".into()))
+    );
+    // The owner's own transactions need no grant on `$tern/tx/#`.
+    prepare(&mut owner, "orders/1", "t3", &payloads("t3", 1)).await;
+    assert_eq!(end(&mut owner, "t3", "commit").await, (0, None));
+    assert_eq!(receive(&mut sub, 1).await, payloads("t3", 1));
+    hub.finish();
+}

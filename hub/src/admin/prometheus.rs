@@ -139,6 +139,7 @@ pub fn render(broker: &Broker, admin: &AdminCounters) -> String {
     store(&mut x, broker);
     filters(&mut x, broker);
     security(&mut x, broker);
+    transactions(&mut x, broker);
     bridges(&mut x, broker);
     x.single(
         "tern_admin_requests_total",
@@ -480,15 +481,40 @@ fn filters(x: &mut Exposition, broker: &Broker) {
 }
 
 fn security(x: &mut Exposition, broker: &Broker) {
-    for (topic, value) in broker.metrics().security.sys_topics() {
-        let Some(rest) = topic.strip_prefix("$SYS/broker/security/") else {
+    sys_counters(
+        x,
+        broker.metrics().security.sys_topics(),
+        "security",
+        "docs/security.md",
+    );
+}
+
+fn transactions(x: &mut Exposition, broker: &Broker) {
+    sys_counters(
+        x,
+        broker.metrics().transactions.sys_topics(),
+        "transactions",
+        "docs/transactions.md",
+    );
+}
+
+/// Counters published as `$SYS/broker/<area>/<key>`, as `tern_<area>_<key>_total`.
+fn sys_counters(
+    x: &mut Exposition,
+    topics: impl IntoIterator<Item = (&'static str, String)>,
+    area: &str,
+    doc: &str,
+) {
+    let prefix = format!("$SYS/broker/{area}/");
+    for (topic, value) in topics {
+        let Some(rest) = topic.strip_prefix(prefix.as_str()) else {
             continue;
         };
-        let name = format!("tern_security_{}_total", name_part(rest));
+        let name = format!("tern_{area}_{}_total", name_part(rest));
         x.single(
             &name,
             Kind::Counter,
-            &format!("Security counter published as {topic} (docs/security.md)."),
+            &format!("Counter published as {topic} ({doc})."),
             value,
         );
     }

@@ -179,6 +179,7 @@ impl Session<'_> {
                 if permitted && transactions.take(&key) {
                     Ok(key)
                 } else if permitted {
+                    metrics.refused_unknown.inc();
                     Err((reason::UNSPECIFIED_ERROR, BUSY))
                 } else {
                     metrics.refused_foreign.inc();
@@ -190,7 +191,14 @@ impl Session<'_> {
                     Err((reason::NOT_AUTHORIZED, FOREIGN))
                 }
             }
-            Claim::Ambiguous => Err((reason::UNSPECIFIED_ERROR, AMBIGUOUS)),
+            Claim::Ambiguous => {
+                metrics.refused_unknown.inc();
+                debug!(
+                    tx = control.tx,
+                    "transaction id open under several other clients"
+                );
+                Err((reason::UNSPECIFIED_ERROR, AMBIGUOUS))
+            }
             Claim::Unknown => {
                 metrics.refused_unknown.inc();
                 debug!(
@@ -199,7 +207,14 @@ impl Session<'_> {
                 );
                 Err((reason::UNSPECIFIED_ERROR, UNKNOWN))
             }
-            Claim::Busy => Err((reason::UNSPECIFIED_ERROR, BUSY)),
+            Claim::Busy => {
+                metrics.refused_unknown.inc();
+                debug!(
+                    tx = control.tx,
+                    "commit or rollback of a transaction being finished"
+                );
+                Err((reason::UNSPECIFIED_ERROR, BUSY))
+            }
         };
         let mut tickets = Vec::new();
         let mut submitted = None;
