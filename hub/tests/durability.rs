@@ -54,7 +54,10 @@ async fn publish_until_killed(
     publisher: usize,
 ) -> Vec<u32> {
     let id = format!("pub-{round}-{publisher}");
-    let (mut c, _) = RawClient::connect_ok(addr, Connect::v5(&id)).await;
+    // The kill may come before the hub answers (a loaded machine): then nothing was sent.
+    let Some(mut c) = RawClient::try_connect(addr, Connect::v5(&id)).await else {
+        return Vec::new();
+    };
     let topic = format!("d/{publisher}");
     let mut acked = Vec::new();
     let mut in_flight: BTreeMap<u16, u32> = BTreeMap::new();
@@ -166,6 +169,7 @@ async fn online_subscriber_loses_nothing_across_kill_9() {
         assert!(present, "persistent session survived kill {round}");
         sub = again;
     }
+    assert!(!acked.is_empty(), "no publish was acknowledged at all");
     let deadline = Instant::now() + Duration::from_secs(90);
     while !acked.is_subset(&received) {
         assert!(

@@ -1091,6 +1091,31 @@ impl RawClient {
         (c, ack)
     }
 
+    /// Opens a connection and sends `connect`; `None` when the hub is gone before it answers
+    /// with a successful CONNACK (for clients racing a `kill -9`).
+    pub async fn try_connect(addr: SocketAddr, connect: Connect) -> Option<RawClient> {
+        let stream = tokio::time::timeout(RECV_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+        stream.set_nodelay(true).ok()?;
+        let mut c = RawClient {
+            stream,
+            buf: Vec::new(),
+            backlog: VecDeque::new(),
+            level: connect.level,
+            next_pid: 0,
+            closed: false,
+        };
+        if !c.try_send(&connect.encode()).await {
+            return None;
+        }
+        match c.try_recv(RECV_TIMEOUT).await {
+            Ok(Incoming::ConnAck { code: 0, .. }) => Some(c),
+            _ => None,
+        }
+    }
+
     /// Connects and asserts the CONNACK reports success; returns `session_present`.
     pub async fn connect_ok(addr: SocketAddr, connect: Connect) -> (RawClient, bool) {
         let (c, ack) = RawClient::connect(addr, connect).await;
