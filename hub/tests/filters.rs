@@ -529,16 +529,19 @@ fn filter_test(guest: Guest, config: &str, input: &str) -> Vec<serde_json::Value
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("messages.jsonl");
     std::fs::write(&file, input).expect("write input");
-    let out = tern(&[
-        "filter",
-        "test",
-        "--wasm",
-        &wasm(guest).display().to_string(),
-        "--config",
-        config,
-        "--input",
-        &file.display().to_string(),
-    ]);
+    let out = tern_within(
+        &[
+            "filter",
+            "test",
+            "--wasm",
+            &wasm(guest).display().to_string(),
+            "--config",
+            config,
+            "--input",
+            &file.display().to_string(),
+        ],
+        COMPILE_TIMEOUT,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "tern filter test failed: {stderr}");
     String::from_utf8_lossy(&out.stdout)
@@ -593,16 +596,19 @@ fn filter_test_command_prints_verdicts() {
 /// A bad config is refused by `tern filter test` with the filter's reason.
 #[test]
 fn filter_test_command_reports_a_rejected_config() {
-    let out = tern(&[
-        "filter",
-        "test",
-        "--wasm",
-        &wasm(Guest::Sql92).display().to_string(),
-        "--config",
-        "temperature >",
-        "--input",
-        "/dev/null",
-    ]);
+    let out = tern_within(
+        &[
+            "filter",
+            "test",
+            "--wasm",
+            &wasm(Guest::Sql92).display().to_string(),
+            "--config",
+            "temperature >",
+            "--input",
+            "/dev/null",
+        ],
+        COMPILE_TIMEOUT,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("column"), "{stderr}");
@@ -613,13 +619,16 @@ fn filter_test_command_reports_a_rejected_config() {
 async fn precompiled_filter_deploys() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cwasm = dir.path().join("sql92.cwasm");
-    let out = tern(&[
-        "filter",
-        "compile",
-        &wasm(Guest::Sql92).display().to_string(),
-        "--output",
-        &cwasm.display().to_string(),
-    ]);
+    let out = tern_within(
+        &[
+            "filter",
+            "compile",
+            &wasm(Guest::Sql92).display().to_string(),
+            "--output",
+            &cwasm.display().to_string(),
+        ],
+        COMPILE_TIMEOUT,
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -164,6 +164,12 @@ fn split_body(body: &[u8], part: Part) -> Result<RecordView<'_>, AbiError> {
     })
 }
 
+/// Byte equality of short keys, as a loop: in a WebAssembly guest a call to `memcmp` costs
+/// more than comparing a property name's dozen bytes.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 fn utf8(bytes: &[u8], part: Part, field: Field) -> Result<&str, AbiError> {
     core::str::from_utf8(bytes).map_err(|_| AbiError::InvalidUtf8 { part, field })
 }
@@ -236,7 +242,7 @@ impl<'a> RecordView<'a> {
             let Some((v, after_value)) = split16(after_key) else {
                 break;
             };
-            if k == key.as_bytes() {
+            if same_bytes(k, key.as_bytes()) {
                 return utf8(v, self.part, Field::PropertyValue).map(Some);
             }
             rest = after_value;
@@ -394,7 +400,7 @@ impl<'a> MessageView<'a> {
         for _ in 0..self.property_count {
             let k = r.raw16(Field::PropertyKey).ok()?;
             let v = r.raw16(Field::PropertyValue).ok()?;
-            if k == key.as_bytes() {
+            if same_bytes(k, key.as_bytes()) {
                 return core::str::from_utf8(v).ok();
             }
         }

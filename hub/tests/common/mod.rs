@@ -20,6 +20,7 @@
     reason = "each integration test binary uses a different subset of the harness"
 )]
 
+pub mod cloud;
 pub mod guests;
 
 use std::collections::VecDeque;
@@ -51,8 +52,17 @@ pub fn tern_bin() -> String {
     std::env::var("TERN_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tern").to_string())
 }
 
+/// Bound for commands that compile a filter: Cranelift in an unoptimised test build of
+/// `tern` takes seconds for the sql92 guest, and longer on a busy machine.
+pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Runs the `tern` binary with `args` and returns its output (bounded by [`EXIT_TIMEOUT`]).
 pub fn tern(args: &[&str]) -> Output {
+    tern_within(args, EXIT_TIMEOUT)
+}
+
+/// [`tern`] bounded by `timeout`.
+pub fn tern_within(args: &[&str], timeout: Duration) -> Output {
     let child = Command::new(tern_bin())
         .args(args)
         .stdin(Stdio::null())
@@ -60,7 +70,7 @@ pub fn tern(args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn tern");
-    wait_output(child, EXIT_TIMEOUT, "tern")
+    wait_output(child, timeout, "tern")
 }
 
 /// Runs `tern serve` on a free loopback port with `config` and the data directory `data`,
@@ -305,6 +315,21 @@ impl Hub {
             "log never contained {needle:?}\n--- hub log ---\n{}",
             self.logs()
         );
+    }
+
+    /// The admin API address of the hub's latest start, from the last `admin API listening
+    /// addr=...` log line (waits for the first).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.wait_log("admin API listening");
+        let logs = self.logs();
+        let line = logs
+            .lines()
+            .rfind(|l| l.contains("admin API listening"))
+            .expect("log line present");
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix("addr="))
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no admin address in {line:?}"))
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -1806,6 +1831,19 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Writes a configuration file at `path` with only an `[admin]` section: `bind` and
+/// `token_file`.
+pub fn write_admin_config(path: &Path, bind: &str, token_file: &Path) {
+    std::fs::write(
+        path,
+        format!(
+            "[admin]\nbind = \"{bind}\"\ntoken_file = {}\n",
+            guests::toml_path(token_file)
+        ),
+    )
+    .expect("write config");
 }
 
 // ---------------------------------------------------------------------------------------------
