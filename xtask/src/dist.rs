@@ -215,7 +215,7 @@ pub(crate) fn dist(root: &Path, targets: &[String], steps: &mut Steps) -> Result
     }
     println!("\nrelease archives ({PROFILE} profile, stripped):");
     println!(
-        "  {:<32} {:>12} {:>12}  archive",
+        "  {:<32} {:>12} {:>12}  file",
         "target", "binary", "archive"
     );
     for (triple, binary, archive) in &made {

@@ -229,7 +229,7 @@ fn test(root: &Path, quick: bool, steps: &mut Steps) -> Result<()> {
         ]),
     )?;
     for target in ["thumbv7em-none-eabihf", "riscv32imc-unknown-none-elf"] {
-        for features in ["", "async,qos2"] {
+        for features in ["", "async,qos2,tx"] {
             steps.run(
                 &format!("no_std build: tern-client ({target}, features [{features}])"),
                 cargo(root).args([
