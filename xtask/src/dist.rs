@@ -2,7 +2,7 @@
 //!
 //! Builds the `tern` binary with the `dist` profile (fat LTO, one codegen unit, stripped) for
 //! the host and the two 64/32-bit ARM Linux targets, checks that each binary is an ELF file
-//! for the right machine, and writes `target/dist/tern-<version>-<target>.tar.gz` (binary,
+//! for the right machine, and writes `target/packages/tern-<version>-<target>.tar.gz` (binary,
 //! systemd unit, example configuration, README) with a `.sha256` file next to it that
 //! `sha256sum -c` accepts.
 //!
@@ -199,7 +199,7 @@ pub(crate) fn dist(root: &Path, targets: &[String], steps: &mut Steps) -> Result
         .collect::<Result<Vec<_>>>()?;
     steps.step("dist prerequisites", || prerequisites(&builds))?;
     let target_dir = target_dir(root);
-    let out = target_dir.join("dist");
+    let out = target_dir.join("packages");
     let mut made = Vec::new();
     for build in &builds {
         steps.run(

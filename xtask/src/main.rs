@@ -8,7 +8,7 @@
 //! cargo xtask bench [ARGS..]   criterion benchmarks (`cargo bench --workspace --bench '*' -- ARGS`)
 //! cargo xtask dist [--target T ..]
 //!                              release archives of `tern` for the host, aarch64 and armv7
-//!                              Linux in target/dist ([`dist`])
+//!                              Linux in target/packages ([`dist`])
 //! cargo xtask footprint [--clients N,N..] [--binary PATH]
 //!                              RSS of a running hub, idle and with idle clients ([`footprint`])
 //! ```
@@ -115,7 +115,7 @@ const USAGE: &str = "usage:
   cargo xtask fuzz [SECS]      run every fuzz target for SECS seconds (default 60)
   cargo xtask bench [ARGS..]   criterion benchmarks; ARGS go to criterion
   cargo xtask dist [--target T ..]
-                               release archives (target/dist) for the host,
+                               release archives (target/packages) for the host,
                                aarch64-unknown-linux-gnu and armv7-unknown-linux-gnueabihf
   cargo xtask footprint [--clients N,N..] [--binary PATH]
                                hub RSS idle and with N idle clients (default 1000,10000)
