@@ -3,10 +3,9 @@
 //! (reads of one byte at a time, a write failure after N writes, end of stream
 //! mid-packet, read timeouts, malformed bytes).
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 
-use embedded_io::{ErrorKind, ErrorType, Read, Write};
+use embedded_io::ErrorKind;
 use tern_client::{
     Buffers, Client, ConfigBuilder, Error, Event, ProtocolError, ProtocolVersion, QoS, ReasonCode,
 };
@@ -14,59 +13,8 @@ use tern_mqtt::{
     ConnAck, ConnAckProperties, DecodeOptions, Disconnect, Packet, PubAck, Publish, SubAck, decode,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MockError(ErrorKind);
-
-impl core::fmt::Display for MockError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "mock transport error {:?}", self.0)
-    }
-}
-
-impl core::error::Error for MockError {}
-
-impl embedded_io::Error for MockError {
-    fn kind(&self) -> ErrorKind {
-        self.0
-    }
-}
-
-/// Scripted transport. When `input` is empty a read reports a timeout, or end
-/// of stream with `eof`.
-#[derive(Debug, Default)]
-struct Mock {
-    input: VecDeque<u8>,
-    /// Largest read; 0 means unlimited.
-    chunk: usize,
-    output: Vec<u8>,
-    /// Writes that succeed before every further write fails.
-    writes_left: Option<usize>,
-    eof: bool,
-}
-
-impl Mock {
-    fn new() -> Self {
-        Self::default()
-    }
-
-    fn push(&mut self, packet: Packet<'_>, version: ProtocolVersion) {
-        self.input.extend(encode(&packet, version));
-    }
-
-    /// Every complete packet the client wrote so far, drained.
-    fn sent(&mut self, version: ProtocolVersion) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let bytes = std::mem::take(&mut self.output);
-        let mut rest = &bytes[..];
-        while !rest.is_empty() {
-            let (_, used) =
-                decode(rest, &DecodeOptions::new(version)).expect("client wrote a valid packet");
-            out.push(rest[..used].to_vec());
-            rest = &rest[used..];
-        }
-        out
-    }
-}
+mod common;
+use common::{AsyncMock, Mock, MockError, block_on};
 
 fn encode(packet: &Packet<'_>, version: ProtocolVersion) -> Vec<u8> {
     let mut buf = vec![0u8; 4096];
@@ -81,80 +29,6 @@ fn parse(bytes: &[u8], version: ProtocolVersion) -> Packet<'_> {
     decode(bytes, &DecodeOptions::new(version))
         .expect("decode")
         .0
-}
-
-impl ErrorType for Mock {
-    type Error = MockError;
-}
-
-impl Read for Mock {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, MockError> {
-        if self.input.is_empty() {
-            return if self.eof {
-                Ok(0)
-            } else {
-                Err(MockError(ErrorKind::TimedOut))
-            };
-        }
-        let mut n = buf.len().min(self.input.len());
-        if self.chunk > 0 {
-            n = n.min(self.chunk);
-        }
-        for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
-            *slot = byte;
-        }
-        Ok(n)
-    }
-}
-
-impl Write for Mock {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, MockError> {
-        if let Some(left) = &mut self.writes_left {
-            if *left == 0 {
-                return Err(MockError(ErrorKind::BrokenPipe));
-            }
-            *left -= 1;
-        }
-        self.output.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> Result<(), MockError> {
-        Ok(())
-    }
-}
-
-impl embedded_io_async::ErrorType for AsyncMock {
-    type Error = MockError;
-}
-
-/// The same script behind the async traits; it never returns `Pending`.
-struct AsyncMock(Mock);
-
-impl embedded_io_async::Read for AsyncMock {
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, MockError> {
-        self.0.read(buf)
-    }
-}
-
-impl embedded_io_async::Write for AsyncMock {
-    async fn write(&mut self, buf: &[u8]) -> Result<usize, MockError> {
-        self.0.write(buf)
-    }
-
-    async fn flush(&mut self) -> Result<(), MockError> {
-        Ok(())
-    }
-}
-
-/// Runs a future that never waits (the async mock is always ready).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match fut.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(out) => out,
-        std::task::Poll::Pending => panic!("mock future was pending"),
-    }
 }
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -190,13 +64,13 @@ fn connect_sends_v5_connect_and_reads_connack() {
         .build();
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
     let mut client: Client<'_, 4> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(connack(true), V5);
+    let mut io = Mock::default();
+    io.push(connack(true));
     let info = client.connect(&mut io, 0).unwrap();
     assert!(info.session_present);
     assert_eq!(info.resent, 0);
     assert!(client.session().is_connected());
-    let sent = io.sent(V5);
+    let sent = io.sent();
     assert_eq!(sent.len(), 1);
     let Packet::Connect(c) = parse(&sent[0], V5) else {
         panic!("expected CONNECT")
@@ -221,20 +95,20 @@ fn v311_connect_and_refusal_return_code() {
     let config = ConfigBuilder::new("old").unwrap().protocol(v).build();
     let (mut rx, mut tx) = ([0u8; 128], [0u8; 128]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(
-        Packet::ConnAck(ConnAck {
-            reason_code: ReasonCode::NotAuthorized,
-            ..Default::default()
-        }),
-        v,
-    );
+    let mut io = Mock {
+        version: v,
+        ..Mock::default()
+    };
+    io.push(Packet::ConnAck(ConnAck {
+        reason_code: ReasonCode::NotAuthorized,
+        ..Default::default()
+    }));
     assert_eq!(
         client.connect(&mut io, 0),
         Err(Error::Refused(ReasonCode::NotAuthorized))
     );
     assert!(!client.session().is_connected());
-    let sent = io.sent(v);
+    let sent = io.sent();
     assert!(matches!(parse(&sent[0], v), Packet::Connect(c) if c.protocol_version == v));
 }
 
@@ -245,11 +119,11 @@ fn fragmented_reads_one_byte_at_a_time() {
     let mut client: Client<'_, 4> = Client::new(config, Buffers::new(&mut rx, &mut tx));
     let mut io = Mock {
         chunk: 1,
-        ..Mock::new()
+        ..Mock::default()
     };
-    io.push(connack(false), V5);
-    io.push(publish_in("a/b", b"hello", QoS::AtLeastOnce, 9), V5);
-    io.push(publish_in("a/c", b"", QoS::AtMostOnce, 0), V5);
+    io.push(connack(false));
+    io.push(publish_in("a/b", b"hello", QoS::AtLeastOnce, 9));
+    io.push(publish_in("a/c", b"", QoS::AtMostOnce, 0));
     client.connect(&mut io, 0).unwrap();
     let mut got = Vec::new();
     for _ in 0..200 {
@@ -267,7 +141,7 @@ fn fragmented_reads_one_byte_at_a_time() {
             ("a/c".to_string(), Vec::new(), QoS::AtMostOnce)
         ]
     );
-    let sent = io.sent(V5);
+    let sent = io.sent();
     assert!(
         matches!(parse(&sent[1], V5), Packet::PubAck(a) if a.packet_id == 9),
         "QoS 1 delivery is acknowledged"
@@ -279,8 +153,8 @@ fn publish_qos1_then_puback_frees_the_slot() {
     let config = ConfigBuilder::new("pub").unwrap().build();
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
+    let mut io = Mock::default();
+    io.push(connack(false));
     client.connect(&mut io, 0).unwrap();
     let props = [("site", "north"), ("kind", "temp")];
     let a = client
@@ -298,7 +172,7 @@ fn publish_qos1_then_puback_frees_the_slot() {
         client.publish(&mut io, "s/0", b"0", QoS::AtMostOnce, &[], 0),
         Ok(0)
     );
-    let sent = io.sent(V5);
+    let sent = io.sent();
     let Packet::Publish(p) = parse(&sent[1], V5) else {
         panic!("expected PUBLISH")
     };
@@ -309,13 +183,10 @@ fn publish_qos1_then_puback_frees_the_slot() {
     let props: Vec<_> = p.properties.user_properties.iter().collect();
     assert_eq!(props, vec![("site", "north"), ("kind", "temp")]);
 
-    io.push(
-        Packet::PubAck(PubAck {
-            packet_id: a,
-            ..Default::default()
-        }),
-        V5,
-    );
+    io.push(Packet::PubAck(PubAck {
+        packet_id: a,
+        ..Default::default()
+    }));
     assert_eq!(
         client.poll(&mut io, 0).unwrap(),
         Some(Event::Published {
@@ -351,9 +222,9 @@ fn write_failure_keeps_the_publish_and_reconnect_resends_it_with_dup() {
     // CONNECT and the first publish succeed, the second publish's write fails.
     let mut io = Mock {
         writes_left: Some(2),
-        ..Mock::new()
+        ..Mock::default()
     };
-    io.push(connack(false), V5);
+    io.push(connack(false));
     client.connect(&mut io, 0).unwrap();
     let first = client
         .publish(&mut io, "t/1", b"one", QoS::AtLeastOnce, &[], 0)
@@ -364,11 +235,11 @@ fn write_failure_keeps_the_publish_and_reconnect_resends_it_with_dup() {
     assert_eq!(err, Error::Transport(MockError(ErrorKind::BrokenPipe)));
     assert_eq!(client.session().inflight_len(), 2);
 
-    let mut io = Mock::new();
-    io.push(connack(true), V5);
+    let mut io = Mock::default();
+    io.push(connack(true));
     let info = client.connect(&mut io, 10).unwrap();
     assert_eq!(info.resent, 2);
-    let sent = io.sent(V5);
+    let sent = io.sent();
     assert_eq!(sent.len(), 3);
     let Packet::Publish(p1) = parse(&sent[1], V5) else {
         panic!("expected PUBLISH")
@@ -388,8 +259,8 @@ fn end_of_stream_mid_packet_is_connection_closed() {
     let config = ConfigBuilder::new("trunc").unwrap().build();
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
+    let mut io = Mock::default();
+    io.push(connack(false));
     client.connect(&mut io, 0).unwrap();
     let bytes = encode(&publish_in("x/y", b"payload", QoS::AtMostOnce, 0), V5);
     io.input.extend(&bytes[..bytes.len() - 3]);
@@ -410,12 +281,12 @@ fn truncated_connack_during_connect() {
     let config = ConfigBuilder::new("trunc").unwrap().build();
     let (mut rx, mut tx) = ([0u8; 64], [0u8; 64]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
+    let mut io = Mock::default();
     io.input.extend([0x20, 0x03, 0x00]);
     io.eof = true;
     assert_eq!(client.connect(&mut io, 0), Err(Error::ConnectionClosed));
     // The same bytes on a read timeout instead of end of stream.
-    let mut io = Mock::new();
+    let mut io = Mock::default();
     io.input.extend([0x20, 0x03, 0x00]);
     assert_eq!(client.connect(&mut io, 0), Err(Error::Timeout));
 }
@@ -443,8 +314,8 @@ fn malformed_packets_are_protocol_errors() {
         let config = ConfigBuilder::new("mal").unwrap().build();
         let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
         let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-        let mut io = Mock::new();
-        io.push(connack(false), V5);
+        let mut io = Mock::default();
+        io.push(connack(false));
         client.connect(&mut io, 0).unwrap();
         io.input.extend(*bytes);
         let result = client.poll(&mut io, 0).map(|e| e.is_some());
@@ -461,24 +332,24 @@ fn unexpected_packets_are_protocol_errors() {
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
     // A PUBLISH before CONNACK.
-    let mut io = Mock::new();
-    io.push(publish_in("a", b"", QoS::AtMostOnce, 0), V5);
+    let mut io = Mock::default();
+    io.push(publish_in("a", b"", QoS::AtMostOnce, 0));
     assert!(matches!(
         client.connect(&mut io, 0),
         Err(Error::Protocol(ProtocolError::Unexpected(_)))
     ));
     // A second CONNACK.
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
-    io.push(connack(false), V5);
+    let mut io = Mock::default();
+    io.push(connack(false));
+    io.push(connack(false));
     client.connect(&mut io, 0).unwrap();
     assert!(matches!(
         client.poll(&mut io, 0),
         Err(Error::Protocol(ProtocolError::Unexpected(_)))
     ));
     // PINGREQ from the broker.
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
+    let mut io = Mock::default();
+    io.push(connack(false));
     io.input.extend([0xC0, 0x00]);
     client.connect(&mut io, 0).unwrap();
     assert!(matches!(
@@ -496,15 +367,12 @@ fn broker_disconnect_reports_its_reason() {
     let config = ConfigBuilder::new("dc").unwrap().build();
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
-    io.push(
-        Packet::Disconnect(Disconnect {
-            reason_code: ReasonCode::SessionTakenOver,
-            ..Default::default()
-        }),
-        V5,
-    );
+    let mut io = Mock::default();
+    io.push(connack(false));
+    io.push(Packet::Disconnect(Disconnect {
+        reason_code: ReasonCode::SessionTakenOver,
+        ..Default::default()
+    }));
     client.connect(&mut io, 0).unwrap();
     assert_eq!(
         client.poll(&mut io, 0).map(|e| e.is_some()),
@@ -520,22 +388,19 @@ fn incoming_qos2_is_delivered_once_and_completed() {
     let config = ConfigBuilder::new("q2").unwrap().build();
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
+    let mut io = Mock::default();
+    io.push(connack(false));
     client.connect(&mut io, 0).unwrap();
-    io.push(publish_in("q/2", b"x", QoS::ExactlyOnce, 5), V5);
+    io.push(publish_in("q/2", b"x", QoS::ExactlyOnce, 5));
     let mut redelivery = publish_in("q/2", b"x", QoS::ExactlyOnce, 5);
     if let Packet::Publish(p) = &mut redelivery {
         p.dup = true;
     }
-    io.push(redelivery, V5);
-    io.push(
-        Packet::PubRel(PubRel {
-            packet_id: 5,
-            ..Default::default()
-        }),
-        V5,
-    );
+    io.push(redelivery);
+    io.push(Packet::PubRel(PubRel {
+        packet_id: 5,
+        ..Default::default()
+    }));
     assert!(
         matches!(client.poll(&mut io, 0), Ok(Some(Event::Message(m))) if m.qos == QoS::ExactlyOnce)
     );
@@ -545,7 +410,7 @@ fn incoming_qos2_is_delivered_once_and_completed() {
         "redelivery reported once"
     );
     assert_eq!(client.poll(&mut io, 0), Ok(None));
-    let sent = io.sent(V5);
+    let sent = io.sent();
     let kinds: Vec<_> = sent.iter().map(|b| parse(b, V5).packet_type()).collect();
     use tern_mqtt::PacketType as T;
     assert_eq!(kinds, vec![T::Connect, T::PubRec, T::PubRec, T::PubComp]);
@@ -560,8 +425,8 @@ fn subscribe_reports_suback_codes() {
     let config = ConfigBuilder::new("sub").unwrap().build();
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
+    let mut io = Mock::default();
+    io.push(connack(false));
     client.connect(&mut io, 0).unwrap();
     let id = client
         .subscribe(
@@ -571,14 +436,11 @@ fn subscribe_reports_suback_codes() {
         )
         .unwrap();
     let codes = [ReasonCode::GrantedQoS1, ReasonCode::NotAuthorized];
-    io.push(
-        Packet::SubAck(SubAck {
-            packet_id: id,
-            reason_codes: (&codes).into(),
-            ..Default::default()
-        }),
-        V5,
-    );
+    io.push(Packet::SubAck(SubAck {
+        packet_id: id,
+        reason_codes: (&codes).into(),
+        ..Default::default()
+    }));
     match client.poll(&mut io, 0) {
         Ok(Some(Event::Subscribed {
             packet_id,
@@ -597,7 +459,7 @@ fn subscribe_reports_suback_codes() {
         client.subscribe(&mut io, &[("a/#/b", QoS::AtMostOnce)], 0),
         Err(Error::Topic(_))
     ));
-    let sent = io.sent(V5);
+    let sent = io.sent();
     let Packet::Subscribe(s) = parse(&sent[1], V5) else {
         panic!("expected SUBSCRIBE")
     };
@@ -617,13 +479,13 @@ fn keepalive_pings_and_times_out() {
     let config = ConfigBuilder::new("ka").unwrap().keep_alive(1).build();
     let (mut rx, mut tx) = ([0u8; 128], [0u8; 128]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
+    let mut io = Mock::default();
+    io.push(connack(false));
     client.connect(&mut io, 0).unwrap();
     assert_eq!(client.session().next_deadline_ms(), Some(1000));
     assert_eq!(client.poll(&mut io, 999), Ok(None));
     assert_eq!(client.poll(&mut io, 1000), Ok(None));
-    let sent = io.sent(V5);
+    let sent = io.sent();
     assert_eq!(
         parse(&sent[1], V5),
         Packet::PingReq,
@@ -633,7 +495,7 @@ fn keepalive_pings_and_times_out() {
     io.input.extend([0xD0, 0x00]);
     assert_eq!(client.poll(&mut io, 1500), Ok(None));
     assert_eq!(client.poll(&mut io, 2000), Ok(None));
-    assert_eq!(parse(&io.sent(V5)[0], V5), Packet::PingReq);
+    assert_eq!(parse(&io.sent()[0], V5), Packet::PingReq);
     // No answer to this one.
     assert_eq!(client.poll(&mut io, 2999), Ok(None));
     assert_eq!(client.poll(&mut io, 3000), Err(Error::Timeout));
@@ -645,18 +507,15 @@ fn server_keep_alive_and_receive_maximum_win() {
     let config = ConfigBuilder::new("srv").unwrap().keep_alive(60).build();
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
     let mut client: Client<'_, 8> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(
-        Packet::ConnAck(ConnAck {
-            properties: ConnAckProperties {
-                server_keep_alive: Some(5),
-                receive_maximum: Some(1),
-                ..Default::default()
-            },
+    let mut io = Mock::default();
+    io.push(Packet::ConnAck(ConnAck {
+        properties: ConnAckProperties {
+            server_keep_alive: Some(5),
+            receive_maximum: Some(1),
             ..Default::default()
-        }),
-        V5,
-    );
+        },
+        ..Default::default()
+    }));
     client.connect(&mut io, 0).unwrap();
     assert_eq!(client.session().next_deadline_ms(), Some(5000));
     client
@@ -673,8 +532,8 @@ fn buffers_too_small_are_reported() {
     let config = ConfigBuilder::new("small").unwrap().build();
     let (mut rx, mut tx) = ([0u8; 32], [0u8; 64]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
+    let mut io = Mock::default();
+    io.push(connack(false));
     client.connect(&mut io, 0).unwrap();
     assert!(matches!(
         client.publish(&mut io, "a", &[0u8; 100], QoS::AtMostOnce, &[], 0),
@@ -686,7 +545,7 @@ fn buffers_too_small_are_reported() {
         Err(Error::BufferTooSmall { .. })
     ));
     assert_eq!(client.session().inflight_len(), 0);
-    io.push(publish_in("big", &[7u8; 100], QoS::AtMostOnce, 0), V5);
+    io.push(publish_in("big", &[7u8; 100], QoS::AtMostOnce, 0));
     let mut result = Ok(false);
     for _ in 0..4 {
         result = client.poll(&mut io, 0).map(|e| e.is_some());
@@ -710,8 +569,8 @@ fn publish_postcard_serializes_into_scratch() {
     let config = ConfigBuilder::new("pc").unwrap().build();
     let (mut rx, mut tx) = ([0u8; 128], [0u8; 128]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
+    let mut io = Mock::default();
+    io.push(connack(false));
     client.connect(&mut io, 0).unwrap();
     let reading = Reading {
         sensor: 3,
@@ -729,7 +588,7 @@ fn publish_postcard_serializes_into_scratch() {
             0,
         )
         .unwrap();
-    let sent = io.sent(V5);
+    let sent = io.sent();
     let Packet::Publish(p) = parse(&sent[1], V5) else {
         panic!("expected PUBLISH")
     };
@@ -763,9 +622,9 @@ fn random_broker_bytes_never_panic() {
         let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
         let mut io = Mock {
             chunk: 1 + (case % 7),
-            ..Mock::new()
+            ..Mock::default()
         };
-        io.push(connack(case % 2 == 0), V5);
+        io.push(connack(case % 2 == 0));
         client.connect(&mut io, 0).unwrap();
         let _ = client.publish(&mut io, "n", b"x", QoS::AtLeastOnce, &[], 0);
         let len = usize::try_from(next() % 48).unwrap();
@@ -793,19 +652,16 @@ fn async_client_connects_publishes_and_receives() {
         tern_client::AsyncClient::new(config, Buffers::new(&mut rx, &mut tx));
     let mut io = AsyncMock(Mock {
         chunk: 3,
-        ..Mock::new()
+        ..Mock::default()
     });
-    io.0.push(connack(false), V5);
+    io.0.push(connack(false));
     block_on(client.connect(&mut io, 0)).unwrap();
     let id = block_on(client.publish(&mut io, "a/b", b"1", QoS::AtLeastOnce, &[], 0)).unwrap();
-    io.0.push(
-        Packet::PubAck(PubAck {
-            packet_id: id,
-            ..Default::default()
-        }),
-        V5,
-    );
-    io.0.push(publish_in("c/d", b"2", QoS::AtLeastOnce, 3), V5);
+    io.0.push(Packet::PubAck(PubAck {
+        packet_id: id,
+        ..Default::default()
+    }));
+    io.0.push(publish_in("c/d", b"2", QoS::AtLeastOnce, 3));
     let mut events = Vec::new();
     for _ in 0..20 {
         match block_on(client.poll(&mut io, 0)) {
@@ -822,7 +678,7 @@ fn async_client_connects_publishes_and_receives() {
         vec![format!("acked {id}"), "message c/d".to_string()]
     );
     block_on(client.disconnect(&mut io)).unwrap();
-    let sent = io.0.sent(V5);
+    let sent = io.0.sent();
     assert!(matches!(
         parse(sent.last().unwrap(), V5),
         Packet::Disconnect(_)
@@ -842,17 +698,14 @@ fn broker_maximum_qos_zero_refuses_qos1_publish() {
     let config = ConfigBuilder::new("maxqos").unwrap().build();
     let (mut rx, mut tx) = ([0u8; 128], [0u8; 128]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(
-        Packet::ConnAck(ConnAck {
-            properties: ConnAckProperties {
-                maximum_qos: Some(QoS::AtMostOnce),
-                ..Default::default()
-            },
+    let mut io = Mock::default();
+    io.push(Packet::ConnAck(ConnAck {
+        properties: ConnAckProperties {
+            maximum_qos: Some(QoS::AtMostOnce),
             ..Default::default()
-        }),
-        V5,
-    );
+        },
+        ..Default::default()
+    }));
     client.connect(&mut io, 0).unwrap();
     assert_eq!(
         client.publish(&mut io, "a", b"", QoS::AtLeastOnce, &[], 0),
@@ -875,24 +728,24 @@ fn qos2_state_survives_a_resumed_session_only() {
         .build();
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
-    io.push(publish_in("q", b"x", QoS::ExactlyOnce, 8), V5);
+    let mut io = Mock::default();
+    io.push(connack(false));
+    io.push(publish_in("q", b"x", QoS::ExactlyOnce, 8));
     client.connect(&mut io, 0).unwrap();
     assert!(matches!(
         client.poll(&mut io, 0),
         Ok(Some(Event::Message(_)))
     ));
 
-    let mut io = Mock::new();
-    io.push(connack(true), V5);
-    io.push(publish_in("q", b"x", QoS::ExactlyOnce, 8), V5);
+    let mut io = Mock::default();
+    io.push(connack(true));
+    io.push(publish_in("q", b"x", QoS::ExactlyOnce, 8));
     client.connect(&mut io, 0).unwrap();
     assert_eq!(client.poll(&mut io, 0), Ok(None), "already received");
 
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
-    io.push(publish_in("q", b"x", QoS::ExactlyOnce, 8), V5);
+    let mut io = Mock::default();
+    io.push(connack(false));
+    io.push(publish_in("q", b"x", QoS::ExactlyOnce, 8));
     client.connect(&mut io, 0).unwrap();
     assert!(matches!(
         client.poll(&mut io, 0),
@@ -908,15 +761,15 @@ fn without_qos2_subscribing_at_qos2_is_unsupported_and_receiving_it_an_error() {
     let config = ConfigBuilder::new("no-q2").unwrap().build();
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
     let mut client: Client<'_, 2> = Client::new(config, Buffers::new(&mut rx, &mut tx));
-    let mut io = Mock::new();
-    io.push(connack(false), V5);
+    let mut io = Mock::default();
+    io.push(connack(false));
     client.connect(&mut io, 0).unwrap();
     assert_eq!(
         client.subscribe(&mut io, &[("q/#", QoS::ExactlyOnce)], 0),
         Err(Error::Unsupported)
     );
-    assert_eq!(io.sent(V5).len(), 1, "nothing but the CONNECT was written");
-    io.push(publish_in("q/2", b"x", QoS::ExactlyOnce, 5), V5);
+    assert_eq!(io.sent().len(), 1, "nothing but the CONNECT was written");
+    io.push(publish_in("q/2", b"x", QoS::ExactlyOnce, 5));
     assert_eq!(
         client.poll(&mut io, 0).map(|e| e.is_some()),
         Err(Error::Protocol(ProtocolError::QoSNotGranted))

@@ -5,168 +5,21 @@
 //! end. A missing broker fails the test with a message saying what to
 //! install; nothing is skipped.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use embedded_io::{ErrorType, Read, Write};
-use tempfile::TempDir;
 use tern_client::{
     Buffers, Client, Config, ConfigBuilder, Error, Event, ProtocolVersion, QoS, TcpTransport,
 };
+use tern_testkit::{start_hub, start_mosquitto};
 
-/// How long a broker may take to start listening.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an expected packet may take.
 const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 /// Socket read timeout: how often `poll` comes back on a quiet link.
 const READ_TIMEOUT: Duration = Duration::from_millis(50);
-
-/// A broker process, killed (by its PID) when dropped.
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
-    /// Data directory or config file; removed after the process is gone.
-    _dir: TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("firmware-client sits in the workspace")
-        .to_path_buf()
-}
-
-/// The `tern` binary: `TERN_TEST_BIN` if set, otherwise built once per test
-/// run with `cargo build -p tern-hub --bin tern`.
-fn tern_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("TERN_TEST_BIN") {
-            return PathBuf::from(bin);
-        }
-        let root = workspace_root();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tern-hub", "--bin", "tern"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo to build the tern hub");
-        assert!(
-            status.success(),
-            "`cargo build -p tern-hub` failed: {status}"
-        );
-        let target =
-            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        let bin = target.join("debug").join("tern");
-        assert!(bin.is_file(), "tern binary not found at {}", bin.display());
-        bin
-    })
-    .clone()
-}
-
-fn start_hub() -> Broker {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(tern_binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the tern hub");
-    let stdout = child.stdout.take().expect("hub stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let addr = match rx.recv_timeout(START_TIMEOUT) {
-        Ok(addr) => addr.parse().expect("hub prints a socket address"),
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the hub did not print `listening on <addr>` within {START_TIMEOUT:?}");
-        }
-    };
-    Broker {
-        child,
-        addr,
-        _dir: dir,
-    }
-}
-
-fn mosquitto_binary() -> PathBuf {
-    let installed = Path::new("/usr/sbin/mosquitto");
-    if installed.is_file() {
-        return installed.to_path_buf();
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|p| p.join("mosquitto"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("mosquitto is not installed (apt-get install mosquitto); these tests need it")
-        })
-}
-
-fn start_mosquitto() -> Broker {
-    // Ports are picked by binding port 0; serialize so two tests do not race
-    // for the same one between the probe and mosquitto's bind.
-    static PORTS: Mutex<()> = Mutex::new(());
-    let _guard = PORTS.lock().unwrap_or_else(|e| e.into_inner());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .expect("write mosquitto.conf");
-    let mut child = Command::new(mosquitto_binary())
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mosquitto");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("mosquitto exited at start-up: {status}");
-        }
-        if started.elapsed() > START_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mosquitto did not listen on {addr} within {START_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Broker {
-        child,
-        addr,
-        _dir: dir,
-    }
-}
 
 /// TCP transport that records every write and can be told to fail writes.
 struct Recording {
@@ -477,61 +330,61 @@ fn resend_after_dropped_connection(addr: SocketAddr, version: ProtocolVersion) {
 #[test]
 fn hub_publish_and_receive_v5() {
     let hub = start_hub();
-    publish_and_receive(hub.addr, ProtocolVersion::V5);
+    publish_and_receive(hub.addr(), ProtocolVersion::V5);
 }
 
 #[test]
 fn hub_publish_and_receive_v311() {
     let hub = start_hub();
-    publish_and_receive(hub.addr, ProtocolVersion::V311);
+    publish_and_receive(hub.addr(), ProtocolVersion::V311);
 }
 
 #[test]
 fn hub_keepalive() {
     let hub = start_hub();
-    keepalive(hub.addr);
+    keepalive(hub.addr());
 }
 
 #[test]
 fn hub_resend_after_dropped_connection() {
     let hub = start_hub();
-    resend_after_dropped_connection(hub.addr, ProtocolVersion::V5);
+    resend_after_dropped_connection(hub.addr(), ProtocolVersion::V5);
 }
 
 #[test]
 fn hub_resend_after_dropped_connection_v311() {
     let hub = start_hub();
-    resend_after_dropped_connection(hub.addr, ProtocolVersion::V311);
+    resend_after_dropped_connection(hub.addr(), ProtocolVersion::V311);
 }
 
 #[test]
 fn mosquitto_publish_and_receive_v5() {
     let broker = start_mosquitto();
-    publish_and_receive(broker.addr, ProtocolVersion::V5);
+    publish_and_receive(broker.addr(), ProtocolVersion::V5);
 }
 
 #[test]
 fn mosquitto_publish_and_receive_v311() {
     let broker = start_mosquitto();
-    publish_and_receive(broker.addr, ProtocolVersion::V311);
+    publish_and_receive(broker.addr(), ProtocolVersion::V311);
 }
 
 #[test]
 fn mosquitto_keepalive() {
     let broker = start_mosquitto();
-    keepalive(broker.addr);
+    keepalive(broker.addr());
 }
 
 #[test]
 fn mosquitto_resend_after_dropped_connection() {
     let broker = start_mosquitto();
-    resend_after_dropped_connection(broker.addr, ProtocolVersion::V5);
+    resend_after_dropped_connection(broker.addr(), ProtocolVersion::V5);
 }
 
 #[test]
 fn mosquitto_resend_after_dropped_connection_v311() {
     let broker = start_mosquitto();
-    resend_after_dropped_connection(broker.addr, ProtocolVersion::V311);
+    resend_after_dropped_connection(broker.addr(), ProtocolVersion::V311);
 }
 
 /// The async driver over the same socket: a blocking TCP stream behind the
@@ -604,13 +457,13 @@ fn async_publish_and_receive(addr: SocketAddr) {
 #[test]
 fn hub_async_publish_and_receive() {
     let hub = start_hub();
-    async_publish_and_receive(hub.addr);
+    async_publish_and_receive(hub.addr());
 }
 
 #[test]
 fn mosquitto_async_publish_and_receive() {
     let broker = start_mosquitto();
-    async_publish_and_receive(broker.addr);
+    async_publish_and_receive(broker.addr());
 }
 
 /// A QoS 2 message from another client (`mosquitto_pub -q 2`) is delivered
@@ -678,12 +531,12 @@ fn receive_qos2(addr: SocketAddr) {
 #[test]
 fn hub_receive_qos2() {
     let hub = start_hub();
-    receive_qos2(hub.addr);
+    receive_qos2(hub.addr());
 }
 
 #[cfg(feature = "qos2")]
 #[test]
 fn mosquitto_receive_qos2() {
     let broker = start_mosquitto();
-    receive_qos2(broker.addr);
+    receive_qos2(broker.addr());
 }

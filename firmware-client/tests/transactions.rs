@@ -11,15 +11,8 @@
 //! for a transaction over its limits, and check requests for a transaction
 //! left open.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use embedded_io::{ErrorKind, ErrorType, Read, Write};
 use tern_client::{
     AsyncClient, Buffers, Client, ConfigBuilder, Error, Event, ProtocolVersion, QoS, ReasonCode,
     TcpTransport, TxAction, TxError, TxId, TxOutcome, TxResolution, TxSequence,
@@ -27,137 +20,12 @@ use tern_client::{
 use tern_mqtt::{
     AckProperties, ConnAck, DecodeOptions, List, Packet, PubAck, Publish, PublishProperties, decode,
 };
+use tern_testkit::{Broker, start_hub_with_config};
+
+mod common;
+use common::{AsyncMock, Mock, MockError, block_on};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MockError(ErrorKind);
-
-impl core::fmt::Display for MockError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "mock transport error {:?}", self.0)
-    }
-}
-
-impl core::error::Error for MockError {}
-
-impl embedded_io::Error for MockError {
-    fn kind(&self) -> ErrorKind {
-        self.0
-    }
-}
-
-/// Scripted transport: reads replay `input` (a timeout when empty), writes go
-/// to `output` until `writes_left` runs out. Packets are encoded and decoded
-/// in `version`.
-#[derive(Debug)]
-struct Mock {
-    version: ProtocolVersion,
-    input: VecDeque<u8>,
-    output: Vec<u8>,
-    writes_left: Option<usize>,
-}
-
-impl Default for Mock {
-    fn default() -> Self {
-        Self {
-            version: V5,
-            input: VecDeque::new(),
-            output: Vec::new(),
-            writes_left: None,
-        }
-    }
-}
-
-impl Mock {
-    fn push(&mut self, packet: Packet<'_>) {
-        let mut buf = vec![0u8; 4096];
-        let n = packet
-            .encode(self.version, &mut buf)
-            .expect("encode test packet");
-        self.input.extend(&buf[..n]);
-    }
-
-    /// Every complete packet the client wrote so far, drained.
-    fn sent(&mut self) -> Vec<Vec<u8>> {
-        let bytes = std::mem::take(&mut self.output);
-        let mut rest = &bytes[..];
-        let mut out = Vec::new();
-        while !rest.is_empty() {
-            let (_, used) = decode(rest, &DecodeOptions::new(self.version))
-                .expect("client wrote a valid packet");
-            out.push(rest[..used].to_vec());
-            rest = &rest[used..];
-        }
-        out
-    }
-}
-
-impl ErrorType for Mock {
-    type Error = MockError;
-}
-
-impl Read for Mock {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, MockError> {
-        if self.input.is_empty() {
-            return Err(MockError(ErrorKind::TimedOut));
-        }
-        let n = buf.len().min(self.input.len());
-        for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
-            *slot = byte;
-        }
-        Ok(n)
-    }
-}
-
-impl Write for Mock {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, MockError> {
-        if let Some(left) = &mut self.writes_left {
-            if *left == 0 {
-                return Err(MockError(ErrorKind::BrokenPipe));
-            }
-            *left -= 1;
-        }
-        self.output.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> Result<(), MockError> {
-        Ok(())
-    }
-}
-
-struct AsyncMock(Mock);
-
-impl embedded_io_async::ErrorType for AsyncMock {
-    type Error = MockError;
-}
-
-impl embedded_io_async::Read for AsyncMock {
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, MockError> {
-        self.0.read(buf)
-    }
-}
-
-impl embedded_io_async::Write for AsyncMock {
-    async fn write(&mut self, buf: &[u8]) -> Result<usize, MockError> {
-        self.0.write(buf)
-    }
-
-    async fn flush(&mut self) -> Result<(), MockError> {
-        Ok(())
-    }
-}
-
-/// Runs a future that never waits (the async mock is always ready).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match fut.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(out) => out,
-        std::task::Poll::Pending => panic!("mock future was pending"),
-    }
-}
 
 /// An application message, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -735,86 +603,8 @@ const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the test listens to prove that nothing arrives.
 const QUIET: Duration = Duration::from_millis(500);
 
-/// The hub process, killed by its PID when the test ends.
-struct Hub {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `tern` binary: `TERN_TEST_BIN` if set, otherwise built once per test run.
-fn tern_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("TERN_TEST_BIN") {
-            return PathBuf::from(bin);
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("firmware-client sits in the workspace")
-            .to_path_buf();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tern-hub", "--bin", "tern"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo to build the tern hub");
-        assert!(
-            status.success(),
-            "`cargo build -p tern-hub` failed: {status}"
-        );
-        let target =
-            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        let bin = target.join("debug").join("tern");
-        assert!(bin.is_file(), "tern binary not found at {}", bin.display());
-        bin
-    })
-    .clone()
-}
-
-fn start_hub() -> Hub {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("tern.toml");
-    std::fs::write(&config, HUB_CONFIG).expect("write tern.toml");
-    let mut child = Command::new(tern_binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the tern hub");
-    let stdout = child.stdout.take().expect("hub stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => Hub {
-            child,
-            addr: addr.parse().expect("hub prints a socket address"),
-            _dir: dir,
-        },
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the hub did not print `listening on <addr>`");
-        }
-    }
+fn start_hub() -> Broker {
+    start_hub_with_config(HUB_CONFIG)
 }
 
 /// A connected client of the hub. Buffers and id are leaked so the client can
@@ -826,13 +616,13 @@ struct Peer {
 }
 
 impl Peer {
-    fn connect(hub: &Hub, client_id: &str) -> Self {
+    fn connect(hub: &Broker, client_id: &str) -> Self {
         let id: &'static str = Box::leak(client_id.to_string().into_boxed_str());
         let rx: &'static mut [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
         let tx: &'static mut [u8] = Box::leak(vec![0u8; 8192].into_boxed_slice());
         let config = ConfigBuilder::new(id).unwrap().keep_alive(30).build();
         let mut client = Client::new(config, Buffers::new(rx, tx));
-        let mut io = TcpTransport::connect(hub.addr).expect("connect to the hub");
+        let mut io = TcpTransport::connect(hub.addr()).expect("connect to the hub");
         io.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("read timeout");
         let start = Instant::now();

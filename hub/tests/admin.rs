@@ -22,24 +22,8 @@ fn admin_hub(admin_keys: &str, extra: &str) -> (Hub, SocketAddr) {
     let hub = Hub::with_config(&format!(
         "[admin]\nbind = \"127.0.0.1:0\"\n{admin_keys}\n{extra}"
     ));
-    let addr = admin_addr(&hub);
+    let addr = hub.admin_addr();
     (hub, addr)
-}
-
-/// The admin address from the hub's `admin API listening addr=...` log line.
-fn admin_addr(hub: &Hub) -> SocketAddr {
-    hub.wait_log("admin API listening");
-    let logs = hub.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("admin API listening"))
-        .expect("log line present");
-    let addr = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("addr="))
-        .unwrap_or_else(|| panic!("no addr= in {line:?}"));
-    addr.parse()
-        .unwrap_or_else(|e| panic!("bad admin address in {line:?}: {e}"))
 }
 
 /// One HTTP response: status, lower-cased headers, body.
@@ -453,13 +437,19 @@ async fn ready_store_filters_and_bridges_answer_json() {
     hub.finish();
 }
 
+/// A `[[pipeline]]` table on `topic` whose one filter, `keep`, is the pass-through guest;
+/// `extra` (TOML lines) goes before the filters.
+fn keep_pipeline(topic: &str, extra: &str) -> String {
+    let pass = guests::toml_path(&guests::wasm(guests::Guest::Pass));
+    format!(
+        "[[pipeline]]\ntopics = [{topic:?}]\n{extra}\
+         filters = [ {{ name = \"keep\", wasm = {pass}, config = \"\" }} ]\n"
+    )
+}
+
 #[tokio::test]
 async fn filters_are_listed_with_their_counters() {
-    let pass = guests::toml_path(&guests::wasm(guests::Guest::Pass));
-    let pipeline = format!(
-        "[[pipeline]]\ntopics = [\"f/#\"]\non_failure = \"pass\"\n\
-         filters = [ {{ name = \"keep\", wasm = {pass}, config = \"\" }} ]\n"
-    );
+    let pipeline = keep_pipeline("f/#", "on_failure = \"pass\"\n");
     let (hub, admin) = admin_hub(&format!("token = {TOKEN:?}"), &pipeline);
     let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v5("filtered")).await;
     for i in 0..2 {
@@ -524,14 +514,7 @@ async fn the_token_can_come_from_a_file_and_a_missing_file_stops_the_hub() {
 
     let missing = dir.path().join("missing.token");
     let config = dir.path().join("tern.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[admin]\nbind = \"127.0.0.1:0\"\ntoken_file = {}\n",
-            guests::toml_path(&missing)
-        ),
-    )
-    .expect("write config");
+    write_admin_config(&config, "127.0.0.1:0", &missing);
     let data = dir.path().join("data");
     let out = serve_to_exit(&data, &config);
     assert!(!out.status.success(), "the hub started without its token");
@@ -540,20 +523,6 @@ async fn the_token_can_come_from_a_file_and_a_missing_file_stops_the_hub() {
         stderr.contains("admin.token_file") && stderr.contains("missing.token"),
         "{stderr}"
     );
-}
-
-/// The admin address of the hub's latest start (the last `admin API listening` line).
-fn latest_admin_addr(hub: &Hub) -> SocketAddr {
-    hub.wait_log("admin API listening");
-    let logs = hub.logs();
-    let line = logs
-        .lines()
-        .rfind(|l| l.contains("admin API listening"))
-        .expect("log line present");
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix("addr="))
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
 
 /// Uploads `bytes` as a module; returns its SHA-256.
@@ -605,6 +574,23 @@ async fn hot_and_cold(publ: &mut RawClient, sub: &mut RawClient, tag: &str) -> V
     got
 }
 
+/// A publisher (`pub_id`) and a subscriber to `sensors/#` (`sub_id`) on the hub at `addr`.
+async fn sensor_clients(addr: SocketAddr, pub_id: &str, sub_id: &str) -> (RawClient, RawClient) {
+    let mut sub = RawClient::connect_ok(addr, Connect::v5(sub_id)).await.0;
+    sub.subscribe("sensors/#", 1).await;
+    let publ = RawClient::connect_ok(addr, Connect::v5(pub_id)).await.0;
+    (publ, sub)
+}
+
+/// [`hot_and_cold`] through fresh clients (see [`sensor_clients`]), disconnected after.
+async fn hot_and_cold_once(addr: SocketAddr, pub_id: &str, sub_id: &str, tag: &str) -> Vec<String> {
+    let (mut publ, mut sub) = sensor_clients(addr, pub_id, sub_id).await;
+    let got = hot_and_cold(&mut publ, &mut sub, tag).await;
+    publ.disconnect().await;
+    sub.disconnect().await;
+    got
+}
+
 /// A deploy through the API filters at once; a refused replacement (bad selector, bytes
 /// that are not wasm, a missing module) answers 4xx with the reason and the old version
 /// keeps filtering; removal lets everything through again.
@@ -625,13 +611,7 @@ async fn pipelines_are_deployed_refused_and_removed_through_the_api() {
     assert_eq!(mismatch.status, 400, "{mismatch:?}");
     assert_eq!(mismatch.json()["reason"], "digest_mismatch");
 
-    let mut sub = RawClient::connect_ok(hub.addr(), Connect::v5("api-sub"))
-        .await
-        .0;
-    sub.subscribe("sensors/#", 1).await;
-    let mut publ = RawClient::connect_ok(hub.addr(), Connect::v5("api-pub"))
-        .await
-        .0;
+    let (mut publ, mut sub) = sensor_clients(hub.addr(), "api-pub", "api-sub").await;
     assert_eq!(
         hot_and_cold(&mut publ, &mut sub, "0").await,
         ["hot-0", "cold-0"]
@@ -765,11 +745,7 @@ async fn pipelines_are_deployed_refused_and_removed_through_the_api() {
 /// it, and a restart deploys it again (after the file's own pipelines).
 #[tokio::test]
 async fn api_pipelines_survive_sighup_and_restart() {
-    let pass = guests::toml_path(&guests::wasm(guests::Guest::Pass));
-    let file_pipeline = format!(
-        "[[pipeline]]\ntopics = [\"other/#\"]\n\
-         filters = [ {{ name = \"keep\", wasm = {pass}, config = \"\" }} ]\n"
-    );
+    let file_pipeline = keep_pipeline("other/#", "");
     let admin_keys = format!("token = {TOKEN:?}");
     let (mut hub, admin) = admin_hub(&admin_keys, &file_pipeline);
     let sql = std::fs::read(guests::wasm(guests::Guest::Sql92)).expect("read sql92 guest");
@@ -792,31 +768,19 @@ async fn api_pipelines_survive_sighup_and_restart() {
     let pipelines = listed["pipelines"].as_array().expect("pipelines");
     assert_eq!(pipelines.len(), 1, "{listed}");
     assert_eq!(pipelines[0]["name"], "heat");
-    let mut sub = RawClient::connect_ok(hub.addr(), Connect::v5("keep-sub"))
-        .await
-        .0;
-    sub.subscribe("sensors/#", 1).await;
-    let mut publ = RawClient::connect_ok(hub.addr(), Connect::v5("keep-pub"))
-        .await
-        .0;
-    assert_eq!(hot_and_cold(&mut publ, &mut sub, "a").await, ["hot-a"]);
-    publ.disconnect().await;
-    sub.disconnect().await;
+    assert_eq!(
+        hot_and_cold_once(hub.addr(), "keep-pub", "keep-sub", "a").await,
+        ["hot-a"]
+    );
 
     hub.stop();
     hub.restart();
-    let admin = latest_admin_addr(&hub);
+    let admin = hub.admin_addr();
     let listed = http(admin, "GET", "/filters", Some(TOKEN)).await.json();
     assert_eq!(listed["pipelines"][0]["name"], "heat", "{listed}");
-    let mut sub = RawClient::connect_ok(hub.addr(), Connect::v5("keep-sub2"))
-        .await
-        .0;
-    sub.subscribe("sensors/#", 1).await;
-    let mut publ = RawClient::connect_ok(hub.addr(), Connect::v5("keep-pub2"))
-        .await
-        .0;
-    assert_eq!(hot_and_cold(&mut publ, &mut sub, "b").await, ["hot-b"]);
-    publ.disconnect().await;
-    sub.disconnect().await;
+    assert_eq!(
+        hot_and_cold_once(hub.addr(), "keep-pub2", "keep-sub2", "b").await,
+        ["hot-b"]
+    );
     hub.finish();
 }

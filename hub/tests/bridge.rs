@@ -3,138 +3,26 @@
 //! the store-and-forward promises: nothing lost, order kept, duplicates carrying the same
 //! id, through upstream outages, repeated upstream restarts and a SIGKILLed hub.
 //!
-//! The cloud side is [`Cloud`]: an MQTT 5 client with a persistent session on mosquitto, so
-//! messages the bridge delivers while it is reconnecting wait for it in mosquitto.
+//! The cloud side is [`Cloud`] (`common::cloud`): an MQTT 5 client with a persistent session
+//! on mosquitto, so messages the bridge delivers while it is reconnecting wait for it in
+//! mosquitto.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::cloud::{Cloud, Got};
 use common::guests::{Guest, toml_path, wasm};
 use common::*;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::sync::mpsc;
 
 /// Overall bound for a bulk transfer to arrive upstream.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One message as the cloud consumer received it.
-#[derive(Debug, Clone)]
-struct Got {
-    topic: String,
-    payload: Vec<u8>,
-    user: Vec<(String, String)>,
-    content_type: Option<String>,
-}
-
-impl Got {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.payload).into_owned()
-    }
-
-    fn prop(&self, key: &str) -> Option<&str> {
-        self.user
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A cloud consumer on mosquitto: persistent MQTT 5 session subscribed to `#` at QoS 1,
-/// reconnecting by itself while mosquitto restarts.
-struct Cloud {
-    rx: mpsc::UnboundedReceiver<Got>,
-    _client: AsyncClient,
-    task: tokio::task::JoinHandle<()>,
-}
-
 impl Cloud {
-    async fn connect(port: u16, id: &str) -> Cloud {
-        let mut options = MqttOptions::new(id, "127.0.0.1", port);
-        options
-            .set_clean_start(false)
-            .set_session_expiry_interval(Some(3600))
-            .set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(Some(16 << 20));
-        let (client, mut eventloop) = AsyncClient::new(options, 64);
-        let (suback_tx, mut suback_rx) = mpsc::unbounded_channel();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let props = p.properties.unwrap_or_default();
-                        let _ = tx.send(Got {
-                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                            payload: p.payload.to_vec(),
-                            user: props.user_properties,
-                            content_type: props.content_type,
-                        });
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = suback_tx.send(());
-                    }
-                    Ok(_) => {}
-                    // mosquitto is restarting: poll again (reconnects, session resumes).
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        client
-            .subscribe_many([Filter::new("#", QoS::AtLeastOnce)])
-            .await
-            .expect("subscribe");
-        tokio::time::timeout(RECV_TIMEOUT, suback_rx.recv())
-            .await
-            .expect("SUBACK from mosquitto in time")
-            .expect("cloud consumer running");
-        Cloud {
-            rx,
-            _client: client,
-            task,
-        }
-    }
-
-    /// Receives until `done` says the collection is complete, or fails after `timeout`.
-    async fn collect_until(
-        &mut self,
-        timeout: Duration,
-        mut done: impl FnMut(&[Got]) -> bool,
-    ) -> Vec<Got> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut got = Vec::new();
-        while !done(&got) {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(g)) => got.push(g),
-                _ => panic!(
-                    "cloud got {} messages before the deadline; last: {:?}",
-                    got.len(),
-                    got.last().map(Got::text)
-                ),
-            }
-        }
-        got
-    }
-
     /// Receives exactly `n` messages.
     async fn collect(&mut self, n: usize) -> Vec<Got> {
         self.collect_until(DRAIN_TIMEOUT, |g| g.len() >= n).await
-    }
-
-    /// Asserts that nothing more arrives for a while.
-    async fn expect_quiet(&mut self) {
-        if let Ok(Some(g)) = tokio::time::timeout(QUIET, self.rx.recv()).await {
-            panic!("unexpected upstream message {:?} on {}", g.text(), g.topic);
-        }
-    }
-}
-
-impl Drop for Cloud {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -300,7 +188,7 @@ async fn each_mode_forwards_in_order_with_prefix_and_ids() {
         got[1].prop("tern-id"),
         Some(format!("site-7:{}", first_seq + 2).as_str())
     );
-    cloud.expect_quiet().await;
+    cloud.expect_quiet(QUIET).await;
 
     assert_eq!(
         wait_sys_counter(
@@ -467,7 +355,7 @@ async fn filter_route_is_forwarded_by_its_bridge_only() {
             ("site-7/d1/temperature".to_string(), "21.5".to_string()),
         ]
     );
-    cloud.expect_quiet().await;
+    cloud.expect_quiet(QUIET).await;
     hub.finish();
 }
 
@@ -693,7 +581,7 @@ async fn tls_upstream_with_test_ca_and_client_certificate() {
     publish_all(&hub, "sensors/tls", numbered(0..100)).await;
     let got = cloud.collect(100).await;
     assert_eq!(check_stream(&got, 100), 0);
-    cloud.expect_quiet().await;
+    cloud.expect_quiet(QUIET).await;
     assert_eq!(
         wait_sys_counter(
             &hub,
@@ -788,7 +676,7 @@ async fn refused_message_is_retried_not_skipped() {
     dev.disconnect().await;
     hub.wait_log("upstream refused a message");
     // Behind the refused message, nothing moves.
-    cloud.expect_quiet().await;
+    cloud.expect_quiet(QUIET).await;
     let refused = wait_sys_counter(
         &hub,
         "$SYS/broker/bridges/cloud/refused",
@@ -927,7 +815,7 @@ async fn outbox_bound_gives_up_the_oldest_and_consumers_see_the_gap() {
         first_kept - BEFORE,
         usize::try_from(dropped).expect("small")
     );
-    cloud.expect_quiet().await;
+    cloud.expect_quiet(QUIET).await;
 
     // The consumer's view: one gap, from after the last message before the outage to
     // right before the first kept one.
@@ -1133,7 +1021,7 @@ async fn live_first_sends_new_messages_during_the_replay() {
             .await,
     );
     hub.wait_log("bridge replay finished");
-    cloud.expect_quiet().await;
+    cloud.expect_quiet(QUIET).await;
 
     let (backlog, live): (Vec<&Got>, Vec<&Got>) =
         got.iter().partition(|g| g.topic == "sensors/backlog");

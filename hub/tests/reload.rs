@@ -8,102 +8,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cloud::{Cloud, Got};
 use common::*;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::sync::mpsc;
 
 /// Bound for the messages of one step to arrive upstream.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One message as the cloud consumer received it: topic, payload, `tern-id`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Got {
-    topic: String,
-    payload: String,
-    id: Option<String>,
-}
-
-/// A consumer on mosquitto subscribed to `#` at QoS 1.
-struct Cloud {
-    rx: mpsc::UnboundedReceiver<Got>,
-    _client: AsyncClient,
-    task: tokio::task::JoinHandle<()>,
-}
-
 impl Cloud {
-    async fn connect(port: u16) -> Cloud {
-        let mut options = MqttOptions::new(unique("cloud"), "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = AsyncClient::new(options, 64);
-        let (suback_tx, mut suback_rx) = mpsc::unbounded_channel();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let id = p.properties.and_then(|props| {
-                            props
-                                .user_properties
-                                .into_iter()
-                                .find(|(k, _)| k == "tern-id")
-                                .map(|(_, v)| v)
-                        });
-                        let _ = tx.send(Got {
-                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
-                            id,
-                        });
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = suback_tx.send(());
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        client
-            .subscribe_many([Filter::new("#", QoS::AtLeastOnce)])
-            .await
-            .expect("subscribe");
-        tokio::time::timeout(RECV_TIMEOUT, suback_rx.recv())
-            .await
-            .expect("SUBACK from mosquitto in time")
-            .expect("consumer running");
-        Cloud {
-            rx,
-            _client: client,
-            task,
-        }
-    }
-
     /// Receives until every payload of `wanted` has arrived at least once; returns all
     /// that arrived (copies included).
     async fn until_all(&mut self, wanted: &[String]) -> Vec<Got> {
-        let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
-        let mut got: Vec<Got> = Vec::new();
-        while !wanted.iter().all(|w| got.iter().any(|g| g.payload == *w)) {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(g)) => got.push(g),
-                _ => panic!("upstream got {got:?}, still waiting for some of {wanted:?}"),
-            }
-        }
-        got
-    }
-
-    /// Asserts that nothing arrives for a while.
-    async fn expect_quiet(&mut self) {
-        if let Ok(Some(g)) = tokio::time::timeout(QUIET * 2, self.rx.recv()).await {
-            panic!("unexpected upstream message {g:?}");
-        }
-    }
-}
-
-impl Drop for Cloud {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.collect_until(ARRIVAL_TIMEOUT, |got| {
+            wanted.iter().all(|w| got.iter().any(|g| g.text() == *w))
+        })
+        .await
     }
 }
 
@@ -167,7 +85,7 @@ fn reload_lines(hub: &Hub) -> Vec<String> {
 #[tokio::test]
 async fn a_changed_bridge_forwards_under_its_new_settings() {
     let upstream = Mosquitto::start();
-    let mut cloud = Cloud::connect(upstream.port()).await;
+    let mut cloud = Cloud::connect(upstream.port(), &unique("cloud")).await;
     let hub = Hub::with_config(&config(&bridge(&upstream.address(), "site-a/")));
     hub.wait_log("bridge connected");
 
@@ -190,17 +108,17 @@ async fn a_changed_bridge_forwards_under_its_new_settings() {
     publish(&hub, &after).await;
     let got = cloud.until_all(&after).await;
     for g in &got {
-        let expected = if after.contains(&g.payload) {
+        let expected = if after.contains(&g.text()) {
             "site-b/sensors/t"
         } else {
             // A copy of an earlier message the old connection had not seen acknowledged.
-            assert!(before.contains(&g.payload), "{g:?}");
+            assert!(before.contains(&g.text()), "{g:?}");
             continue;
         };
         assert_eq!(g.topic, expected, "{got:?}");
-        assert!(g.id.is_some(), "{g:?}");
+        assert!(g.prop("tern-id").is_some(), "{g:?}");
     }
-    cloud.expect_quiet().await;
+    cloud.expect_quiet(QUIET * 2).await;
     hub.finish();
 }
 
@@ -210,7 +128,7 @@ async fn a_changed_bridge_forwards_under_its_new_settings() {
 #[tokio::test]
 async fn bridges_are_added_removed_and_added_back_by_reload() {
     let upstream = Mosquitto::start();
-    let mut cloud = Cloud::connect(upstream.port()).await;
+    let mut cloud = Cloud::connect(upstream.port(), &unique("cloud")).await;
     let hub = Hub::with_config(&config(""));
 
     hub.rewrite_config(&config(&bridge(&upstream.address(), "gw/")));
@@ -232,7 +150,7 @@ async fn bridges_are_added_removed_and_added_back_by_reload() {
     );
     let backlog = payloads(3..6);
     publish(&hub, &backlog).await;
-    cloud.expect_quiet().await;
+    cloud.expect_quiet(QUIET * 2).await;
 
     hub.rewrite_config(&config(&bridge(&upstream.address(), "gw/")));
     hub.sighup();
@@ -243,12 +161,12 @@ async fn bridges_are_added_removed_and_added_back_by_reload() {
         reload_lines(&hub)
     );
     let got = cloud.until_all(&backlog).await;
-    let order: Vec<&str> = got
+    let order: Vec<String> = got
         .iter()
-        .map(|g| g.payload.as_str())
+        .map(Got::text)
         .filter(|p| backlog.iter().any(|b| b == p))
         .collect();
-    assert_eq!(order.first(), Some(&"m3"), "{got:?}");
+    assert_eq!(order.first().map(String::as_str), Some("m3"), "{got:?}");
     let later = payloads(6..8);
     publish(&hub, &later).await;
     cloud.until_all(&later).await;

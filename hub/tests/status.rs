@@ -15,20 +15,6 @@ use common::*;
 
 const TOKEN: &str = "status-t0ken";
 
-/// The admin address from the hub's `admin API listening addr=...` log line.
-fn admin_addr(hub: &Hub) -> SocketAddr {
-    hub.wait_log("admin API listening");
-    let logs = hub.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("admin API listening"))
-        .expect("log line present");
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix("addr="))
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-}
-
 /// A hub with the admin API, a pass-through pipeline on `f/#` and a bridge `cloud` of
 /// `f/#` to `upstream`.
 fn observed_hub(upstream: &Mosquitto) -> (Hub, SocketAddr) {
@@ -41,7 +27,7 @@ fn observed_hub(upstream: &Mosquitto) -> (Hub, SocketAddr) {
          topics = [\"f/#\"]\n",
         upstream.address()
     ));
-    let admin = admin_addr(&hub);
+    let admin = hub.admin_addr();
     hub.wait_log("bridge connected");
     (hub, admin)
 }
@@ -82,12 +68,7 @@ async fn summary_from_the_admin_api() {
             "--interval",
             "200ms",
         ]);
-        assert!(
-            out.status.success(),
-            "{}\n{}",
-            text(&out.stderr),
-            hub.logs()
-        );
+        assert_ok(&out, &hub);
         let stdout = text(&out.stdout);
         if stdout.contains("forwarded 3 ") {
             break stdout;
@@ -151,12 +132,7 @@ async fn json_rates_follow_traffic_during_the_interval() {
     })
     .await;
     let out = status.await.expect("tern status ran");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stderr),
-        hub.logs()
-    );
+    assert_ok(&out, &hub);
     let json: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("tern status --json prints JSON");
     assert_eq!(json["health"]["version"], env!("CARGO_PKG_VERSION"));
@@ -183,27 +159,15 @@ fn address_and_token_come_from_the_configuration_and_a_wrong_token_fails() {
     let hub = Hub::with_config(&format!(
         "[admin]\nbind = \"127.0.0.1:0\"\ntoken = {TOKEN:?}\n"
     ));
-    let admin = admin_addr(&hub);
+    let admin = hub.admin_addr();
     // The operator's view of the same hub: its admin address and a token file.
     let token_file = hub.dir().join("admin.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token file");
     let config = hub.dir().join("status.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[admin]\nbind = \"{admin}\"\ntoken_file = {}\n",
-            guests::toml_path(&token_file)
-        ),
-    )
-    .expect("write config");
+    write_admin_config(&config, &admin.to_string(), &token_file);
     let config = config.display().to_string();
     let out = tern(&["status", "--config", &config, "--interval", "100ms"]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stderr),
-        hub.logs()
-    );
+    assert_ok(&out, &hub);
     assert!(
         text(&out.stdout).starts_with(&format!(
             "tern {} at http://{admin}",
@@ -232,6 +196,16 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Fails unless `out` (of `tern status`) is a success, with its stderr and `hub`'s log.
+fn assert_ok(out: &Output, hub: &Hub) {
+    assert!(
+        out.status.success(),
+        "tern status failed: {}\n{}",
+        text(&out.stderr),
+        hub.logs()
+    );
+}
+
 /// `tern status` over MQTT (`$SYS`).
 fn status(hub: &Hub, extra: &[&str]) -> Output {
     let target = hub.addr().to_string();
@@ -242,12 +216,7 @@ fn status(hub: &Hub, extra: &[&str]) -> Output {
 
 fn status_json(hub: &Hub) -> serde_json::Value {
     let out = status(hub, &["--json"]);
-    assert!(
-        out.status.success(),
-        "tern status failed: {}\n{}",
-        text(&out.stderr),
-        hub.logs()
-    );
+    assert_ok(&out, hub);
     serde_json::from_slice(&out.stdout).expect("tern status --json prints JSON")
 }
 
@@ -296,12 +265,7 @@ fn table_groups_values_by_section() {
     let hub = Hub::with_session("sys_interval = \"1s\"");
     let out = status(&hub, &["--wait", "500ms"]);
     let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stderr),
-        hub.logs()
-    );
+    assert_ok(&out, &hub);
     assert!(
         stdout.starts_with(&format!("tern status of {}\n", hub.addr())),
         "{stdout}"

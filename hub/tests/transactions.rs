@@ -70,6 +70,28 @@ async fn subscriber(hub: &Hub, filter: &str) -> RawClient {
     c
 }
 
+/// The client `producer`, connected.
+async fn connect_producer(hub: &Hub) -> RawClient {
+    RawClient::connect_ok(hub.addr(), Connect::v5("producer"))
+        .await
+        .0
+}
+
+/// The PUBACK of a commit or rollback of a transaction the hub does not know (any more).
+fn unknown_tx() -> (u8, Option<String>) {
+    (0x80, Some("unknown transaction".into()))
+}
+
+/// A plain message on `orders/1` from `producer` reaches `sub`, and nothing after it.
+async fn marker_arrives_alone(producer: &mut RawClient, sub: &mut RawClient) {
+    assert_eq!(
+        publish_ack(producer, Pub::new("orders/1", b"marker")).await,
+        (0, None)
+    );
+    assert_eq!(receive(sub, 1).await, ["marker"]);
+    sub.expect_no_publish(QUIET).await;
+}
+
 /// Receives `n` publishes (acknowledging them) and returns their payloads.
 async fn receive(c: &mut RawClient, n: usize) -> Vec<String> {
     let mut got = Vec::with_capacity(n);
@@ -89,25 +111,17 @@ async fn receive(c: &mut RawClient, n: usize) -> Vec<String> {
 async fn commit_is_one_ordered_batch_and_half_messages_stay_invisible_until_then() {
     let hub = Hub::start();
     let mut sub = subscriber(&hub, "orders/#").await;
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     let batch = payloads("t1", 5);
     prepare(&mut producer, "orders/1", "t1", &batch).await;
     // A plain message after the half messages arrives; nothing of the transaction does.
-    assert_eq!(
-        publish_ack(&mut producer, Pub::new("orders/1", b"marker")).await,
-        (0, None)
-    );
-    assert_eq!(receive(&mut sub, 1).await, ["marker"]);
-    sub.expect_no_publish(QUIET).await;
+    marker_arrives_alone(&mut producer, &mut sub).await;
 
     assert_eq!(end(&mut producer, "t1", "commit").await, (0, None));
     assert_eq!(receive(&mut sub, 5).await, batch);
     sub.expect_no_publish(QUIET).await;
     // Finished: a second commit is refused and changes nothing.
-    assert_eq!(
-        end(&mut producer, "t1", "commit").await,
-        (0x80, Some("unknown transaction".into()))
-    );
+    assert_eq!(end(&mut producer, "t1", "commit").await, unknown_tx());
     sub.expect_no_publish(QUIET).await;
     hub.finish();
 }
@@ -116,19 +130,11 @@ async fn commit_is_one_ordered_batch_and_half_messages_stay_invisible_until_then
 async fn rolled_back_transaction_is_never_visible() {
     let hub = Hub::start();
     let mut sub = subscriber(&hub, "orders/#").await;
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     prepare(&mut producer, "orders/1", "t1", &payloads("t1", 3)).await;
     assert_eq!(end(&mut producer, "t1", "rollback").await, (0, None));
-    assert_eq!(
-        publish_ack(&mut producer, Pub::new("orders/1", b"marker")).await,
-        (0, None)
-    );
-    assert_eq!(receive(&mut sub, 1).await, ["marker"]);
-    sub.expect_no_publish(QUIET).await;
-    assert_eq!(
-        end(&mut producer, "t1", "commit").await,
-        (0x80, Some("unknown transaction".into()))
-    );
+    marker_arrives_alone(&mut producer, &mut sub).await;
+    assert_eq!(end(&mut producer, "t1", "commit").await, unknown_tx());
     sub.expect_no_publish(QUIET).await;
     hub.finish();
 }
@@ -151,7 +157,7 @@ async fn foreign_and_unknown_requests_are_refused_and_change_nothing() {
     }
     assert_eq!(
         end(&mut other, "never-opened", "commit").await,
-        (0x80, Some("unknown transaction".into()))
+        unknown_tx()
     );
     // Other `$tern/` topics are the hub's.
     assert_eq!(
@@ -179,7 +185,7 @@ async fn foreign_and_unknown_requests_are_refused_and_change_nothing() {
 async fn limits_refuse_with_quota_exceeded_and_keep_what_was_accepted() {
     let hub = Hub::with_config("[transactions]\nmax_open_per_client = 2\nmax_messages = 3\n");
     let mut sub = subscriber(&hub, "orders/#").await;
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     let batch = payloads("t1", 3);
     prepare(&mut producer, "orders/1", "t1", &batch).await;
     prepare(&mut producer, "orders/1", "t2", &payloads("t2", 1)).await;
@@ -199,10 +205,7 @@ async fn limits_refuse_with_quota_exceeded_and_keep_what_was_accepted() {
     producer
         .send(&half("orders/1", "q0", "t4").encode(V5))
         .await;
-    assert_eq!(
-        end(&mut producer, "t4", "commit").await,
-        (0x80, Some("unknown transaction".into()))
-    );
+    assert_eq!(end(&mut producer, "t4", "commit").await, unknown_tx());
     sub.expect_no_publish(QUIET).await;
 
     assert_eq!(end(&mut producer, "t1", "commit").await, (0, None));
@@ -228,12 +231,12 @@ async fn check_requests_resolve_transactions_of_a_producer_that_went_away() {
     let hub = Hub::with_config(&fast_checks("300ms", 50, "rollback"));
     let mut sub = subscriber(&hub, "orders/#").await;
     {
-        let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+        let mut producer = connect_producer(&hub).await;
         prepare(&mut producer, "orders/1", "keep", &payloads("keep", 3)).await;
         prepare(&mut producer, "orders/1", "drop", &payloads("drop", 2)).await;
         // Gone without an outcome.
     }
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     producer.subscribe("$tern/tx/check/producer", 1).await;
     let mut answered = Vec::new();
     while answered.len() < 2 {
@@ -256,17 +259,14 @@ async fn check_requests_resolve_transactions_of_a_producer_that_went_away() {
 async fn unanswered_checks_apply_the_rollback_policy() {
     let hub = Hub::with_config(&fast_checks("200ms", 2, "rollback"));
     let mut sub = subscriber(&hub, "orders/#").await;
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     producer.subscribe("$tern/tx/check/producer", 1).await;
     prepare(&mut producer, "orders/1", "t1", &payloads("t1", 2)).await;
     // Two checks arrive and go unanswered; then the policy rolls the transaction back.
     assert_eq!(check_request(&mut producer).await, "t1");
     assert_eq!(check_request(&mut producer).await, "t1");
     hub.wait_log("unresolved transaction ended by the on_unresolved policy");
-    assert_eq!(
-        end(&mut producer, "t1", "commit").await,
-        (0x80, Some("unknown transaction".into()))
-    );
+    assert_eq!(end(&mut producer, "t1", "commit").await, unknown_tx());
     sub.expect_no_publish(QUIET).await;
     hub.finish();
 }
@@ -275,7 +275,7 @@ async fn unanswered_checks_apply_the_rollback_policy() {
 async fn unanswered_checks_apply_the_commit_policy() {
     let hub = Hub::with_config(&fast_checks("200ms", 1, "commit"));
     let mut sub = subscriber(&hub, "orders/#").await;
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     let batch = payloads("t1", 4);
     prepare(&mut producer, "orders/1", "t1", &batch).await;
     producer.disconnect().await;
@@ -290,13 +290,13 @@ async fn unanswered_checks_apply_the_commit_policy() {
 /// restart, and its commit delivers all of it, in order.
 async fn killed_between_prepare_and_commit(store: &str) {
     let mut hub = Hub::with_config(store);
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     let batch = payloads("t1", 20);
     prepare(&mut producer, "orders/1", "t1", &batch).await;
     hub.kill_9();
     hub.restart();
     let mut sub = subscriber(&hub, "orders/#").await;
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     sub.expect_no_publish(QUIET).await;
     assert_eq!(end(&mut producer, "t1", "commit").await, (0, None));
     assert_eq!(receive(&mut sub, 20).await, batch);
@@ -323,7 +323,7 @@ async fn killed_after_commit(store: &str) {
     let (mut sub, _) = RawClient::connect_ok(hub.addr(), connect_sub()).await;
     sub.subscribe("orders/#", 1).await;
     sub.disconnect().await;
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     let committed = payloads("done", 10);
     prepare(&mut producer, "orders/1", "undone", &payloads("undone", 3)).await;
     prepare(&mut producer, "orders/1", "open", &payloads("open", 2)).await;
@@ -337,15 +337,9 @@ async fn killed_after_commit(store: &str) {
     assert!(present, "persistent session restored");
     assert_eq!(receive(&mut sub, 10).await, committed);
     sub.expect_no_publish(QUIET).await;
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
-    assert_eq!(
-        end(&mut producer, "done", "commit").await,
-        (0x80, Some("unknown transaction".into()))
-    );
-    assert_eq!(
-        end(&mut producer, "undone", "commit").await,
-        (0x80, Some("unknown transaction".into()))
-    );
+    let mut producer = connect_producer(&hub).await;
+    assert_eq!(end(&mut producer, "done", "commit").await, unknown_tx());
+    assert_eq!(end(&mut producer, "undone", "commit").await, unknown_tx());
     assert_eq!(end(&mut producer, "open", "commit").await, (0, None));
     assert_eq!(receive(&mut sub, 2).await, payloads("open", 2));
     hub.finish();
@@ -365,13 +359,13 @@ async fn committed_transaction_survives_sigkill_once_with_fsync_every_commit() {
 async fn check_timers_resume_after_a_restart() {
     let mut hub = Hub::with_config(&fast_checks("300ms", 50, "rollback"));
     {
-        let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+        let mut producer = connect_producer(&hub).await;
         prepare(&mut producer, "orders/1", "t1", &payloads("t1", 2)).await;
     }
     hub.kill_9();
     hub.restart();
     let mut sub = subscriber(&hub, "orders/#").await;
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     producer.subscribe("$tern/tx/check/producer", 1).await;
     assert_eq!(check_request(&mut producer).await, "t1");
     assert_eq!(end(&mut producer, "t1", "commit").await, (0, None));
@@ -394,7 +388,7 @@ async fn bridge_forwards_a_committed_transaction_upstream_in_order() {
         upstream.address()
     ));
     hub.wait_log("bridge connected");
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     prepare(&mut producer, "orders/1", "gone", &payloads("gone", 5)).await;
     let batch = payloads("t1", 50);
     prepare(&mut producer, "orders/1", "t1", &batch).await;
@@ -410,7 +404,7 @@ async fn bridge_forwards_a_committed_transaction_upstream_in_order() {
 async fn pipelined_transactions_commit_whole_and_in_order() {
     let hub = Hub::start();
     let mut sub = subscriber(&hub, "orders/#").await;
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     // Everything goes out before any PUBACK is read: each commit must still see all of its
     // half messages, which may be committing in the same store group.
     let mut pids = Vec::new();
@@ -442,7 +436,7 @@ async fn pipelined_transactions_commit_whole_and_in_order() {
 async fn commit_of_a_producer_that_disconnects_at_once_is_applied_and_settled() {
     let hub = Hub::start();
     let mut sub = subscriber(&hub, "orders/#").await;
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
+    let mut producer = connect_producer(&hub).await;
     let batch = payloads("t1", 3);
     prepare(&mut producer, "orders/1", "t1", &batch).await;
     let pid = producer.pid();
@@ -452,11 +446,8 @@ async fn commit_of_a_producer_that_disconnects_at_once_is_applied_and_settled() 
     drop(producer);
     assert_eq!(receive(&mut sub, 3).await, batch);
     // Settled: not left reserved by the connection that went away.
-    let (mut producer, _) = RawClient::connect_ok(hub.addr(), Connect::v5("producer")).await;
-    assert_eq!(
-        end(&mut producer, "t1", "commit").await,
-        (0x80, Some("unknown transaction".into()))
-    );
+    let mut producer = connect_producer(&hub).await;
+    assert_eq!(end(&mut producer, "t1", "commit").await, unknown_tx());
     hub.finish();
 }
 
@@ -495,10 +486,7 @@ async fn acl_permitted_identity_may_end_another_clients_transaction() {
     assert_eq!(receive(&mut sub, 2).await, batch);
     assert_eq!(end(&mut ops, "t2", "rollback").await, (0, None));
     sub.expect_no_publish(QUIET).await;
-    assert_eq!(
-        end(&mut owner, "t2", "commit").await,
-        (0x80, Some("unknown transaction".into()))
-    );
+    assert_eq!(end(&mut owner, "t2", "commit").await, unknown_tx());
     // The owner's own transactions need no grant on `$tern/tx/#`.
     prepare(&mut owner, "orders/1", "t3", &payloads("t3", 1)).await;
     assert_eq!(end(&mut owner, "t3", "commit").await, (0, None));

@@ -26,6 +26,7 @@ pub const MAX_PAD: usize = 64 * 1024;
 
 static ZEROS: [u8; MAX_PAD] = [0; MAX_PAD];
 
+/// Bytes of the postcard length prefix of `n`.
 fn varint_len(n: usize) -> usize {
     let mut len = 1;
     let mut n = n >> 7;
@@ -58,14 +59,21 @@ impl Telemetry<'static> {
         let mut scratch = [0u8; 64];
         // The header without the one-byte length of the empty filler.
         let base = postcard::to_slice(&t, &mut scratch).map_or(0, |b| b.len() - 1);
-        let avail = target.saturating_sub(base);
-        let mut pad = avail.saturating_sub(1).min(MAX_PAD);
-        while pad > 0 && pad + varint_len(pad) > avail {
-            pad -= 1;
-        }
-        t.pad = ZEROS.get(..pad).unwrap_or_default();
+        t.pad = filler(base, target);
         t
     }
+}
+
+/// Zero filler for a message that encodes to `base` bytes without its filler field, so
+/// that the whole, the filler's length prefix included, encodes to `target` bytes: at
+/// most [`MAX_PAD`] bytes, none when `target` leaves no room.
+pub(crate) fn filler(base: usize, target: usize) -> &'static [u8] {
+    let avail = target.saturating_sub(base);
+    let mut pad = avail.saturating_sub(1).min(MAX_PAD);
+    while pad > 0 && pad + varint_len(pad) > avail {
+        pad -= 1;
+    }
+    ZEROS.get(..pad).unwrap_or_default()
 }
 
 /// Decodes a payload.

@@ -285,7 +285,7 @@ impl Rng {
 
 const SITES: [&str; 4] = ["north", "south", "east", "west"];
 
-type Io = FromTokio<TcpStream>;
+pub(crate) type Io = FromTokio<TcpStream>;
 
 /// Who a connection is for: device `index` (whose socket chaos may drop) or a subscriber.
 #[derive(Debug, Clone, Copy)]
@@ -624,13 +624,24 @@ async fn subscribe(
     if shared.envelopes {
         filters.push((ENVELOPE_FILTER, qos));
     }
+    subscribe_filters(client, io, &filters, || shared.now_ms()).await
+}
+
+/// Subscribes to `filters` and waits for the SUBACK (at most [`CONNECT_TIMEOUT`]); a
+/// refused filter is an error. `now_ms` reads the session clock.
+pub(crate) async fn subscribe_filters<const N: usize>(
+    client: &mut AsyncClient<'_, N>,
+    io: &mut Io,
+    filters: &[(&str, QoS)],
+    now_ms: impl Fn() -> u64,
+) -> anyhow::Result<()> {
     let sub = client
-        .subscribe(io, &filters, shared.now_ms())
+        .subscribe(io, filters, now_ms())
         .await
         .map_err(|e| anyhow::anyhow!("subscribe: {e:?}"))?;
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
-        let ev = tokio::time::timeout_at(deadline, client.poll(io, shared.now_ms()))
+        let ev = tokio::time::timeout_at(deadline, client.poll(io, now_ms()))
             .await
             .context("SUBACK timeout")?
             .map_err(|e| anyhow::anyhow!("poll: {e:?}"))?;

@@ -194,19 +194,6 @@ struct TxMessage<'a> {
     pad: &'a [u8],
 }
 
-static ZEROS: [u8; crate::payload::MAX_PAD] = [0; crate::payload::MAX_PAD];
-
-/// Bytes of the postcard length prefix of `n`.
-fn varint_len(n: usize) -> usize {
-    let mut len = 1;
-    let mut n = n >> 7;
-    while n > 0 {
-        len += 1;
-        n >>= 7;
-    }
-    len
-}
-
 impl TxMessage<'static> {
     /// A message whose encoding is `target` bytes long (or the header alone,
     /// when `target` is smaller).
@@ -221,12 +208,7 @@ impl TxMessage<'static> {
         let mut scratch = [0u8; 32];
         // The header without the one-byte length of the empty filler.
         let base = postcard::to_slice(&m, &mut scratch).map_or(0, |b| b.len() - 1);
-        let avail = target.saturating_sub(base);
-        let mut pad = avail.saturating_sub(1).min(crate::payload::MAX_PAD);
-        while pad > 0 && pad + varint_len(pad) > avail {
-            pad -= 1;
-        }
-        m.pad = ZEROS.get(..pad).unwrap_or_default();
+        m.pad = crate::payload::filler(base, target);
         m
     }
 }
@@ -335,7 +317,7 @@ enum Seen {
 }
 
 type Client<'a> = AsyncClient<'a, WINDOW>;
-type Io = FromTokio<TcpStream>;
+type Io = crate::run::Io;
 
 async fn open(target: &str) -> anyhow::Result<Io> {
     let stream = TcpStream::connect(target)
@@ -492,6 +474,25 @@ struct Run<'t> {
     hard_end: Instant,
 }
 
+/// The packet id of a publish sent with `in_flight` others awaiting their PUBACK, or
+/// `None` when the broker's Receive Maximum is below the window: the window shrinks to
+/// `in_flight`. Any other error (or a full window with nothing in flight) fails the device.
+fn in_window<E: core::fmt::Debug>(
+    published: Result<u16, tern_client::Error<E>>,
+    in_flight: usize,
+    window: &mut usize,
+    what: &str,
+) -> anyhow::Result<Option<u16>> {
+    match published {
+        Ok(packet_id) => Ok(Some(packet_id)),
+        Err(tern_client::Error::InflightFull) if in_flight > 0 => {
+            *window = in_flight;
+            Ok(None)
+        }
+        Err(e) => bail!("{what}: {e:?}"),
+    }
+}
+
 async fn transactions(
     phase: &Phase,
     client: &mut Client<'_>,
@@ -521,7 +522,7 @@ async fn transactions(
             while sent < run.size && pending.len() < window {
                 let m = TxMessage::padded(phase.run, run.index, tx_no, sent, cfg.payload);
                 let payload = postcard::to_slice(&m, &mut scratch)?;
-                match client
+                let published = client
                     .publish_in_tx(
                         io,
                         &id,
@@ -531,16 +532,13 @@ async fn transactions(
                         &[],
                         phase.now_ms(),
                     )
-                    .await
-                {
-                    Ok(packet_id) => pending.push(packet_id),
-                    // The broker's Receive Maximum is below our window.
-                    Err(tern_client::Error::InflightFull) if !pending.is_empty() => {
-                        window = pending.len();
-                        break;
-                    }
-                    Err(e) => bail!("half message: {e:?}"),
-                }
+                    .await;
+                let Some(packet_id) =
+                    in_window(published, pending.len(), &mut window, "half message")?
+                else {
+                    break;
+                };
+                pending.push(packet_id);
                 sent += 1;
             }
             match next_event(client, io, phase, run.hard_end).await? {
@@ -631,7 +629,7 @@ async fn plain(
         while publishing && pending.len() < window {
             let m = TxMessage::padded(phase.run, run.index, seq, 0, cfg.payload);
             let payload = postcard::to_slice(&m, &mut scratch)?;
-            match client
+            let published = client
                 .publish(
                     io,
                     run.topic,
@@ -640,15 +638,12 @@ async fn plain(
                     &[],
                     phase.now_ms(),
                 )
-                .await
-            {
-                Ok(packet_id) => pending.push((packet_id, Instant::now())),
-                Err(tern_client::Error::InflightFull) if !pending.is_empty() => {
-                    window = pending.len();
-                    break;
-                }
-                Err(e) => bail!("publish: {e:?}"),
-            }
+                .await;
+            let Some(packet_id) = in_window(published, pending.len(), &mut window, "publish")?
+            else {
+                break;
+            };
+            pending.push((packet_id, Instant::now()));
             seq = seq.wrapping_add(1);
         }
         let deadline = if publishing { run.end } else { run.hard_end };
@@ -708,28 +703,10 @@ async fn subscriber_inner(
         .connect(&mut io, phase.now_ms())
         .await
         .map_err(|e| anyhow::anyhow!("connect: {e:?}"))?;
-    let sub = client
-        .subscribe(&mut io, &[(&filter, QoS::AtLeastOnce)], phase.now_ms())
-        .await
-        .map_err(|e| anyhow::anyhow!("subscribe: {e:?}"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ev = tokio::time::timeout_at(deadline, client.poll(&mut io, phase.now_ms()))
-            .await
-            .context("SUBACK timeout")?
-            .map_err(|e| anyhow::anyhow!("poll: {e:?}"))?;
-        if let Some(Event::Subscribed {
-            packet_id,
-            reason_codes,
-        }) = ev
-            && packet_id == sub
-        {
-            if reason_codes.iter().any(|r| r.is_error()) {
-                bail!("subscription refused");
-            }
-            break;
-        }
-    }
+    crate::run::subscribe_filters(&mut client, &mut io, &[(&filter, QoS::AtLeastOnce)], || {
+        phase.now_ms()
+    })
+    .await?;
     let _ = ready.send(());
     let mut ended: Option<(Instant, u64)> = None;
     let mut last_recv = Instant::now();

@@ -3,15 +3,13 @@
 //! Whatever the faults, no acknowledged message may be missing at the checking
 //! subscribers; duplicates are allowed (QoS 1 is at least once).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use tern_sim::chaos::{BridgeMode, ChaosConfig, ChaosReport, CheckPoint, SpawnHub, Upstream};
 use tern_sim::{QoS, RunConfig, Summary};
 
-mod common;
-use common::{free_port, require_mosquitto, start_mosquitto_with, tern_binary};
+use tern_testkit::{free_port, mosquitto_binary, start_mosquitto_with, tern_binary};
 
 fn spawn_hub() -> Option<SpawnHub> {
     Some(SpawnHub {
@@ -109,13 +107,12 @@ async fn dropped_connections_reconnect_and_resend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_outages_lose_nothing_acknowledged() {
-    require_mosquitto();
     let (summary, chaos) = run_without_loss(
         5,
         ChaosConfig {
             hub: spawn_hub(),
             upstream: Some(Upstream {
-                mosquitto: PathBuf::from("mosquitto"),
+                mosquitto: mosquitto_binary(),
                 outage_every: Some(Duration::from_secs(2)),
                 outage_for: Duration::from_millis(800),
                 mode: BridgeMode::Each,
@@ -137,14 +134,13 @@ async fn upstream_outages_lose_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelope_bridge_survives_hub_kills_and_an_outage() {
-    require_mosquitto();
     let (summary, chaos) = run_without_loss(
         4,
         ChaosConfig {
             hub: spawn_hub(),
             kill_hub_every: Some(Duration::from_millis(1300)),
             upstream: Some(Upstream {
-                mosquitto: PathBuf::from("mosquitto"),
+                mosquitto: mosquitto_binary(),
                 outage_every: Some(Duration::from_secs(2)),
                 outage_for: Duration::from_secs(1),
                 mode: BridgeMode::Envelope,
@@ -167,7 +163,7 @@ fn exit_status_says_acknowledged_messages_were_lost() {
         free_port(),
         "max_inflight_messages 1\nmax_queued_messages 1\n",
     );
-    let port = mosquitto.port;
+    let port = mosquitto.port();
     let output = Command::new(env!("CARGO_BIN_EXE_tern-sim"))
         .args(["run", "--target", &format!("127.0.0.1:{port}")])
         .args([

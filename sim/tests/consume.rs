@@ -11,8 +11,7 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tern_envelope::{Envelope, Format, ForwardedMessage, MessageId, SeqRange, each, encode};
 use tern_sim::consume::{Carrier, ConsumeConfig, Consumer, StopReason};
 
-mod common;
-use common::{free_port, start_mosquitto, start_mosquitto_on};
+use tern_testkit::{free_port, start_mosquitto, start_mosquitto_on};
 
 /// One upstream PUBLISH.
 struct Outgoing {
@@ -103,7 +102,7 @@ fn envelope(prev_seq: Option<u64>, last_seq: u64, seqs: &[u64]) -> Envelope {
 async fn duplicates_are_dropped_and_lost_units_reported() {
     let broker = start_mosquitto();
     let consumer = Consumer::subscribe(ConsumeConfig {
-        target: format!("127.0.0.1:{}", broker.port),
+        target: format!("127.0.0.1:{}", broker.port()),
         client_id: "test-consumer".into(),
         filters: vec!["up/#".into()],
         duration: Duration::from_secs(15),
@@ -133,7 +132,7 @@ async fn duplicates_are_dropped_and_lost_units_reported() {
         each_publish("up/gw-b/y", "gw-b", 11, Some(8)),
         envelope_publish("up/gw-a", &envelope(Some(15), 20, &[18]), Format::JsonLines),
     ];
-    publish_all(broker.port, publishes).await;
+    publish_all(broker.port(), publishes).await;
     let summary = consumer.collect().await.expect("collect");
     println!("{summary}");
 
@@ -206,7 +205,7 @@ async fn duplicates_are_dropped_and_lost_units_reported() {
 async fn zstd_envelopes_are_decoded_and_deduplicated() {
     let broker = start_mosquitto();
     let consumer = Consumer::subscribe(ConsumeConfig {
-        target: format!("127.0.0.1:{}", broker.port),
+        target: format!("127.0.0.1:{}", broker.port()),
         client_id: "test-consumer-zstd".into(),
         filters: vec!["up/#".into()],
         duration: Duration::from_secs(15),
@@ -224,7 +223,7 @@ async fn zstd_envelopes_are_decoded_and_deduplicated() {
     let first = envelope(None, 4, &[1, 3]);
     let second = envelope(Some(4), 9, &[6, 8, 9]);
     publish_all(
-        broker.port,
+        broker.port(),
         // The fifth unique message comes last, so the resend is counted before the stop.
         vec![
             zstd(&second, Format::JsonLines),
@@ -257,7 +256,7 @@ async fn stops_after_the_duration_when_nothing_arrives() {
     let broker = start_mosquitto();
     let started = Instant::now();
     let summary = tern_sim::consume::run(ConsumeConfig {
-        target: format!("127.0.0.1:{}", broker.port),
+        target: format!("127.0.0.1:{}", broker.port()),
         filters: vec!["up/#".into()],
         duration: Duration::from_millis(500),
         expect: Some(1),
@@ -289,8 +288,8 @@ async fn cli_prints_a_json_summary() {
     let broker = start_mosquitto();
     let mut retained = envelope_publish("up/gw-a", &envelope(None, 7, &[2, 7]), Format::Postcard);
     retained.retain = true;
-    publish_all(broker.port, vec![retained]).await;
-    let target = format!("127.0.0.1:{}", broker.port);
+    publish_all(broker.port(), vec![retained]).await;
+    let target = format!("127.0.0.1:{}", broker.port());
     let run = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_tern-sim"))
             .args([
@@ -323,7 +322,7 @@ async fn cli_prints_a_json_summary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resubscribes_after_the_broker_restarts() {
     let broker = start_mosquitto();
-    let port = broker.port;
+    let port = broker.port();
     let consumer = Consumer::subscribe(ConsumeConfig {
         target: format!("127.0.0.1:{port}"),
         client_id: "test-restart".into(),
@@ -340,7 +339,7 @@ async fn resubscribes_after_the_broker_restarts() {
     // Retained, so it reaches the consumer whenever its new subscription lands.
     let mut retained = envelope_publish("up/gw-a", &envelope(None, 7, &[2, 7]), Format::Postcard);
     retained.retain = true;
-    publish_all(broker.port, vec![retained]).await;
+    publish_all(broker.port(), vec![retained]).await;
     let summary = tokio::time::timeout(Duration::from_secs(30), collecting)
         .await
         .expect("collect ends within its duration")

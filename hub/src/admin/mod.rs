@@ -103,7 +103,19 @@ enum Access {
     Metrics,
 }
 
+/// The answer of an endpoint behind the token: `Err` is an error answer given before the
+/// end (a refusal or a bad path through `?`, a failure), `Ok` the rest; both are sent as
+/// they are.
+type Answer = Result<Response, Response>;
+
 impl AdminState {
+    /// Counts a request to an endpoint behind `access`, then [`authorize`](Self::authorize)s
+    /// it. Handlers answer a refusal with `?`.
+    fn admit(&self, headers: &HeaderMap, access: Access) -> Result<(), Unauthorized> {
+        self.counters.requests.inc();
+        self.authorize(headers, access)
+    }
+
     /// `Ok` when the request may proceed, else a refusal (counted, logged with a
     /// decreasing rate) to answer with.
     fn authorize(&self, headers: &HeaderMap, access: Access) -> Result<(), Unauthorized> {
@@ -154,6 +166,13 @@ impl IntoResponse for Unauthorized {
             HeaderValue::from_static("Bearer realm=\"tern\""),
         );
         response
+    }
+}
+
+/// Lets handlers answer a refusal with `?`.
+impl From<Unauthorized> for Response {
+    fn from(refused: Unauthorized) -> Self {
+        refused.into_response()
     }
 }
 
@@ -327,20 +346,17 @@ async fn ready(State(state): State<Arc<AdminState>>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    state.counters.requests.inc();
-    if let Err(refused) = state.authorize(&headers, Access::Metrics) {
-        return refused.into_response();
-    }
+async fn metrics(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Answer {
+    state.admit(&headers, Access::Metrics)?;
     let body = prometheus::render(&state.broker, &state.counters);
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static(prometheus::CONTENT_TYPE),
         )],
         body,
     )
-        .into_response()
+        .into_response())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -349,11 +365,8 @@ fn unix_millis(at: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-async fn clients(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    state.counters.requests.inc();
-    if let Err(refused) = state.authorize(&headers, Access::Control) {
-        return refused.into_response();
-    }
+async fn clients(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Answer {
+    state.admit(&headers, Access::Control)?;
     let clients: Vec<Value> = state
         .broker
         .clients()
@@ -375,19 +388,16 @@ async fn clients(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Re
             })
         })
         .collect();
-    Json(json!({ "clients": clients })).into_response()
+    Ok(Json(json!({ "clients": clients })).into_response())
 }
 
 async fn disconnect_client(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    state.counters.requests.inc();
-    if let Err(refused) = state.authorize(&headers, Access::Control) {
-        return refused.into_response();
-    }
-    if state.broker.evict(&id) {
+) -> Answer {
+    state.admit(&headers, Access::Control)?;
+    Ok(if state.broker.evict(&id) {
         Json(json!({ "client_id": id, "disconnected": true })).into_response()
     } else {
         (
@@ -395,14 +405,11 @@ async fn disconnect_client(
             Json(json!({ "client_id": id, "error": "no connected client with this id" })),
         )
             .into_response()
-    }
+    })
 }
 
-async fn filters(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    state.counters.requests.inc();
-    if let Err(refused) = state.authorize(&headers, Access::Control) {
-        return refused.into_response();
-    }
+async fn filters(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Answer {
+    state.admit(&headers, Access::Control)?;
     let layout = state.deployments.layout();
     let mut pipelines: Vec<Value> = Vec::new();
     if let Some(deployed) = state.broker.pipelines() {
@@ -458,11 +465,11 @@ async fn filters(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Re
         }
     }
     let f = &state.broker.metrics().filters;
-    Json(json!({
+    Ok(Json(json!({
         "pipelines": pipelines,
         "deploys": { "ok": f.deploys_ok.get(), "refused": f.deploys_refused.get() },
     }))
-    .into_response()
+    .into_response())
 }
 
 /// The fields of pipeline `index` before its filters: who owns it, its topics and policy.
@@ -498,11 +505,11 @@ fn error_response(status: StatusCode, message: impl std::fmt::Display, extra: Va
 #[derive(Debug)]
 struct BadPath(String);
 
-impl IntoResponse for BadPath {
-    fn into_response(self) -> Response {
+impl From<BadPath> for Response {
+    fn from(bad: BadPath) -> Self {
         error_response(
             StatusCode::BAD_REQUEST,
-            self.0,
+            bad.0,
             json!({ "reason": "invalid" }),
         )
     }
@@ -547,22 +554,16 @@ async fn deploy_pipeline(
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
-) -> Response {
-    state.counters.requests.inc();
-    if let Err(refused) = state.authorize(&headers, Access::Control) {
-        return refused.into_response();
-    }
-    let name = match parse_name(name) {
-        Ok(name) => name,
-        Err(bad) => return bad.into_response(),
-    };
+) -> Answer {
+    state.admit(&headers, Access::Control)?;
+    let name = parse_name(name)?;
     let spec: PipelineSpec = match serde_json::from_slice(&body) {
         Ok(spec) => spec,
         Err(err) => {
-            return api_error_response(
+            return Err(api_error_response(
                 name.as_str(),
                 ApiError::Invalid(format!("request body: {err}")),
-            );
+            ));
         }
     };
     let existed = state.deployments.api_pipelines().await.contains_key(&name);
@@ -571,62 +572,69 @@ async fn deploy_pipeline(
     let (task_name, task_spec) = (name.clone(), spec.clone());
     let deployed =
         tokio::spawn(async move { deployments.deploy_api(task_name, task_spec).await }).await;
-    match deployed.unwrap_or_else(|err| Err(ApiError::Internal(err.to_string()))) {
-        Ok(index) => {
-            let status = if existed {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            };
-            let mut body = serde_json::to_value(&spec).unwrap_or_else(|_| json!({}));
-            if let Value::Object(fields) = &mut body {
-                fields.insert("name".into(), json!(name));
-                fields.insert("source".into(), json!("api"));
-                fields.insert("index".into(), json!(index));
+    Ok(
+        match deployed.unwrap_or_else(|err| Err(ApiError::Internal(err.to_string()))) {
+            Ok(index) => {
+                let status = if existed {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                };
+                let mut body = serde_json::to_value(&spec).unwrap_or_else(|_| json!({}));
+                if let Value::Object(fields) = &mut body {
+                    fields.insert("name".into(), json!(name));
+                    fields.insert("source".into(), json!("api"));
+                    fields.insert("index".into(), json!(index));
+                }
+                (status, Json(body)).into_response()
             }
-            (status, Json(body)).into_response()
-        }
-        Err(err) => api_error_response(name.as_str(), err),
-    }
+            Err(err) => api_error_response(name.as_str(), err),
+        },
+    )
 }
 
 async fn remove_pipeline(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Response {
-    state.counters.requests.inc();
-    if let Err(refused) = state.authorize(&headers, Access::Control) {
-        return refused.into_response();
-    }
-    let name = match parse_name(name) {
-        Ok(name) => name,
-        Err(bad) => return bad.into_response(),
-    };
+) -> Answer {
+    state.admit(&headers, Access::Control)?;
+    let name = parse_name(name)?;
     let deployments = Arc::clone(&state.deployments);
     let task_name = name.clone();
     let removed = tokio::spawn(async move { deployments.remove_api(&task_name).await }).await;
-    match removed.unwrap_or_else(|err| Err(ApiError::Internal(err.to_string()))) {
-        Ok(()) => Json(json!({ "name": name, "removed": true })).into_response(),
-        Err(err) => api_error_response(name.as_str(), err),
-    }
+    Ok(
+        match removed.unwrap_or_else(|err| Err(ApiError::Internal(err.to_string()))) {
+            Ok(()) => Json(json!({ "name": name, "removed": true })).into_response(),
+            Err(err) => api_error_response(name.as_str(), err),
+        },
+    )
 }
 
 fn parse_module(sha256: String) -> Result<ModuleId, BadPath> {
     ModuleId::try_from(sha256).map_err(BadPath)
 }
 
-async fn modules(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    state.counters.requests.inc();
-    if let Err(refused) = state.authorize(&headers, Access::Control) {
-        return refused.into_response();
-    }
+async fn modules(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Answer {
+    state.admit(&headers, Access::Control)?;
     let store = state.deployments.api_store().clone();
     let listed = tokio::task::spawn_blocking(move || store.modules()).await;
     let modules = match listed {
         Ok(Ok(modules)) => modules,
-        Ok(Err(err)) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, err, json!({})),
-        Err(err) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, err, json!({})),
+        Ok(Err(err)) => {
+            return Err(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                err,
+                json!({}),
+            ));
+        }
+        Err(err) => {
+            return Err(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                err,
+                json!({}),
+            ));
+        }
     };
     let api = state.deployments.api_pipelines().await;
     let list: Vec<Value> = modules
@@ -644,7 +652,7 @@ async fn modules(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Re
             json!({ "sha256": id, "bytes": bytes, "used_by": used_by })
         })
         .collect();
-    Json(json!({ "modules": list })).into_response()
+    Ok(Json(json!({ "modules": list })).into_response())
 }
 
 async fn upload_module(
@@ -652,20 +660,14 @@ async fn upload_module(
     headers: HeaderMap,
     Path(sha256): Path<String>,
     body: Bytes,
-) -> Response {
-    state.counters.requests.inc();
-    if let Err(refused) = state.authorize(&headers, Access::Control) {
-        return refused.into_response();
-    }
-    let id = match parse_module(sha256) {
-        Ok(id) => id,
-        Err(bad) => return bad.into_response(),
-    };
+) -> Answer {
+    state.admit(&headers, Access::Control)?;
+    let id = parse_module(sha256)?;
     let store = state.deployments.api_store().clone();
     let len = body.len();
     let task_id = id.clone();
     let stored = tokio::task::spawn_blocking(move || store.put_module(&task_id, &body)).await;
-    match stored {
+    Ok(match stored {
         Ok(Ok(created)) => {
             if created {
                 info!(module = %id, bytes = len, "filter module uploaded");
@@ -687,22 +689,16 @@ async fn upload_module(
         }
         Ok(Err(err)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, err, json!({})),
         Err(err) => error_response(StatusCode::INTERNAL_SERVER_ERROR, err, json!({})),
-    }
+    })
 }
 
 async fn delete_module(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     Path(sha256): Path<String>,
-) -> Response {
-    state.counters.requests.inc();
-    if let Err(refused) = state.authorize(&headers, Access::Control) {
-        return refused.into_response();
-    }
-    let id = match parse_module(sha256) {
-        Ok(id) => id,
-        Err(bad) => return bad.into_response(),
-    };
+) -> Answer {
+    state.admit(&headers, Access::Control)?;
+    let id = parse_module(sha256)?;
     // Held so no deploy starts using the module while it is deleted.
     let api = state.deployments.lock_api().await;
     let users: Vec<&str> = api
@@ -711,13 +707,13 @@ async fn delete_module(
         .map(|(name, _)| name.as_str())
         .collect();
     if !users.is_empty() {
-        return error_response(
+        return Err(error_response(
             StatusCode::CONFLICT,
             format!("module {id} is used by pipelines {users:?}"),
             json!({ "reason": "in_use", "used_by": users }),
-        );
+        ));
     }
-    match state.deployments.api_store().delete_module(&id) {
+    Ok(match state.deployments.api_store().delete_module(&id) {
         Ok(true) => {
             info!(module = %id, "filter module deleted");
             Json(json!({ "sha256": id, "deleted": true })).into_response()
@@ -728,7 +724,7 @@ async fn delete_module(
             json!({ "reason": "not_found" }),
         ),
         Err(err) => error_response(StatusCode::INTERNAL_SERVER_ERROR, err, json!({})),
-    }
+    })
 }
 
 /// A `$SYS` payload as JSON: a number when it is one, else the text.
@@ -742,11 +738,8 @@ fn sys_value(value: String) -> Value {
     Value::String(value)
 }
 
-async fn bridges(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    state.counters.requests.inc();
-    if let Err(refused) = state.authorize(&headers, Access::Control) {
-        return refused.into_response();
-    }
+async fn bridges(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Answer {
+    state.admit(&headers, Access::Control)?;
     let mut bridges: Map<String, Value> = Map::new();
     for (topic, value) in state.broker.sys_source_topics() {
         let Some((name, key)) = topic
@@ -771,25 +764,22 @@ async fn bridges(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Re
             fields
         })
         .collect();
-    Json(json!({ "bridges": list })).into_response()
+    Ok(Json(json!({ "bridges": list })).into_response())
 }
 
-async fn store(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    state.counters.requests.inc();
-    if let Err(refused) = state.authorize(&headers, Access::Control) {
-        return refused.into_response();
-    }
+async fn store(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Answer {
+    state.admit(&headers, Access::Control)?;
     let Some(store) = state.broker.store() else {
-        return (
+        return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "error": "no store" })),
         )
-            .into_response();
+            .into_response());
     };
     let s = store.stats();
     let (_, wait_sum_micros) = state.broker.metrics().commit_wait.snapshot();
     let config = &state.broker.config().store;
-    Json(json!({
+    Ok(Json(json!({
         "data_dir": state.broker.config().data_dir,
         "appends": s.appends,
         "commits": s.commits,
@@ -808,7 +798,7 @@ async fn store(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Resp
         "max_bytes": config.max_bytes.0,
         "max_age_secs": config.max_age.0.as_secs(),
     }))
-    .into_response()
+    .into_response())
 }
 
 #[cfg(test)]

@@ -144,7 +144,7 @@ fn open(dir: &Path) -> (Store, Recovered) {
     Store::open(dir, StoreConfig::default()).expect("open store")
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(super) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -152,7 +152,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// Submits and waits until durable.
-fn commit(rt: &tokio::runtime::Runtime, store: &Store, ops: Vec<WriteOp>) -> Vec<Seq> {
+pub(super) fn commit(rt: &tokio::runtime::Runtime, store: &Store, ops: Vec<WriteOp>) -> Vec<Seq> {
     rt.block_on(async {
         let s = store.submit(ops).await.expect("submit");
         store.wait_durable(s.ticket).await.expect("durable");
@@ -1625,7 +1625,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Journal mode without checkpoints while a test runs: every commit stays in the journal.
-fn journal_only() -> StoreConfig {
+pub(super) fn journal_only() -> StoreConfig {
     StoreConfig {
         fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
         checkpoint_interval: Duration::from_secs(3600),

@@ -172,7 +172,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::time::Duration;
 
     use bytes::Bytes;
     use redb::ReadableDatabase;
@@ -180,8 +179,9 @@ mod tests {
 
     use super::super::journal::{Generation, JournalFile};
     use super::super::tables::{KEY_JOURNAL_GEN, META};
+    use super::super::tests::{commit, journal_only, rt};
     use super::super::writer::Op;
-    use super::super::{FsyncPolicy, Seq, StoreConfig, StoredProperties, WriteOp, now_millis};
+    use super::super::{Seq, StoreConfig, StoredProperties, WriteOp, now_millis};
     use super::*;
 
     fn message(topic: &str, payload: &str) -> StoredMessage {
@@ -207,31 +207,6 @@ mod tests {
             checks: 0,
             last_check_ms: None,
         }
-    }
-
-    fn journal_only() -> StoreConfig {
-        StoreConfig {
-            fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
-            checkpoint_interval: Duration::from_secs(3600),
-            checkpoint_bytes: u64::MAX,
-            maintenance_interval: Duration::from_secs(3600),
-            ..StoreConfig::default()
-        }
-    }
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    }
-
-    fn commit(rt: &tokio::runtime::Runtime, store: &Store, ops: Vec<WriteOp>) -> Vec<Seq> {
-        rt.block_on(async {
-            let submitted = store.submit(ops).await.expect("submit");
-            store.wait_durable(submitted.ticket).await.expect("durable");
-            submitted.seqs
-        })
     }
 
     fn halves(client: &str, tx: &str, payloads: &[&str]) -> Vec<WriteOp> {
