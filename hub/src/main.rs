@@ -74,7 +74,53 @@ struct ServeArgs {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Keeps the heap on 4 KiB pages. mimalloc marks its arena `MADV_HUGEPAGE`, so where the
+/// kernel's transparent huge pages are in `madvise` mode (the usual default) every 2 MiB of
+/// heap the hub touches becomes resident at once: 8 MB of an idle hub's 20 MB RSS were such
+/// pages (`docs/benchmarks.md`, "Footprint under QoS 1 ingest").
+///
+/// The kernel decides at each page fault, and the allocator has faulted in its first pages
+/// before `main`; so the process disables THP for itself and, once, executes itself again
+/// (the flag survives `execve`, the PID and arguments stay). Where the kernel lacks the flag
+/// or the executable cannot be run again, the hub carries on as it is.
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+#[expect(
+    unsafe_code,
+    reason = "prctl(2) has no safe wrapper among the hub's dependencies"
+)]
+fn keep_heap_on_small_pages() {
+    use std::ffi::{c_int, c_ulong};
+    use std::os::unix::process::CommandExt as _;
+    /// `PR_SET_THP_DISABLE` and `PR_GET_THP_DISABLE` from `<linux/prctl.h>`.
+    const PR_SET_THP_DISABLE: c_int = 41;
+    const PR_GET_THP_DISABLE: c_int = 42;
+    unsafe extern "C" {
+        fn prctl(option: c_int, ...) -> c_int;
+    }
+    let (on, unused): (c_ulong, c_ulong) = (1, 0);
+    // SAFETY: both options take integer arguments only and touch no memory of the caller;
+    // an unknown option returns -1 (EINVAL).
+    if unsafe { prctl(PR_GET_THP_DISABLE, unused, unused, unused, unused) } != 0 {
+        return; // already off (this is the second start), or unknown to the kernel
+    }
+    // SAFETY: as above.
+    if unsafe { prctl(PR_SET_THP_DISABLE, on, unused, unused, unused) } != 0 {
+        return;
+    }
+    let mut args = std::env::args_os();
+    let Some(arg0) = args.next() else {
+        return;
+    };
+    // Returns only if the exec failed: carry on with the pages faulted so far.
+    let _ = std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .exec();
+}
+
 fn main() -> ExitCode {
+    #[cfg(all(feature = "mimalloc", target_os = "linux"))]
+    keep_heap_on_small_pages();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => match Config::load(&file) {

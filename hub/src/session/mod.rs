@@ -74,6 +74,10 @@ const SHUTDOWN_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(1)
 const CONNECT_PACKET_TYPE: u8 = 1;
 /// Initial read buffer; grows up to the largest packet accepted.
 const READ_BUFFER: usize = 8 * 1024;
+/// A write buffer whose allocation grew beyond this is replaced by one of the initial size
+/// once everything in it is written, so a delivery burst does not pin its peak (up to
+/// [`MAX_UNREAD_OUTPUT`] and more) for the rest of the connection.
+const KEEP_WRITE_BUFFER: usize = MAX_PENDING_OUTPUT;
 /// Stop pulling from the mailbox while this much output is waiting for the socket: the
 /// backlog stays in the bounded session queue, where the overflow policy applies.
 const MAX_PENDING_OUTPUT: usize = 256 * 1024;
@@ -774,6 +778,12 @@ impl Session<'_> {
                     Ok(WriteStep::Wrote(n)) => {
                         self.broker.metrics().bytes_sent.add_len(n);
                         io.write_buf.advance(n);
+                        // A burst grew the buffer: give its room back once written.
+                        if io.write_buf.is_empty()
+                            && io.write_buf.try_reclaim(KEEP_WRITE_BUFFER + 1)
+                        {
+                            io.write_buf = BytesMut::with_capacity(READ_BUFFER);
+                        }
                         io.unflushed = io.flush_writes;
                     }
                     Ok(WriteStep::Flushed) => io.unflushed = false,

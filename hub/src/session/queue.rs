@@ -22,6 +22,15 @@ use crate::config::QueueOverflow;
 use crate::message::QueuedMessage;
 use crate::store::Seq;
 
+/// A drained queue whose room grew beyond this many entries gives it back to the allocator,
+/// keeping [`KEEP_CAPACITY`]. A backlog of a slow subscriber grows the queue to its full
+/// capacity (10 000 entries by default, ~0.9 MB of entries, kept until the session ends);
+/// smaller swings keep their room, so a queue that empties and refills often does not
+/// reallocate each time.
+const SHRINK_ABOVE: usize = 4096;
+/// Entries of room a queue keeps when it gives back a backlog's room.
+const KEEP_CAPACITY: usize = 256;
+
 /// What [`SessionQueue::push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -125,15 +134,27 @@ impl SessionQueue {
             // Room after this pop: wake publishers waiting for it.
             self.room.notify_waiters();
         }
+        let mut next = None;
         while let Some(item) = self.items.pop_front() {
             if item.message.is_expired(now) {
                 *expired += 1;
                 self.discarded.extend(item.seq);
                 continue;
             }
-            return Some(item);
+            next = Some(item);
+            break;
         }
-        None
+        if self.items.is_empty() {
+            self.release_backlog_room();
+        }
+        next
+    }
+
+    /// Gives back the room of a worked-off backlog (see [`SHRINK_ABOVE`]).
+    fn release_backlog_room(&mut self) {
+        if self.items.capacity() > SHRINK_ABOVE {
+            self.items.shrink_to(KEEP_CAPACITY);
+        }
     }
 
     /// Drops every QoS 0 message (they are not kept for an offline session).
@@ -205,6 +226,23 @@ mod tests {
         std::iter::from_fn(|| queue.pop(Instant::now(), &mut expired))
             .map(|i| i.message.payload.clone())
             .collect()
+    }
+
+    #[test]
+    fn a_worked_off_backlog_gives_its_room_back() {
+        let mut queue = SessionQueue::new(10_000, QueueOverflow::Backpressure);
+        for _ in 0..10_000 {
+            assert_eq!(queue.push(item("m", None)), PushOutcome::Queued);
+        }
+        let grown = queue.items.capacity();
+        assert!(grown >= 10_000);
+        assert_eq!(drain(&mut queue).len(), 10_000);
+        assert!(queue.items.capacity() <= KEEP_CAPACITY);
+        // Still a queue of the same capacity afterwards.
+        for _ in 0..10_000 {
+            assert_eq!(queue.push(item("n", None)), PushOutcome::Queued);
+        }
+        assert_eq!(queue.push(item("o", None)), PushOutcome::DroppedOldest);
     }
 
     #[test]

@@ -166,8 +166,11 @@ pub struct StoreConfig {
     pub trim_grace: Duration,
     /// How often an idle writer checks retention. Default 1 s.
     pub maintenance_interval: Duration,
-    /// redb page cache in bytes. Default 8 MiB: the log is append-mostly and read back near its
-    /// tail, so a small cache keeps the hub inside a gateway's memory budget.
+    /// redb page cache in bytes (read cache and the write buffer of non-durable commits
+    /// together). Default 4 MiB: the log is append-mostly and read back near its tail, so a
+    /// small cache keeps the hub inside a gateway's memory budget; under QoS 1 ingest the
+    /// cache is always full, so every MiB here is a MiB of resident memory. Below 4 MiB redb
+    /// writes pages out before the checkpoint and ingest slows (`docs/benchmarks.md`).
     pub cache_size: usize,
     /// Most queue entries per session [`Store::open`] loads into [`Recovered`]; a longer
     /// queue is marked [`RecoveredSession::queue_truncated`] and the rest is paged in with
@@ -197,7 +200,7 @@ impl Default for StoreConfig {
             trim_batch: 4096,
             trim_grace: Duration::from_secs(10),
             maintenance_interval: Duration::from_secs(1),
-            cache_size: 8 << 20,
+            cache_size: 4 << 20,
             recovery_queue_limit: usize::MAX,
             fsync: FsyncPolicy::Interval(Duration::from_millis(50)),
             checkpoint_interval: Duration::from_secs(1),
