@@ -40,13 +40,18 @@ pub enum TopicError {
     MissingSharedFilter,
 }
 
-fn check_common(s: &str) -> Result<(), TopicError> {
+fn check_length(s: &str) -> Result<(), TopicError> {
     if s.is_empty() {
         return Err(TopicError::Empty);
     }
     if s.len() > MAX_TOPIC_LEN {
         return Err(TopicError::TooLong);
     }
+    Ok(())
+}
+
+fn check_common(s: &str) -> Result<(), TopicError> {
+    check_length(s)?;
     // A plain loop: `contains` would link the word-at-a-time `memchr` into firmware.
     if s.bytes().any(|b| b == 0) {
         return Err(TopicError::NullCharacter);
@@ -56,11 +61,22 @@ fn check_common(s: &str) -> Result<(), TopicError> {
 
 /// Checks a topic name (what PUBLISH carries): non-empty, no wildcards.
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
-    check_common(name)?;
-    if name.bytes().any(|b| b == b'+' || b == b'#') {
-        return Err(TopicError::Wildcard);
+    check_length(name)?;
+    // One pass for NUL and wildcards (every PUBLISH is checked). A NUL anywhere is the
+    // error reported, even after a wildcard, as `check_common` would report it first.
+    let mut wildcard = false;
+    for b in name.bytes() {
+        match b {
+            0 => return Err(TopicError::NullCharacter),
+            b'+' | b'#' => wildcard = true,
+            _ => {}
+        }
     }
-    Ok(())
+    if wildcard {
+        Err(TopicError::Wildcard)
+    } else {
+        Ok(())
+    }
 }
 
 /// Checks a topic filter (what SUBSCRIBE carries): non-empty, `#` only as the
@@ -175,6 +191,7 @@ mod tests {
         assert_eq!(validate_topic_name("a/+/c"), Err(TopicError::Wildcard));
         assert_eq!(validate_topic_name("a/#"), Err(TopicError::Wildcard));
         assert_eq!(validate_topic_name("a\0b"), Err(TopicError::NullCharacter));
+        assert_eq!(validate_topic_name("a/+\0"), Err(TopicError::NullCharacter));
     }
 
     #[test]
