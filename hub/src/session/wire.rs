@@ -287,23 +287,21 @@ pub fn encode(
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
     let v5 = version == ProtocolVersion::V5;
+    // The reason string: the one the packet carries, else the standard one for the code.
+    let text = match packet {
+        Outbound::PubAckText(_, _, text) | Outbound::PubRecText(_, _, text) => Some(*text),
+        _ => None,
+    };
     let ack = |packet_id: u16, code: u8| {
         let properties = AckProperties {
-            reason_string: ack_reason_string(code),
-            ..AckProperties::default()
-        };
-        (packet_id, reason_code(code), properties)
-    };
-    let ack_text = |packet_id: u16, code: u8, text: &'static str| {
-        let properties = AckProperties {
-            reason_string: Some(text),
+            reason_string: text.or_else(|| ack_reason_string(code)),
             ..AckProperties::default()
         };
         (packet_id, reason_code(code), properties)
     };
     match packet {
         Outbound::Publish(publish) => encode_publish(publish, version, out),
-        Outbound::PubAck(id, code) => {
+        Outbound::PubAck(id, code) | Outbound::PubAckText(id, code, _) => {
             let (packet_id, reason_code, properties) = ack(*id, *code);
             put(
                 &Packet::PubAck(PubAck {
@@ -315,32 +313,8 @@ pub fn encode(
                 out,
             )
         }
-        Outbound::PubRec(id, code) => {
+        Outbound::PubRec(id, code) | Outbound::PubRecText(id, code, _) => {
             let (packet_id, reason_code, properties) = ack(*id, *code);
-            put(
-                &Packet::PubRec(PubRec {
-                    packet_id,
-                    reason_code,
-                    properties,
-                }),
-                version,
-                out,
-            )
-        }
-        Outbound::PubAckText(id, code, text) => {
-            let (packet_id, reason_code, properties) = ack_text(*id, *code, text);
-            put(
-                &Packet::PubAck(PubAck {
-                    packet_id,
-                    reason_code,
-                    properties,
-                }),
-                version,
-                out,
-            )
-        }
-        Outbound::PubRecText(id, code, text) => {
-            let (packet_id, reason_code, properties) = ack_text(*id, *code, text);
             put(
                 &Packet::PubRec(PubRec {
                     packet_id,
