@@ -15,6 +15,7 @@
 //! - `batch`: [`BatchWriter`] and [`Batch`].
 //! - `verdict`: [`VerdictWriter`], [`Verdicts`], [`Edit`], [`Routes`], [`Destination`].
 //! - `error`: [`AbiError`].
+//! - [`bytes`]: short-string search, comparison and copy that are cheap inside a guest.
 //!
 //! # Example
 //!
@@ -55,6 +56,7 @@
 extern crate alloc;
 
 mod batch;
+pub mod bytes;
 mod error;
 mod record;
 mod verdict;
@@ -63,7 +65,7 @@ mod wire;
 pub use batch::{Batch, BatchWriter, RecordViews, Records};
 pub use error::{AbiError, EditPart, Field, Part};
 pub use record::{MessageView, Properties, RawProperties, RecordRef, RecordView};
-pub use verdict::{Destination, Edit, Edits, Routes, VerdictWriter, Verdicts};
+pub use verdict::{Destination, Edit, Edits, RawDestination, Routes, VerdictWriter, Verdicts};
 
 /// The ABI version this crate reads and writes (the first byte of both buffers).
 pub const VERSION: u8 = 1;

@@ -5,6 +5,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::bytes::same_bytes;
 use crate::error::{AbiError, Field, Part};
 use crate::wire::{Reader, patch_u16, patch_u32, put_bytes32, put_str16, put_u32, put_u64};
 
@@ -110,9 +111,66 @@ pub(crate) fn read_record<'a>(r: &mut Reader<'a>) -> Result<MessageView<'a>, Abi
 
 /// Reads one length-prefixed record from `r`, checking its layout but not its UTF-8.
 pub(crate) fn read_record_layout<'a>(r: &mut Reader<'a>) -> Result<RecordView<'a>, AbiError> {
+    if let Some((view, rest)) = quick_record(r.rest, r.part) {
+        r.rest = rest;
+        return Ok(view);
+    }
     let len = r.len32(Field::RecordLength)?;
     let body = r.take(len, Field::Record)?;
     split_body(body, r.part)
+}
+
+/// [`read_record_layout`] without error reporting: the record at the front of `buf` and the
+/// bytes after it, or `None` for anything [`split_body`] would refuse (and nothing else it
+/// accepts is refused here), so the caller then runs the checked path to say what is wrong.
+/// Every batch record takes this path; it is a straight run of slice splits.
+fn quick_record(buf: &[u8], part: Part) -> Option<(RecordView<'_>, &[u8])> {
+    let (len, after) = buf.split_first_chunk::<4>()?;
+    let (body, after) = after.split_at_checked(usize::try_from(u32::from_le_bytes(*len)).ok()?)?;
+    let (&flags, b) = body.split_first()?;
+    if flags & RECORD_RESERVED != 0 || flags & QOS_MASK == 3 {
+        return None;
+    }
+    let (received_ms, b) = b.split_first_chunk::<8>()?;
+    let (topic, b) = split16(b)?;
+    let (client_id, b) = split16(b)?;
+    let (content_type, b) = if flags & CONTENT_TYPE != 0 {
+        let (ct, b) = split16(b)?;
+        (Some(ct), b)
+    } else {
+        (None, b)
+    };
+    let (count, props_start) = b.split_first_chunk::<2>()?;
+    let property_count = u16::from_le_bytes(*count);
+    let mut b = props_start;
+    for _ in 0..property_count {
+        let (_, after_key) = split16(b)?;
+        let (_, after_value) = split16(after_key)?;
+        b = after_value;
+    }
+    let properties = props_start.get(..props_start.len() - b.len())?;
+    let (payload, b) = if flags & PAYLOAD != 0 {
+        let (len, b) = b.split_first_chunk::<4>()?;
+        let (payload, b) = b.split_at_checked(usize::try_from(u32::from_le_bytes(*len)).ok()?)?;
+        (Some(payload), b)
+    } else {
+        (None, b)
+    };
+    if !b.is_empty() {
+        return None;
+    }
+    let view = RecordView {
+        part,
+        flags,
+        received_ms: u64::from_le_bytes(*received_ms),
+        topic,
+        client_id,
+        content_type,
+        properties,
+        property_count,
+        payload,
+    };
+    Some((view, after))
 }
 
 /// Checks the layout of a record body (the bytes after its length field): flags, lengths,
@@ -164,12 +222,6 @@ fn split_body(body: &[u8], part: Part) -> Result<RecordView<'_>, AbiError> {
     })
 }
 
-/// Byte equality of short keys, as a loop: in a WebAssembly guest a call to `memcmp` costs
-/// more than comparing a property name's dozen bytes.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
-}
-
 fn utf8(bytes: &[u8], part: Part, field: Field) -> Result<&str, AbiError> {
     core::str::from_utf8(bytes).map_err(|_| AbiError::InvalidUtf8 { part, field })
 }
@@ -200,6 +252,16 @@ impl<'a> RecordView<'a> {
     /// The publisher's client id; empty for messages the hub itself publishes.
     pub fn client_id(&self) -> Result<&'a str, AbiError> {
         utf8(self.client_id, self.part, Field::ClientId)
+    }
+
+    /// The topic's bytes, not checked for UTF-8.
+    pub fn topic_bytes(&self) -> &'a [u8] {
+        self.topic
+    }
+
+    /// The client id's bytes, not checked for UTF-8.
+    pub fn client_id_bytes(&self) -> &'a [u8] {
+        self.client_id
     }
 
     pub fn qos(&self) -> u8 {
@@ -234,20 +296,26 @@ impl<'a> RecordView<'a> {
     /// The value of the first user property named `key`. Keys are compared as bytes; only
     /// the value returned is checked for UTF-8.
     pub fn property(&self, key: &str) -> Result<Option<&'a str>, AbiError> {
+        self.property_bytes(key)
+            .map(|v| utf8(v, self.part, Field::PropertyValue))
+            .transpose()
+    }
+
+    /// The bytes of the first user property named `key`, not checked for UTF-8: for readers
+    /// that only compare the value with a string they hold or parse it as ASCII digits,
+    /// where checking it first would be wasted work (equal bytes are as valid as the string
+    /// they equal).
+    pub fn property_bytes(&self, key: &str) -> Option<&'a [u8]> {
         let mut rest = self.properties;
         for _ in 0..self.property_count {
-            let Some((k, after_key)) = split16(rest) else {
-                break;
-            };
-            let Some((v, after_value)) = split16(after_key) else {
-                break;
-            };
+            let (k, after_key) = split16(rest)?;
+            let (v, after_value) = split16(after_key)?;
             if same_bytes(k, key.as_bytes()) {
-                return utf8(v, self.part, Field::PropertyValue).map(Some);
+                return Some(v);
             }
             rest = after_value;
         }
-        Ok(None)
+        None
     }
 
     /// User properties in order, duplicates kept, each pair checked as it is read.
@@ -468,5 +536,113 @@ impl ExactSizeIterator for Properties<'_> {}
 impl fmt::Debug for Properties<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.clone()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The fields of a view, for comparing the quick and the checked reader.
+    type Fields<'a> = (
+        u8,
+        u64,
+        &'a [u8],
+        &'a [u8],
+        Option<&'a [u8]>,
+        &'a [u8],
+        u16,
+        Option<&'a [u8]>,
+    );
+
+    fn fields<'a>(v: &RecordView<'a>) -> Fields<'a> {
+        (
+            v.flags,
+            v.received_ms,
+            v.topic,
+            v.client_id,
+            v.content_type,
+            v.properties,
+            v.property_count,
+            v.payload,
+        )
+    }
+
+    fn checked(buf: &[u8]) -> Result<(RecordView<'_>, &[u8]), AbiError> {
+        let mut r = Reader::new(buf, Part::Record(0));
+        let len = r.len32(Field::RecordLength)?;
+        let body = r.take(len, Field::Record)?;
+        split_body(body, r.part).map(|view| (view, r.rest))
+    }
+
+    /// A record as a writer packs it, then possibly damaged at one byte and cut short.
+    fn record_bytes() -> impl Strategy<Value = Vec<u8>> {
+        (
+            "[a-z/]{0,12}",
+            "[a-z]{0,4}",
+            proptest::option::of("[a-z/]{0,6}"),
+            proptest::collection::vec(("[a-z]{0,5}", "[0-9a-z]{0,5}"), 0..4),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+            0u8..3,
+            any::<(usize, u8, usize)>(),
+        )
+            .prop_map(
+                |(topic, client_id, ct, props, payload, qos, (at, byte, cut))| {
+                    let rec = RecordRef {
+                        topic: &topic,
+                        client_id: &client_id,
+                        qos,
+                        retain: false,
+                        received_ms: 7,
+                        content_type: ct.as_deref(),
+                        payload: payload.as_deref(),
+                    };
+                    let mut buf = Vec::new();
+                    let props = props.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                    write_record(&mut buf, &rec, props, payload.as_deref()).expect("writable");
+                    buf.extend_from_slice(b"next");
+                    match byte % 3 {
+                        0 => {}
+                        1 => {
+                            let i = at % buf.len();
+                            buf[i] = byte;
+                        }
+                        _ => buf.truncate(cut % (buf.len() + 1)),
+                    }
+                    buf
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn quick_reader_accepts_only_what_the_checked_reader_accepts(
+            buf in prop_oneof![record_bytes(), proptest::collection::vec(any::<u8>(), 0..64)],
+        ) {
+            let quick = quick_record(&buf, Part::Record(0));
+            let slow = checked(&buf);
+            match (quick, slow) {
+                (Some((q, q_rest)), Ok((s, s_rest))) => {
+                    prop_assert_eq!(fields(&q), fields(&s));
+                    prop_assert_eq!(q_rest, s_rest);
+                }
+                (Some(_), Err(e)) => prop_assert!(false, "quick accepted what the checked reader refuses: {e}"),
+                // The quick reader may give up on anything; undamaged records it must take.
+                (None, _) => {}
+            }
+        }
+
+        #[test]
+        fn quick_reader_takes_every_well_formed_record(topic in "[a-z/]{0,12}", n in 0usize..4) {
+            let rec = RecordRef { topic: &topic, client_id: "c", qos: 1, retain: true, received_ms: 9, content_type: None, payload: Some(b"p") };
+            let mut buf = Vec::new();
+            let props = (0..n).map(|_| ("k", "v"));
+            write_record(&mut buf, &rec, props, Some(b"p")).expect("writable");
+            prop_assert!(quick_record(&buf, Part::Record(0)).is_some());
+        }
     }
 }

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use crate::VERSION;
 use crate::error::{AbiError, EditPart, Field, Part};
 use crate::record::{MessageView, RecordRef, read_record, write_record};
-use crate::wire::{Reader, patch_u16, patch_u32, put_str16, put_u16, put_u32};
+use crate::wire::{Reader, patch_u16, patch_u32, put_bytes16, put_str16, put_u16, put_u32};
 
 const FORM_ALL_KEPT: u8 = 0;
 const FORM_EDITS: u8 = 1;
@@ -24,6 +24,33 @@ pub enum Destination<'a> {
     Local { topic: &'a str },
     /// Forward upstream through the bridge named `bridge`, under `topic`.
     Bridge { bridge: &'a str, topic: &'a str },
+}
+
+/// A [`Destination`] whose topic is bytes, for a guest that builds topics from pieces of
+/// the batch (which it has not checked for UTF-8): the bytes are written as given, and the
+/// reader checks them like any destination topic ([`Verdicts::parse`] rejects a topic that
+/// is not UTF-8, and the hub also rejects invalid topic names), so a bad one fails the batch
+/// instead of reaching the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RawDestination<'a> {
+    /// `None`: republish locally; `Some(name)`: forward through that bridge.
+    pub bridge: Option<&'a str>,
+    pub topic: &'a [u8],
+}
+
+impl<'a> From<Destination<'a>> for RawDestination<'a> {
+    fn from(dest: Destination<'a>) -> Self {
+        match dest {
+            Destination::Local { topic } => Self {
+                bridge: None,
+                topic: topic.as_bytes(),
+            },
+            Destination::Bridge { bridge, topic } => Self {
+                bridge: Some(bridge),
+                topic: topic.as_bytes(),
+            },
+        }
+    }
 }
 
 /// One edit already written, so later calls can extend, check or remove it.
@@ -155,6 +182,15 @@ impl VerdictWriter {
         index: usize,
         destinations: impl IntoIterator<Item = Destination<'d>>,
     ) -> Result<(), AbiError> {
+        self.route_raw(index, destinations.into_iter().map(RawDestination::from))
+    }
+
+    /// [`route_iter`](Self::route_iter) with topics as bytes ([`RawDestination`]).
+    pub fn route_raw<'d>(
+        &mut self,
+        index: usize,
+        destinations: impl IntoIterator<Item = RawDestination<'d>>,
+    ) -> Result<(), AbiError> {
         self.check_editable(index)?;
         if let Some(last) = self.marks.last_mut()
             && last.index == index
@@ -256,7 +292,7 @@ impl VerdictWriter {
 fn write_routes<'d>(
     buf: &mut Vec<u8>,
     index: usize,
-    destinations: impl IntoIterator<Item = Destination<'d>>,
+    destinations: impl IntoIterator<Item = RawDestination<'d>>,
 ) -> Result<(), AbiError> {
     let count_at = buf.len();
     put_u16(buf, 0); // route count, patched below
@@ -270,17 +306,14 @@ fn write_routes<'d>(
                 max: usize::from(u16::MAX),
             });
         }
-        match dest {
-            Destination::Local { topic } => {
-                buf.push(KIND_LOCAL);
-                put_str16(buf, topic, Field::DestinationTopic)?;
-            }
-            Destination::Bridge { bridge, topic } => {
+        match dest.bridge {
+            None => buf.push(KIND_LOCAL),
+            Some(bridge) => {
                 buf.push(KIND_BRIDGE);
                 put_str16(buf, bridge, Field::BridgeName)?;
-                put_str16(buf, topic, Field::DestinationTopic)?;
             }
         }
+        put_bytes16(buf, dest.topic, Field::DestinationTopic)?;
     }
     let count = u16::try_from(count).ok().filter(|&n| n > 0);
     let Some(count) = count else {

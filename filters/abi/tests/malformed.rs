@@ -333,3 +333,42 @@ fn invalid_utf8_is_caught_when_the_string_is_read() {
     assert_eq!(record.property("missing"), Ok(None));
     assert_eq!(record.validate().err(), Some(expected));
 }
+
+#[test]
+fn raw_destination_topics_that_are_not_utf8_are_refused_by_the_reader() {
+    use tern_filter_abi::{RawDestination, VerdictWriter};
+    for bridge in [None, Some("cloud")] {
+        let mut w = VerdictWriter::new(Vec::new(), 1);
+        w.route_raw(
+            0,
+            [RawDestination {
+                bridge,
+                topic: b"up/\xff",
+            }],
+        )
+        .expect("the writer does not check topic bytes");
+        let buf = w.finish();
+        assert!(
+            matches!(
+                Verdicts::parse(&buf, 1),
+                Err(AbiError::InvalidUtf8 {
+                    field: Field::DestinationTopic,
+                    ..
+                })
+            ),
+            "{bridge:?}: {:?}",
+            Verdicts::parse(&buf, 1)
+        );
+        // The same bytes as UTF-8 are fine.
+        let mut w = VerdictWriter::new(Vec::new(), 1);
+        w.route_raw(
+            0,
+            [RawDestination {
+                bridge,
+                topic: b"up/1",
+            }],
+        )
+        .expect("writable");
+        assert!(Verdicts::parse(&w.finish(), 1).is_ok());
+    }
+}

@@ -4,7 +4,7 @@
 use tern_filter::{AbiError, Decision, Filter, Message, Route, Verdict};
 
 use crate::error::InvalidRoute;
-use crate::table::{Decided, Incoming, Outcome, Rendered, Resolved, RouteTable};
+use crate::table::{Decided, Incoming, Outcome, Rendered, Resolved, RouteTable, Subject};
 
 /// The `router` filter: its config is a rule set (see the crate README).
 ///
@@ -56,11 +56,12 @@ impl Filter for RouterFilter {
     }
 
     fn decide(&mut self, msg: &Message<'_>, out: Decision<'_>) -> Result<(), AbiError> {
-        let incoming = Incoming {
-            topic: msg.topic(),
-            client_id: msg.client_id(),
+        // Bytes, unchecked: the hub checks every destination topic it gets back.
+        let subject = Subject {
+            topic: msg.topic_bytes(),
+            client_id: msg.client_id_bytes(),
         };
-        match self.table.route_into(incoming, &mut self.rendered) {
+        match self.table.route_subject(subject, &mut self.rendered) {
             Decided::Keep => {
                 out.keep();
                 Ok(())
@@ -69,7 +70,7 @@ impl Filter for RouterFilter {
                 out.drop_message();
                 Ok(())
             }
-            Decided::Route => out.route_iter(self.rendered.destinations(&self.table)),
+            Decided::Route => out.route_raw(self.rendered.destinations(&self.table)),
             Decided::Invalid(invalid) => {
                 log_invalid(msg, &invalid);
                 out.drop_message();

@@ -5,6 +5,8 @@
 //! captures as byte spans in a fixed-size array on the stack and allocates nothing; only a
 //! matched rule that routes builds its output topics.
 
+use tern_filter::bytes::{find_byte, has_wildcard_or_nul, same_bytes};
+
 use crate::error::{ConfigError, InvalidRoute, InvalidTopic};
 
 /// Captures one pattern may hold. Far above what a topic scheme needs; keeps the capture
@@ -57,9 +59,10 @@ struct Span {
     end: usize,
 }
 
-/// The capture buffer filled by a successful match.
+/// The capture buffer filled by a successful match. A match sets every capture of its
+/// pattern, so a buffer reused from message to message never shows a stale span.
 #[derive(Debug, Clone, Copy, Default)]
-struct Captures([Span; MAX_CAPTURES]);
+pub(crate) struct Captures([Span; MAX_CAPTURES]);
 
 impl Captures {
     fn set(&mut self, id: CaptureId, span: Span) {
@@ -68,11 +71,29 @@ impl Captures {
         }
     }
 
-    fn get<'t>(&self, id: CaptureId, topic: &'t str) -> &'t str {
+    fn get<'t>(&self, id: CaptureId, topic: &'t [u8]) -> &'t [u8] {
         self.0
             .get(usize::from(id.0))
             .and_then(|span| topic.get(span.start..span.end))
-            .unwrap_or("")
+            .unwrap_or_default()
+    }
+}
+
+/// What the run-time half reads from a message: its topic and client id as bytes. Topic
+/// levels split at `/` of UTF-8 text are UTF-8 themselves, so matching and rendering never
+/// need the text checked; the hub checks every destination topic it receives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Subject<'a> {
+    pub(crate) topic: &'a [u8],
+    pub(crate) client_id: &'a [u8],
+}
+
+impl<'a> From<Incoming<'a>> for Subject<'a> {
+    fn from(msg: Incoming<'a>) -> Self {
+        Self {
+            topic: msg.topic.as_bytes(),
+            client_id: msg.client_id.as_bytes(),
+        }
     }
 }
 
@@ -80,17 +101,17 @@ impl Pattern {
     /// Whether the pattern can match a topic whose first level is `first_level`: a cheap
     /// pre-check (mostly a length comparison) that skips most non-matching rules without
     /// walking the topic again.
-    fn may_match(&self, first_level: &str) -> bool {
+    fn may_match(&self, first_level: &[u8]) -> bool {
         match self.levels.first() {
-            Some(Level::Literal(literal)) => same_level(first_level, literal),
+            Some(Level::Literal(literal)) => same_bytes(first_level, literal.as_bytes()),
             _ => true,
         }
     }
 
     /// Whether `topic` matches; on success `caps` holds every capture of this pattern.
-    fn matches(&self, topic: &str, caps: &mut Captures) -> bool {
+    fn matches(&self, topic: &[u8], caps: &mut Captures) -> bool {
         // MQTT: a filter starting with a wildcard does not match topics starting with `$`.
-        if topic.starts_with('$') && !matches!(self.levels.first(), Some(Level::Literal(_))) {
+        if topic.first() == Some(&b'$') && !matches!(self.levels.first(), Some(Level::Literal(_))) {
             return false;
         }
         // Start of the next unread level; `None` once the last level has been read.
@@ -99,16 +120,12 @@ impl Pattern {
             let Some(start) = next else {
                 return false;
             };
-            let Some(rest) = topic.get(start..) else {
-                return false;
-            };
-            let end = level_end(rest).map_or(topic.len(), |i| start + i);
-            let Some(segment) = topic.get(start..end) else {
-                return false;
-            };
+            let rest = topic.get(start..).unwrap_or_default();
+            let end = find_byte(rest, b'/').map_or(topic.len(), |i| start + i);
             match level {
                 Level::Literal(literal) => {
-                    if !same_level(segment, literal) {
+                    let segment = topic.get(start..end).unwrap_or_default();
+                    if !same_bytes(segment, literal.as_bytes()) {
                         return false;
                     }
                 }
@@ -137,19 +154,6 @@ impl Pattern {
     }
 }
 
-/// Offset of the first `/` in `s`. A plain byte loop: topic levels are short, and in a
-/// WebAssembly guest this is several times cheaper than the word-at-a-time `memchr` that
-/// `str::find` uses, whose set-up dominates for a dozen bytes.
-fn level_end(s: &str) -> Option<usize> {
-    s.bytes().position(|b| b == b'/')
-}
-
-/// Whether two topic levels are equal, compared byte by byte (short strings: cheaper in a
-/// WebAssembly guest than a call to `memcmp`).
-fn same_level(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
-}
-
 /// One piece of a compiled topic template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Piece {
@@ -170,28 +174,41 @@ pub(crate) struct Template {
 }
 
 impl Template {
-    /// Renders the topic for one message, or says why the result is not a valid topic name.
-    fn render(&self, msg: Incoming<'_>, caps: &Captures) -> Result<String, InvalidTopic> {
-        let mut out = String::new();
-        self.render_into(msg, caps, &mut out)?;
-        Ok(out)
-    }
-
     /// Appends the topic for one message to `out`, or says why the result is not a valid
-    /// topic name (then `out` is unchanged).
+    /// topic name (then `out` is unchanged). One pass: each piece is checked and copied.
     fn render_into(
         &self,
-        msg: Incoming<'_>,
+        msg: Subject<'_>,
         caps: &Captures,
-        out: &mut String,
+        out: &mut Vec<u8>,
     ) -> Result<(), InvalidTopic> {
-        let mut len = 0usize;
+        let start = out.len();
+        let rendered = self.append(msg, caps, out);
+        let len = out.len() - start;
+        let size = match len {
+            0 => Err(InvalidTopic::Empty),
+            len if len > MAX_TOPIC_LEN => Err(InvalidTopic::TooLong(len)),
+            _ => Ok(()),
+        };
+        let checked = rendered.and(size);
+        if checked.is_err() {
+            out.truncate(start);
+        }
+        checked
+    }
+
+    fn append(
+        &self,
+        msg: Subject<'_>,
+        caps: &Captures,
+        out: &mut Vec<u8>,
+    ) -> Result<(), InvalidTopic> {
         for (i, piece) in self.pieces.iter().enumerate() {
             let value = piece_value(piece, msg, caps);
             match piece {
                 Piece::Literal(_) => {}
                 Piece::ClientId => {
-                    if value.is_empty() || value.contains('/') {
+                    if value.is_empty() || find_byte(value, b'/').is_some() {
                         return Err(InvalidTopic::BadClientId);
                     }
                     check_interpolated(value)?;
@@ -200,23 +217,13 @@ impl Template {
             }
             // `{topic}` alone is the message's own topic, not a new `$` topic.
             if i == 0
-                && value.starts_with('$')
+                && value.first() == Some(&b'$')
                 && !matches!(piece, Piece::Literal(_))
                 && !matches!(*self.pieces, [Piece::Topic])
             {
                 return Err(InvalidTopic::DollarPrefix);
             }
-            len = len.saturating_add(value.len());
-        }
-        if len == 0 {
-            return Err(InvalidTopic::Empty);
-        }
-        if len > MAX_TOPIC_LEN {
-            return Err(InvalidTopic::TooLong(len));
-        }
-        out.reserve(len);
-        for piece in &*self.pieces {
-            out.push_str(piece_value(piece, msg, caps));
+            out.extend_from_slice(value);
         }
         Ok(())
     }
@@ -229,9 +236,9 @@ impl Template {
     }
 }
 
-fn piece_value<'a>(piece: &'a Piece, msg: Incoming<'a>, caps: &Captures) -> &'a str {
+fn piece_value<'a>(piece: &'a Piece, msg: Subject<'a>, caps: &Captures) -> &'a [u8] {
     match piece {
-        Piece::Literal(text) => text,
+        Piece::Literal(text) => text.as_bytes(),
         Piece::Capture(id) => caps.get(*id, msg.topic),
         Piece::Topic => msg.topic,
         Piece::ClientId => msg.client_id,
@@ -240,8 +247,8 @@ fn piece_value<'a>(piece: &'a Piece, msg: Incoming<'a>, caps: &Captures) -> &'a 
 
 /// Interpolated values come from the message, which the hub validated, but a topic name with
 /// a wildcard or NUL must never leave the router whatever the input.
-fn check_interpolated(value: &str) -> Result<(), InvalidTopic> {
-    if value.bytes().any(|b| matches!(b, b'+' | b'#' | 0)) {
+fn check_interpolated(value: &[u8]) -> Result<(), InvalidTopic> {
+    if has_wildcard_or_nul(value) {
         Err(InvalidTopic::ForbiddenChar)
     } else {
         Ok(())
@@ -329,15 +336,17 @@ pub enum Decided {
 }
 
 /// The destination topics rendered for the last routed message, in a buffer that keeps its
-/// allocation from message to message.
+/// allocation from message to message (and the capture buffer, reused the same way).
 #[derive(Debug, Clone, Default)]
 pub struct Rendered {
-    /// The rendered topics, back to back.
-    text: String,
+    /// The rendered topics, back to back: UTF-8 pieces joined, so UTF-8 when the message's
+    /// topic and client id are.
+    text: Vec<u8>,
     /// End of each topic in `text`, one per destination of the applied action.
     ends: Vec<usize>,
     /// The 0-based rule whose action was applied; `None`: the `otherwise` action.
     rule: Option<usize>,
+    caps: Captures,
 }
 
 impl Rendered {
@@ -348,32 +357,41 @@ impl Rendered {
     }
 
     /// The destinations of the last [`Decided::Route`] of `table` (the table that rendered
-    /// them), in rule order. Empty after any other decision.
+    /// them), in rule order, topics as bytes (checked by the hub). Empty after any other
+    /// decision.
     pub fn destinations<'s>(
         &'s self,
         table: &'s RouteTable,
-    ) -> impl Iterator<Item = tern_filter::Destination<'s>> + 's {
-        let action = match self.rule {
-            Some(i) => table.rules.get(i).map(|rule| &rule.action),
-            None => Some(&table.otherwise),
-        };
-        let destinations: &[Destination] = match action {
-            Some(Action::Route(destinations)) => destinations,
-            _ => &[],
-        };
+    ) -> impl Iterator<Item = tern_filter::RawDestination<'s>> + 's {
+        self.topics(table)
+            .map(|(destination, topic)| tern_filter::RawDestination {
+                bridge: destination.bridge(),
+                topic,
+            })
+    }
+
+    /// The applied action's destinations of `table`, each with its rendered topic.
+    fn topics<'s, 't>(
+        &'s self,
+        table: &'t RouteTable,
+    ) -> impl Iterator<Item = (&'t Destination, &'s [u8])> {
         let starts = core::iter::once(0).chain(self.ends.iter().copied());
-        destinations
+        table
+            .applied(self.rule)
             .iter()
             .zip(starts.zip(self.ends.iter().copied()))
             .map(|(destination, (start, end))| {
-                let topic = self.text.get(start..end).unwrap_or_default();
-                match destination {
-                    Destination::Local(_) => tern_filter::Destination::Local { topic },
-                    Destination::Bridge { bridge, .. } => {
-                        tern_filter::Destination::Bridge { bridge, topic }
-                    }
-                }
+                (destination, self.text.get(start..end).unwrap_or_default())
             })
+    }
+}
+
+impl Destination {
+    fn bridge(&self) -> Option<&str> {
+        match self {
+            Destination::Local(_) => None,
+            Destination::Bridge { bridge, .. } => Some(bridge),
+        }
     }
 }
 
@@ -403,16 +421,43 @@ impl RouteTable {
     /// 1-based number of the first rule matching `topic`, if any. Never allocates.
     pub fn first_match(&self, topic: &str) -> Option<usize> {
         let mut caps = Captures::default();
-        self.find(topic, &mut caps).map(|(i, _)| i + 1)
+        self.find(topic.as_bytes(), &mut caps).map(|(i, _)| i + 1)
     }
 
     /// Decides one message: the first matching rule's action, else the `otherwise` action.
     /// Allocates only when the action routes (the output topics).
     pub fn route(&self, msg: Incoming<'_>) -> Outcome<'_> {
-        let mut caps = Captures::default();
-        match self.find(msg.topic, &mut caps) {
-            Some((i, rule)) => apply(&rule.action, Some(i + 1), msg, &caps),
-            None => apply(&self.otherwise, None, msg, &caps),
+        let mut rendered = Rendered::default();
+        match self.route_into(msg, &mut rendered) {
+            Decided::Keep => Outcome::Keep,
+            Decided::Drop => Outcome::Drop,
+            Decided::Invalid(invalid) => Outcome::Invalid(invalid),
+            Decided::Route => Outcome::Route(
+                rendered
+                    .topics(self)
+                    .map(|(destination, topic)| {
+                        // Pieces of `&str`s joined at their boundaries: always UTF-8.
+                        let topic = String::from_utf8_lossy(topic).into_owned();
+                        match destination.bridge() {
+                            Some(bridge) => Resolved::Bridge { bridge, topic },
+                            None => Resolved::Local { topic },
+                        }
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The destinations of the action applied for `rule` (`None`: the `otherwise` action);
+    /// empty for keep and drop.
+    fn applied(&self, rule: Option<usize>) -> &[Destination] {
+        let action = match rule {
+            Some(i) => self.rules.get(i).map(|rule| &rule.action),
+            None => Some(&self.otherwise),
+        };
+        match action {
+            Some(Action::Route(destinations)) => destinations,
+            _ => &[],
         }
     }
 
@@ -420,9 +465,13 @@ impl RouteTable {
     /// message's destination topics are rendered into `out`, read them back with
     /// [`Rendered::destinations`]. Decides exactly as `route` does.
     pub fn route_into(&self, msg: Incoming<'_>, out: &mut Rendered) -> Decided {
+        self.route_subject(Subject::from(msg), out)
+    }
+
+    /// [`route_into`](Self::route_into) for a message read as bytes (what the guest runs).
+    pub(crate) fn route_subject(&self, msg: Subject<'_>, out: &mut Rendered) -> Decided {
         out.clear();
-        let mut caps = Captures::default();
-        let (rule, action) = match self.find(msg.topic, &mut caps) {
+        let (rule, action) = match self.find(msg.topic, &mut out.caps) {
             Some((i, rule)) => (Some(i), &rule.action),
             None => (None, &self.otherwise),
         };
@@ -434,20 +483,20 @@ impl RouteTable {
         for destination in destinations {
             let start = out.text.len();
             let rendered = match destination {
-                Destination::Local(template) => {
-                    template
-                        .render_into(msg, &caps, &mut out.text)
-                        .and_then(|()| {
-                            // The hub refuses local routes to `$` topics (it would fail the whole
-                            // batch).
-                            if out.text[start..].starts_with('$') {
-                                Err(InvalidTopic::DollarPrefix)
-                            } else {
-                                Ok(())
-                            }
-                        })
+                Destination::Local(template) => template
+                    .render_into(msg, &out.caps, &mut out.text)
+                    .and_then(|()| {
+                        // The hub refuses local routes to `$` topics (it would fail the whole
+                        // batch).
+                        if out.text.get(start) == Some(&b'$') {
+                            Err(InvalidTopic::DollarPrefix)
+                        } else {
+                            Ok(())
+                        }
+                    }),
+                Destination::Bridge { topic, .. } => {
+                    topic.render_into(msg, &out.caps, &mut out.text)
                 }
-                Destination::Bridge { topic, .. } => topic.render_into(msg, &caps, &mut out.text),
             };
             if let Err(reason) = rendered {
                 out.clear();
@@ -463,51 +512,14 @@ impl RouteTable {
     }
 
     /// The first matching rule and its 0-based index; fills `caps` with its captures.
-    fn find(&self, topic: &str, caps: &mut Captures) -> Option<(usize, &Rule)> {
+    fn find(&self, topic: &[u8], caps: &mut Captures) -> Option<(usize, &Rule)> {
         let first_level = topic
-            .get(..level_end(topic).unwrap_or(topic.len()))
+            .get(..find_byte(topic, b'/').unwrap_or(topic.len()))
             .unwrap_or(topic);
         self.rules.iter().enumerate().find(|(_, rule)| {
             rule.pattern.may_match(first_level) && rule.pattern.matches(topic, caps)
         })
     }
-}
-
-fn apply<'t>(
-    action: &'t Action,
-    rule: Option<usize>,
-    msg: Incoming<'_>,
-    caps: &Captures,
-) -> Outcome<'t> {
-    let destinations = match action {
-        Action::Keep => return Outcome::Keep,
-        Action::Drop => return Outcome::Drop,
-        Action::Route(destinations) => destinations,
-    };
-    let mut routes = Vec::with_capacity(destinations.len());
-    for destination in destinations {
-        let (template, bridge) = match destination {
-            Destination::Local(template) => (template, None),
-            Destination::Bridge { bridge, topic } => (topic, Some(&**bridge)),
-        };
-        let rendered = template.render(msg, caps).and_then(|topic| {
-            // The hub refuses local routes to `$` topics (it would fail the whole batch).
-            if bridge.is_none() && topic.starts_with('$') {
-                Err(InvalidTopic::DollarPrefix)
-            } else {
-                Ok(topic)
-            }
-        });
-        let topic = match rendered {
-            Ok(topic) => topic,
-            Err(reason) => return Outcome::Invalid(InvalidRoute { rule, reason }),
-        };
-        routes.push(match bridge {
-            Some(bridge) => Resolved::Bridge { bridge, topic },
-            None => Resolved::Local { topic },
-        });
-    }
-    Outcome::Route(routes)
 }
 
 /// Whether `topic` is a valid MQTT topic name: 1–65,535 bytes, no `+`, `#` or NUL.
@@ -530,7 +542,7 @@ mod tests {
 
     fn spans(p: &Pattern, topic: &str) -> Option<Vec<(usize, usize)>> {
         let mut caps = Captures::default();
-        p.matches(topic, &mut caps)
+        p.matches(topic.as_bytes(), &mut caps)
             .then(|| caps.0.iter().map(|s| (s.start, s.end)).take(2).collect())
     }
 
@@ -562,9 +574,9 @@ mod tests {
     fn out_of_range_capture_ids_read_empty() {
         let mut caps = Captures::default();
         caps.set(CaptureId(200), Span { start: 0, end: 1 });
-        assert_eq!(caps.get(CaptureId(200), "abc"), "");
+        assert_eq!(caps.get(CaptureId(200), b"abc"), b"");
         caps.set(CaptureId(0), Span { start: 5, end: 9 });
-        assert_eq!(caps.get(CaptureId(0), "abc"), "");
+        assert_eq!(caps.get(CaptureId(0), b"abc"), b"");
     }
 
     #[test]

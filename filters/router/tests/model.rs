@@ -12,7 +12,6 @@
 //!   forwarded to a bridge (none leaks in through a capture).
 
 use proptest::prelude::*;
-use tern_filter::Destination;
 use tern_filter_router::{
     Decided, Incoming, Outcome, Rendered, Resolved, RouteTable, is_valid_topic_name,
 };
@@ -209,10 +208,11 @@ proptest! {
                 Decided::Route => Outcome::Route(
                     rendered
                         .destinations(&table)
-                        .map(|d| match d {
-                            Destination::Local { topic } => Resolved::Local { topic: topic.into() },
-                            Destination::Bridge { bridge, topic } => {
-                                Resolved::Bridge { bridge, topic: topic.into() }
+                        .map(|d| {
+                            let topic = String::from_utf8(d.topic.to_vec()).expect("UTF-8 topic");
+                            match d.bridge {
+                                None => Resolved::Local { topic },
+                                Some(bridge) => Resolved::Bridge { bridge, topic },
                             }
                         })
                         .collect(),

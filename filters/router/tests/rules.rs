@@ -1,7 +1,6 @@
 //! The rule language, one row per documented rule: what a rule set does with a message, and
 //! which rule sets are rejected with which location and message.
 
-use tern_filter::Destination;
 use tern_filter_router::{
     ConfigErrorKind, Decided, Incoming, InvalidTopic, Location, Outcome, Rendered, Resolved,
     RouteTable,
@@ -38,9 +37,12 @@ fn route(table: &RouteTable, topic: &str, client_id: &str) -> String {
             Decided::Invalid(invalid) => format!("invalid:{invalid}"),
             Decided::Route => rendered
                 .destinations(table)
-                .map(|d| match d {
-                    Destination::Local { topic } => format!("local:{topic}"),
-                    Destination::Bridge { bridge, topic } => format!("bridge:{bridge} {topic}"),
+                .map(|d| {
+                    let topic = std::str::from_utf8(d.topic).expect("UTF-8 topic");
+                    match d.bridge {
+                        None => format!("local:{topic}"),
+                        Some(bridge) => format!("bridge:{bridge} {topic}"),
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join(" | "),

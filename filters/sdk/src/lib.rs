@@ -66,7 +66,7 @@ mod verdict;
 pub use host::{log, now_ms};
 pub use message::{Message, Properties};
 pub use process::{Decision, process_batch};
-pub use tern_filter_abi::{AbiError, Destination, MessageView, RecordRef};
+pub use tern_filter_abi::{AbiError, Destination, MessageView, RawDestination, RecordRef, bytes};
 pub use verdict::{NewMessage, Route, Verdict};
 
 /// A filter: decides each message of a batch in order.

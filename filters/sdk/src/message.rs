@@ -35,9 +35,21 @@ impl<'a> Message<'a> {
         self.record.topic().unwrap_or_else(|e| broken_batch(e))
     }
 
+    /// The topic's bytes, **not** checked for UTF-8: for a filter that matches or copies
+    /// topic levels as bytes and hands the hub topics it checks anyway
+    /// ([`Decision::route_raw`](crate::Decision::route_raw)).
+    pub fn topic_bytes(&self) -> &'a [u8] {
+        self.record.topic_bytes()
+    }
+
     /// The publisher's client id; empty for messages the hub itself publishes.
     pub fn client_id(&self) -> &'a str {
         self.record.client_id().unwrap_or_else(|e| broken_batch(e))
+    }
+
+    /// The client id's bytes, **not** checked for UTF-8 (see [`topic_bytes`](Self::topic_bytes)).
+    pub fn client_id_bytes(&self) -> &'a [u8] {
+        self.record.client_id_bytes()
     }
 
     pub fn qos(&self) -> u8 {
@@ -79,6 +91,14 @@ impl<'a> Message<'a> {
         self.record
             .property(key)
             .unwrap_or_else(|e| broken_batch(e))
+    }
+
+    /// The bytes of the first user property named `key`, **not** checked for UTF-8. For
+    /// readers that compare the value with a string they hold, or parse it as ASCII
+    /// digits: equal bytes are as valid as the string they equal, so checking first would
+    /// be wasted work. Anything that needs the value as text uses [`property`](Self::property).
+    pub fn property_bytes(&self, key: &str) -> Option<&'a [u8]> {
+        self.record.property_bytes(key)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The batch loop: decode a packed batch, ask the filter about each message, pack the
 //! verdicts. Plain generic Rust, the same code on wasm32 and on the host.
 
-use tern_filter_abi::{AbiError, Batch, Destination, RecordRef, VerdictWriter};
+use tern_filter_abi::{AbiError, Batch, Destination, RawDestination, RecordRef, VerdictWriter};
 
 use crate::{Filter, Message, Route, Verdict};
 
@@ -77,6 +77,24 @@ impl Decision<'_> {
             return Ok(());
         }
         self.verdicts.route_iter(self.index, destinations)
+    }
+
+    /// [`route_iter`](Self::route_iter) with topics as bytes the hub checks
+    /// ([`RawDestination`]): for a filter that builds topics from
+    /// [`Message::topic_bytes`](crate::Message::topic_bytes) without checking them itself.
+    /// A topic that is not UTF-8 or not a valid topic name fails the whole batch (the hub
+    /// then isolates the message and applies the pipeline's failure policy). An empty
+    /// iterator drops the message.
+    pub fn route_raw<'d>(
+        self,
+        destinations: impl IntoIterator<Item = RawDestination<'d>>,
+    ) -> Result<(), AbiError> {
+        let mut destinations = destinations.into_iter().peekable();
+        if destinations.peek().is_none() {
+            self.verdicts.drop_message(self.index);
+            return Ok(());
+        }
+        self.verdicts.route_raw(self.index, destinations)
     }
 
     /// Replaces the message (`rec.payload == None` leaves the payload unchanged; its
