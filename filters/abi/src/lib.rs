@@ -65,7 +65,10 @@ mod wire;
 pub use batch::{Batch, BatchWriter, RecordViews, Records};
 pub use error::{AbiError, EditPart, Field, Part};
 pub use record::{MessageView, Properties, RawProperties, RecordRef, RecordView};
-pub use verdict::{Destination, Edit, Edits, RawDestination, Routes, VerdictWriter, Verdicts};
+pub use verdict::{
+    CheckedRoutes, Destination, Edit, Edits, LazyEdit, LazyEdits, LazyVerdicts, RawDestination,
+    Routes, VerdictWriter, Verdicts,
+};
 
 /// The ABI version this crate reads and writes (the first byte of both buffers).
 pub const VERSION: u8 = 1;

@@ -340,6 +340,22 @@ impl<'a> Verdicts<'a> {
     /// form, count, bitmap (bits past the count must be 0), edit indices strictly ascending,
     /// in range and kept, edit flags, replacement records, destinations, no trailing bytes.
     pub fn parse(buf: &'a [u8], expected_count: usize) -> Result<Self, AbiError> {
+        Self::parse_with(buf, expected_count, DestinationStrings::Checked)
+    }
+
+    /// [`parse`](Self::parse), except that the strings of route destinations (bridge names
+    /// and topics) are checked for UTF-8 only as [`LazyVerdicts::edits`] reads them: for a
+    /// reader that reads every destination once anyway (the hub), so that each string is
+    /// checked once instead of twice. Everything else is validated here.
+    pub fn parse_lazy(buf: &'a [u8], expected_count: usize) -> Result<LazyVerdicts<'a>, AbiError> {
+        Self::parse_with(buf, expected_count, DestinationStrings::Deferred).map(LazyVerdicts)
+    }
+
+    fn parse_with(
+        buf: &'a [u8],
+        expected_count: usize,
+        strings: DestinationStrings,
+    ) -> Result<Self, AbiError> {
         let mut r = Reader::new(buf, Part::Verdicts);
         let version = r.u8(Field::Version)?;
         if version != VERSION {
@@ -417,8 +433,13 @@ impl<'a> Verdicts<'a> {
             }
             if flags & HAS_ROUTES != 0 {
                 let mut routes = read_routes(&mut e, at)?;
-                for dest in routes.by_ref() {
-                    dest?;
+                match strings {
+                    DestinationStrings::Checked => {
+                        for dest in routes.by_ref() {
+                            dest?;
+                        }
+                    }
+                    DestinationStrings::Deferred => routes.skip_all()?,
                 }
                 e.rest = routes.rest;
             }
@@ -489,12 +510,49 @@ fn read_routes<'a>(e: &mut Reader<'a>, index: usize) -> Result<RouteReader<'a>, 
     })
 }
 
-/// Fallible destination decoding, shared by validation and [`Routes`].
-#[derive(Clone)]
+/// Whether [`Verdicts::parse_with`] checks destination strings for UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DestinationStrings {
+    Checked,
+    /// Left to the reader of [`LazyVerdicts::edits`].
+    Deferred,
+}
+
+/// Fallible destination decoding, shared by validation, [`Routes`] and [`CheckedRoutes`].
+#[derive(Debug, Clone)]
 struct RouteReader<'a> {
     rest: &'a [u8],
     part: Part,
     remaining: u16,
+}
+
+impl RouteReader<'_> {
+    /// Steps over the remaining destinations checking their layout (kinds and lengths) but
+    /// not their strings.
+    fn skip_all(&mut self) -> Result<(), AbiError> {
+        let mut r = Reader::new(self.rest, self.part);
+        for _ in 0..self.remaining {
+            match r.u8(Field::DestinationKind)? {
+                KIND_LOCAL => {}
+                KIND_BRIDGE => {
+                    r.raw16(Field::BridgeName)?;
+                }
+                kind => return Err(unknown_destination(self.part, kind)),
+            }
+            r.raw16(Field::DestinationTopic)?;
+        }
+        self.remaining = 0;
+        self.rest = r.rest;
+        Ok(())
+    }
+}
+
+fn unknown_destination(part: Part, kind: u8) -> AbiError {
+    let ordinal = match part {
+        Part::Edit(ordinal) => ordinal,
+        _ => 0,
+    };
+    AbiError::UnknownDestination { ordinal, kind }
 }
 
 impl<'a> Iterator for RouteReader<'a> {
@@ -518,12 +576,7 @@ fn read_destination<'a>(r: &mut Reader<'a>) -> Result<Destination<'a>, AbiError>
             bridge: r.str16(Field::BridgeName)?,
             topic: r.str16(Field::DestinationTopic)?,
         }),
-        kind => {
-            let Part::Edit(ordinal) = r.part else {
-                return Err(AbiError::UnknownDestination { ordinal: 0, kind });
-            };
-            Err(AbiError::UnknownDestination { ordinal, kind })
-        }
+        kind => Err(unknown_destination(r.part, kind)),
     }
 }
 
@@ -544,43 +597,59 @@ pub struct Edits<'a> {
     remaining: usize,
 }
 
+/// One edit as laid out: its index, its replacement, its destinations' bytes and count.
+struct RawEdit<'a> {
+    index: usize,
+    replacement: Option<MessageView<'a>>,
+    routes: Option<(&'a [u8], u16)>,
+}
+
+/// Reads the next edit of a list `parse_with` validated (so none of these reads fail; a
+/// failure ends the iteration).
+fn next_edit<'a>(rest: &mut &'a [u8]) -> Option<RawEdit<'a>> {
+    let mut e = Reader::new(rest, Part::Verdicts);
+    let index = usize::try_from(e.u32(Field::EditIndex).ok()?).ok()?;
+    let flags = e.u8(Field::EditFlags).ok()?;
+    let replacement = if flags & HAS_REPLACEMENT != 0 {
+        Some(read_record(&mut e).ok()?)
+    } else {
+        None
+    };
+    let routes = if flags & HAS_ROUTES != 0 {
+        let count = e.u16(Field::RouteCount).ok()?;
+        let start = e.rest;
+        // Skip the destinations by their lengths; the route iterators read them.
+        for _ in 0..count {
+            if e.u8(Field::DestinationKind).ok()? == KIND_BRIDGE {
+                e.raw16(Field::BridgeName).ok()?;
+            }
+            e.raw16(Field::DestinationTopic).ok()?;
+        }
+        let len = start.len() - e.rest.len();
+        Some((start.get(..len)?, count))
+    } else {
+        None
+    };
+    *rest = e.rest;
+    Some(RawEdit {
+        index,
+        replacement,
+        routes,
+    })
+}
+
 impl<'a> Iterator for Edits<'a> {
     type Item = Edit<'a>;
 
     fn next(&mut self) -> Option<Edit<'a>> {
         self.remaining = self.remaining.checked_sub(1)?;
-        // Validated by `Verdicts::parse`, so none of these fail.
-        let mut e = Reader::new(self.rest, Part::Verdicts);
-        let index = usize::try_from(e.u32(Field::EditIndex).ok()?).ok()?;
-        let flags = e.u8(Field::EditFlags).ok()?;
-        let replacement = if flags & HAS_REPLACEMENT != 0 {
-            Some(read_record(&mut e).ok()?)
-        } else {
-            None
-        };
-        let routes = if flags & HAS_ROUTES != 0 {
-            let count = e.u16(Field::RouteCount).ok()?;
-            let start = e.rest;
-            // Skip the destinations by their lengths; `Routes` reads them.
-            for _ in 0..count {
-                if e.u8(Field::DestinationKind).ok()? == KIND_BRIDGE {
-                    e.raw16(Field::BridgeName).ok()?;
-                }
-                e.raw16(Field::DestinationTopic).ok()?;
-            }
-            let len = start.len() - e.rest.len();
-            Some(Routes {
-                rest: start.get(..len)?,
-                remaining: count,
-            })
-        } else {
-            None
-        };
-        self.rest = e.rest;
+        let raw = next_edit(&mut self.rest)?;
         Some(Edit {
-            index,
-            replacement,
-            routes,
+            index: raw.index,
+            replacement: raw.replacement,
+            routes: raw
+                .routes
+                .map(|(rest, remaining)| Routes { rest, remaining }),
         })
     }
 
@@ -622,3 +691,108 @@ impl core::fmt::Debug for Routes<'_> {
         f.debug_list().entries(self.clone()).finish()
     }
 }
+
+/// Verdicts from [`Verdicts::parse_lazy`]: validated except for the strings of route
+/// destinations, which [`CheckedRoutes`] checks as it reads them.
+#[derive(Debug, Clone, Copy)]
+pub struct LazyVerdicts<'a>(Verdicts<'a>);
+
+impl<'a> LazyVerdicts<'a> {
+    /// The message count.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether message `index` is kept (false when out of range).
+    pub fn is_kept(&self, index: usize) -> bool {
+        self.0.is_kept(index)
+    }
+
+    /// Whether every message is kept unchanged.
+    pub fn unchanged(&self) -> bool {
+        self.0.unchanged()
+    }
+
+    /// The edits, ascending by message index, only for kept messages.
+    pub fn edits(&self) -> LazyEdits<'a> {
+        LazyEdits {
+            rest: self.0.edits,
+            remaining: self.0.edit_count,
+            ordinal: 0,
+        }
+    }
+}
+
+/// One message's edit from [`LazyVerdicts`].
+#[derive(Debug, Clone)]
+pub struct LazyEdit<'a> {
+    pub index: usize,
+    /// As [`Edit::replacement`] (fully validated).
+    pub replacement: Option<MessageView<'a>>,
+    pub routes: Option<CheckedRoutes<'a>>,
+}
+
+/// Iterator over the edits of [`LazyVerdicts`].
+#[derive(Debug, Clone)]
+pub struct LazyEdits<'a> {
+    rest: &'a [u8],
+    remaining: usize,
+    ordinal: usize,
+}
+
+impl<'a> Iterator for LazyEdits<'a> {
+    type Item = LazyEdit<'a>;
+
+    fn next(&mut self) -> Option<LazyEdit<'a>> {
+        self.remaining = self.remaining.checked_sub(1)?;
+        let raw = next_edit(&mut self.rest)?;
+        let part = Part::Edit(self.ordinal);
+        self.ordinal += 1;
+        Some(LazyEdit {
+            index: raw.index,
+            replacement: raw.replacement,
+            routes: raw.routes.map(|(rest, remaining)| {
+                CheckedRoutes(RouteReader {
+                    rest,
+                    part,
+                    remaining,
+                })
+            }),
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for LazyEdits<'_> {}
+
+/// The destinations of one [`LazyEdit`], in order (at least one), each string checked for
+/// UTF-8 as it is read: an `Err` is a destination the verdicts must be rejected for.
+#[derive(Debug, Clone)]
+pub struct CheckedRoutes<'a>(RouteReader<'a>);
+
+impl<'a> Iterator for CheckedRoutes<'a> {
+    type Item = Result<Destination<'a>, AbiError>;
+
+    /// Ends after the first `Err`.
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.0.next()?;
+        if item.is_err() {
+            self.0.remaining = 0;
+        }
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::from(self.0.remaining);
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for CheckedRoutes<'_> {}

@@ -93,9 +93,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-// Fixed-size fields are pushed byte by byte: `extend_from_slice` of a small array is a call
-// and, inside a guest, a `memory.copy` out of the sandboxed code, several times the cost of
-// a few inlined pushes.
+// Inside a guest, fixed-size fields are pushed byte by byte: `extend_from_slice` of a small
+// array is a `memory.copy` out of the sandboxed code there, several times the cost of a few
+// inlined pushes. Natively `extend_from_slice` is the cheaper of the two.
 
 pub(crate) fn put_u16(buf: &mut Vec<u8>, v: u16) {
     put_le(buf, v.to_le_bytes());
@@ -111,9 +111,13 @@ pub(crate) fn put_u64(buf: &mut Vec<u8>, v: u64) {
 
 #[inline(always)]
 fn put_le<const N: usize>(buf: &mut Vec<u8>, bytes: [u8; N]) {
-    buf.reserve(N);
-    for b in bytes {
-        buf.push(b);
+    if cfg!(target_family = "wasm") {
+        buf.reserve(N);
+        for b in bytes {
+            buf.push(b);
+        }
+    } else {
+        buf.extend_from_slice(&bytes);
     }
 }
 

@@ -372,3 +372,53 @@ fn raw_destination_topics_that_are_not_utf8_are_refused_by_the_reader() {
         assert!(Verdicts::parse(&w.finish(), 1).is_ok());
     }
 }
+
+/// `parse_lazy` accepts what `parse` accepts, with the same decisions and destinations, and
+/// what `parse` refuses is refused either by `parse_lazy` or while reading its routes.
+#[test]
+fn lazy_verdicts_agree_with_eager_ones_on_every_single_byte_change() {
+    let vs = sample_verdicts();
+    let buf = write_verdicts(&vs);
+    let count = vs.len();
+    for i in 0..buf.len() {
+        for byte in 0..=u8::MAX {
+            let mut changed = buf.clone();
+            changed[i] = byte;
+            let eager = Verdicts::parse(&changed, count);
+            let lazy = Verdicts::parse_lazy(&changed, count);
+            let lazily_read = lazy.map(|v| {
+                let kept: Vec<bool> = (0..count).map(|i| v.is_kept(i)).collect();
+                let edits: Result<Vec<_>, AbiError> = v
+                    .edits()
+                    .map(|e| {
+                        let routes = e.routes.map(Iterator::collect::<Result<Vec<_>, _>>);
+                        routes
+                            .transpose()
+                            .map(|routes| (e.index, e.replacement.is_some(), routes))
+                    })
+                    .collect();
+                edits.map(|edits| (kept, edits))
+            });
+            match (eager, lazily_read) {
+                (Ok(v), Ok(Ok((kept, edits)))) => {
+                    let eager_kept: Vec<bool> = (0..count).map(|i| v.is_kept(i)).collect();
+                    assert_eq!(kept, eager_kept);
+                    let eager_edits: Vec<_> = v
+                        .edits()
+                        .map(|e| {
+                            let routes = e.routes.map(Iterator::collect::<Vec<_>>);
+                            (e.index, e.replacement.is_some(), routes)
+                        })
+                        .collect();
+                    assert_eq!(edits, eager_edits, "byte {i} = {byte}");
+                }
+                (Err(_), Err(_) | Ok(Err(_))) => {}
+                (eager, lazy) => panic!(
+                    "byte {i} = {byte}: eager {:?}, lazy {:?}",
+                    eager.map(|_| ()),
+                    lazy.map(|r| r.map(|_| ()))
+                ),
+            }
+        }
+    }
+}

@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::filter_host::filter::BatchTally;
 use crate::filter_host::guest::Admission;
-use crate::filter_host::verdict::{Decisions, PackedBatch, Route, decide};
+use crate::filter_host::verdict::{Decisions, PackedBatch, Route, RouteSet, decide};
 use crate::filter_host::{CallFailure, FailurePolicy, Filtered, LoadedFilter};
 use crate::message::Message;
 
@@ -74,13 +74,13 @@ struct Run {
     fates: Vec<Fate>,
     reasons: Vec<String>,
     /// Per message once any message was routed; empty before.
-    routes: Vec<Option<Vec<Route>>>,
+    routes: Vec<Option<RouteSet>>,
     /// Per message once any topic was replaced; the topic it was published to.
     published: Vec<Option<String>>,
 }
 
 impl Run {
-    fn set_routes(&mut self, i: usize, routes: Vec<Route>) {
+    fn set_routes(&mut self, i: usize, routes: RouteSet) {
         if self.routes.is_empty() {
             self.routes.resize_with(self.messages.len(), || None);
         }
@@ -153,7 +153,7 @@ enum End {
         published: Option<String>,
     },
     Deliver {
-        routes: Option<Vec<Route>>,
+        routes: Option<RouteSet>,
     },
 }
 
@@ -367,7 +367,7 @@ fn apply(filter: &LoadedFilter, run: &mut Run, group: &[usize], decisions: Decis
                 if replacement.topic != run.messages[i].topic {
                     run.remember_published(i);
                 }
-                replacement.apply(&mut run.messages[i]);
+                (*replacement).apply(&mut run.messages[i]);
             }
             if let Some(routes) = edit.routes {
                 tally.routed += 1;
@@ -499,7 +499,7 @@ mod tests {
         let out = emitted(
             message("in"),
             End::Deliver {
-                routes: Some(routes),
+                routes: Some(RouteSet::Many(routes)),
             },
             &FailurePolicy::Pass,
         );

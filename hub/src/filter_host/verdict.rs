@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tern_filter_abi::{BatchWriter, Destination, MessageView, RecordRef, Verdicts};
+use tern_filter_abi::{AbiError, BatchWriter, Destination, MessageView, RecordRef, Verdicts};
 use tern_mqtt::QoS;
 use tern_mqtt::topic::validate_topic_name;
 
@@ -131,12 +131,60 @@ pub(crate) enum Decisions {
     },
 }
 
-/// One edit, owned.
+/// One edit, owned. The replacement is boxed: it is rare, and an edit that only routes stays
+/// small to move.
 #[derive(Debug)]
 pub(crate) struct OwnedEdit {
     pub(crate) index: usize,
-    pub(crate) replacement: Option<Replacement>,
-    pub(crate) routes: Option<Vec<Route>>,
+    pub(crate) replacement: Option<Box<Replacement>>,
+    pub(crate) routes: Option<RouteSet>,
+}
+
+/// The destinations of one message: a single one (the common case) without an allocation of
+/// its own, or several in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RouteSet {
+    One(Route),
+    Many(Vec<Route>),
+}
+
+impl RouteSet {
+    /// How many destinations.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(routes) => routes.len(),
+        }
+    }
+}
+
+impl IntoIterator for RouteSet {
+    type Item = Route;
+    type IntoIter = RouteSetIter;
+
+    fn into_iter(self) -> RouteSetIter {
+        match self {
+            Self::One(route) => RouteSetIter::One(Some(route)),
+            Self::Many(routes) => RouteSetIter::Many(routes.into_iter()),
+        }
+    }
+}
+
+/// Iterator over a [`RouteSet`], in order.
+pub(crate) enum RouteSetIter {
+    One(Option<Route>),
+    Many(std::vec::IntoIter<Route>),
+}
+
+impl Iterator for RouteSetIter {
+    type Item = Route;
+
+    fn next(&mut self) -> Option<Route> {
+        match self {
+            Self::One(route) => route.take(),
+            Self::Many(routes) => routes.next(),
+        }
+    }
 }
 
 /// A message as a filter rewrote it. Fields the ABI does not carry (expiry, response topic,
@@ -177,7 +225,8 @@ pub(crate) enum Route {
 
 /// Parses and checks `buf` as the verdicts for `count` messages.
 pub(crate) fn decide(buf: &[u8], count: usize) -> Result<Decisions, String> {
-    let verdicts = Verdicts::parse(buf, count).map_err(|e| e.to_string())?;
+    // Destination strings are checked once, as they are read below.
+    let verdicts = Verdicts::parse_lazy(buf, count).map_err(|e| e.to_string())?;
     if verdicts.unchanged() {
         return Ok(Decisions::Unchanged);
     }
@@ -188,16 +237,29 @@ pub(crate) fn decide(buf: &[u8], count: usize) -> Result<Decisions, String> {
         let index = edit.index;
         let replacement = edit
             .replacement
-            .map(|view| replacement(&view).map_err(|e| format!("message {index}: {e}")))
+            .map(|view| {
+                replacement(&view)
+                    .map(Box::new)
+                    .map_err(|e| format!("message {index}: {e}"))
+            })
             .transpose()?;
         let routes = edit
             .routes
-            .map(|routes| {
-                routes
-                    .map(|dest| {
-                        route(dest, &mut bridges).map_err(|e| format!("message {index}: {e}"))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
+            .map(|mut routes| {
+                let mut owned = |dest: Result<Destination<'_>, AbiError>| {
+                    dest.map_err(|e| e.to_string())
+                        .and_then(|dest| route(dest, &mut bridges))
+                        .map_err(|e| format!("message {index}: {e}"))
+                };
+                match (routes.len(), routes.next()) {
+                    (1, Some(only)) => owned(only).map(RouteSet::One),
+                    (_, first) => first
+                        .into_iter()
+                        .chain(routes)
+                        .map(owned)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(RouteSet::Many),
+                }
             })
             .transpose()?;
         edits.push(OwnedEdit {
@@ -312,13 +374,11 @@ mod tests {
         };
         assert_eq!(kept, [false, true]);
         assert_eq!(
-            edits[0].routes.as_deref(),
-            Some(
-                &[Route::Bridge {
-                    bridge: Arc::from("cloud"),
-                    topic: "up/1".into()
-                }][..]
-            )
+            edits[0].routes,
+            Some(RouteSet::One(Route::Bridge {
+                bridge: Arc::from("cloud"),
+                topic: "up/1".into()
+            }))
         );
         assert!(decide(&buf, 3).is_err(), "wrong count accepted");
     }
