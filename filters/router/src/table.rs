@@ -98,16 +98,6 @@ impl<'a> From<Incoming<'a>> for Subject<'a> {
 }
 
 impl Pattern {
-    /// Whether the pattern can match a topic whose first level is `first_level`: a cheap
-    /// pre-check (mostly a length comparison) that skips most non-matching rules without
-    /// walking the topic again.
-    fn may_match(&self, first_level: &[u8]) -> bool {
-        match self.levels.first() {
-            Some(Level::Literal(literal)) => same_bytes(first_level, literal.as_bytes()),
-            _ => true,
-        }
-    }
-
     /// Whether `topic` matches; on success `caps` holds every capture of this pattern.
     fn matches(&self, topic: &[u8], caps: &mut Captures) -> bool {
         // MQTT: a filter starting with a wildcard does not match topics starting with `$`.
@@ -120,18 +110,28 @@ impl Pattern {
             let Some(start) = next else {
                 return false;
             };
-            let rest = topic.get(start..).unwrap_or_default();
-            let end = find_byte(rest, b'/').map_or(topic.len(), |i| start + i);
-            match level {
+            let end = match level {
+                // A literal holds no `/`: the level is the literal when the bytes at `start`
+                // are the literal's and the level ends right after them. No search.
                 Level::Literal(literal) => {
-                    let segment = topic.get(start..end).unwrap_or_default();
-                    if !same_bytes(segment, literal.as_bytes()) {
+                    let end = start + literal.len();
+                    let same = topic
+                        .get(start..end)
+                        .is_some_and(|segment| same_bytes(segment, literal.as_bytes()));
+                    if !same || !matches!(topic.get(end), None | Some(b'/')) {
                         return false;
                     }
+                    end
                 }
-                Level::Any => {}
-                Level::Capture(id) => caps.set(*id, Span { start, end }),
-            }
+                Level::Any | Level::Capture(_) => {
+                    let rest = topic.get(start..).unwrap_or_default();
+                    let end = find_byte(rest, b'/').map_or(topic.len(), |i| start + i);
+                    if let Level::Capture(id) = level {
+                        caps.set(*id, Span { start, end });
+                    }
+                    end
+                }
+            };
             next = (end < topic.len()).then_some(end + 1);
         }
         match self.tail {
@@ -512,13 +512,13 @@ impl RouteTable {
     }
 
     /// The first matching rule and its 0-based index; fills `caps` with its captures.
+    /// Each pattern fails at its first literal level that differs, so a rule that cannot
+    /// match costs one short comparison.
     fn find(&self, topic: &[u8], caps: &mut Captures) -> Option<(usize, &Rule)> {
-        let first_level = topic
-            .get(..find_byte(topic, b'/').unwrap_or(topic.len()))
-            .unwrap_or(topic);
-        self.rules.iter().enumerate().find(|(_, rule)| {
-            rule.pattern.may_match(first_level) && rule.pattern.matches(topic, caps)
-        })
+        self.rules
+            .iter()
+            .enumerate()
+            .find(|(_, rule)| rule.pattern.matches(topic, caps))
     }
 }
 
