@@ -115,6 +115,14 @@ pub(crate) fn read_record_layout<'a>(r: &mut Reader<'a>) -> Result<RecordView<'a
         r.rest = rest;
         return Ok(view);
     }
+    checked_record_layout(r)
+}
+
+/// The checked path of [`read_record_layout`], out of line: it runs only for a record the
+/// quick path gave up on, to say what is wrong with it.
+#[cold]
+#[inline(never)]
+fn checked_record_layout<'a>(r: &mut Reader<'a>) -> Result<RecordView<'a>, AbiError> {
     let len = r.len32(Field::RecordLength)?;
     let body = r.take(len, Field::Record)?;
     split_body(body, r.part)
