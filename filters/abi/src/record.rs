@@ -313,6 +313,7 @@ impl<'a> RecordView<'a> {
     /// that only compare the value with a string they hold or parse it as ASCII digits,
     /// where checking it first would be wasted work (equal bytes are as valid as the string
     /// they equal).
+    #[inline]
     pub fn property_bytes(&self, key: &str) -> Option<&'a [u8]> {
         let mut rest = self.properties;
         for _ in 0..self.property_count {

@@ -97,6 +97,7 @@ impl<'a> Message<'a> {
     /// readers that compare the value with a string they hold, or parse it as ASCII
     /// digits: equal bytes are as valid as the string they equal, so checking first would
     /// be wasted work. Anything that needs the value as text uses [`property`](Self::property).
+    #[inline]
     pub fn property_bytes(&self, key: &str) -> Option<&'a [u8]> {
         self.record.property_bytes(key)
     }

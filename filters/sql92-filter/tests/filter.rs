@@ -2,9 +2,11 @@
 //! packing, decoding and verdict code the guest runs). Each selector below reads one header or
 //! property kind, so together they show that the adapter hands every header to the selector.
 
+use proptest::prelude::*;
 use tern_filter::Filter;
 use tern_filter::testing::{Outcome, TestMessage, run};
-use tern_filter_sql92::Sql92Filter;
+use tern_filter_sql92::{Sql92Filter, compile};
+use tern_sql92::OwnedMessage;
 
 /// Three messages that differ in every header.
 fn messages() -> Vec<TestMessage> {
@@ -144,4 +146,71 @@ fn a_full_batch_keeps_exactly_the_selected() {
         got.iter()
             .all(|o| o.replacement.is_none() && o.routes.is_none())
     );
+}
+
+/// Values for the property test below: the coercion rules' edge cases.
+const VALUES: &[&str] = &[
+    "",
+    "0",
+    "+5",
+    "-5",
+    "20",
+    "30",
+    "31",
+    "30.0",
+    "30.5",
+    "1e3",
+    ".5",
+    "1.",
+    " 30",
+    "north",
+    "south",
+    "North",
+    "true",
+    "99999999999999999999",
+    "-9223372036854775808",
+    "é",
+    "x",
+];
+
+const SELECTORS: &[&str] = &[
+    "temperature > 30 AND site = 'north'",
+    "site IN ('north', 'east') AND temperature BETWEEN 25 AND 35",
+    "NOT (temperature < 30) OR $qos = 1",
+    "30 <= temperature OR site <> 'south'",
+    "temperature IS NULL OR NOT (temperature > 30)",
+    "site NOT IN ('south', NULL) AND temperature NOT BETWEEN 0 AND 30.5",
+    "temperature * 2 > 60 OR site LIKE 'n%'",
+    "# coerce = off\ntemperature > 30 OR site = 'north' OR temperature = '30'",
+];
+
+proptest! {
+    /// Through the guest's real code path (the SDK packs the batch, `View` reads raw property
+    /// bytes, `decide` writes the verdicts), a message is kept exactly when the reference
+    /// evaluator finds the selector TRUE on the same message.
+    #[test]
+    fn kept_exactly_when_the_reference_is_true(
+        props in prop::collection::vec(
+            (prop::sample::select(vec!["temperature", "site"]), prop::sample::select(VALUES)),
+            0..4,
+        ),
+        qos in 0u8..3,
+    ) {
+        let mut test = TestMessage::new("sensors/7/temp").client_id("dev").qos(qos);
+        let mut owned = OwnedMessage::new("sensors/7/temp");
+        owned.qos = qos;
+        owned.client_id = Some("dev".into());
+        owned.timestamp_ms = Some(0);
+        for (k, v) in props {
+            test = test.property(k, v);
+            owned = owned.with(k, v);
+        }
+        for config in SELECTORS {
+            let selector = compile(config).expect("compiles");
+            let mut filter = Sql92Filter::init(config).expect("compiles");
+            let got = run(&mut filter, std::slice::from_ref(&test)).expect("runs");
+            let want = selector.evaluate_reference(&owned).is_true();
+            prop_assert_eq!(got, vec![outcome(want)], "{}", config);
+        }
+    }
 }

@@ -1,5 +1,6 @@
-//! The evaluator: a recursive walk over the compiled tree (its height is bounded by
-//! [`crate::MAX_DEPTH`]) that borrows every string and never allocates.
+//! The reference evaluator: a recursive walk over the compiled tree (its height is bounded by
+//! [`crate::MAX_DEPTH`]) that borrows every string and never allocates. It defines the
+//! semantics: `fast` evaluates the common shapes itself and hands everything else to it.
 
 use core::cmp::Ordering;
 
@@ -15,7 +16,7 @@ pub(crate) struct Ctx<'a, M: ?Sized> {
 }
 
 impl Truth {
-    fn from_bool(b: bool) -> Self {
+    pub(crate) fn from_bool(b: bool) -> Self {
         if b { Truth::True } else { Truth::False }
     }
 
@@ -38,7 +39,7 @@ pub(crate) fn truth(v: Value<'_>) -> Truth {
     }
 }
 
-fn cmp_truth(op: CmpOp, c: Cmp) -> Truth {
+pub(crate) fn cmp_truth(op: CmpOp, c: Cmp) -> Truth {
     match c {
         Cmp::Unknown => Truth::Unknown,
         // `<>` is exactly NOT `=`.
@@ -56,11 +57,11 @@ fn cmp_truth(op: CmpOp, c: Cmp) -> Truth {
     }
 }
 
-fn negate_if(t: Truth, negated: bool) -> Truth {
+pub(crate) fn negate_if(t: Truth, negated: bool) -> Truth {
     if negated { t.not() } else { t }
 }
 
-fn arith(op: ArithOp, a: Num, b: Num) -> Option<Num> {
+pub(crate) fn arith(op: ArithOp, a: Num, b: Num) -> Option<Num> {
     if let (Num::Int(x), Num::Int(y)) = (a, b) {
         let exact = match op {
             ArithOp::Add => x.checked_add(y),
@@ -85,6 +86,17 @@ fn arith(op: ArithOp, a: Num, b: Num) -> Option<Num> {
         ArithOp::Div => x / y,
         ArithOp::Rem => x % y,
     }))
+}
+
+/// Unary minus; `-i64::MIN` overflows to the approximate result.
+pub(crate) fn neg(n: Num) -> Num {
+    match n {
+        Num::Int(i) => match i.checked_neg() {
+            Some(n) => Num::Int(n),
+            None => Num::Float(-Num::Int(i).as_f64()),
+        },
+        Num::Float(f) => Num::Float(-f),
+    }
 }
 
 impl<'a, M: MessageView + ?Sized> Ctx<'a, M> {
@@ -169,11 +181,7 @@ impl<'a, M: MessageView + ?Sized> Ctx<'a, M> {
                 }
             }
             Expr::Neg(inner) => match to_num(self.eval(inner)) {
-                Some(Some(Num::Int(i))) => Value::Num(match i.checked_neg() {
-                    Some(n) => Num::Int(n),
-                    None => Num::Float(-Num::Int(i).as_f64()),
-                }),
-                Some(Some(Num::Float(f))) => Value::Num(Num::Float(-f)),
+                Some(Some(n)) => Value::Num(neg(n)),
                 _ => Value::Null,
             },
         }

@@ -8,7 +8,10 @@
 //! - `ast`: the compiled tree (flat `AND`/`OR`, pre-lowered patterns, sorted `IN` sets).
 //! - `like`: `LIKE` / `CONTAINS` / `STARTSWITH` / `ENDSWITH` matching.
 //! - `value`: run-time values and the comparison and coercion rules.
-//! - `eval`: three-valued evaluation against a [`MessageView`].
+//! - `eval`: the reference evaluator: three-valued evaluation of the tree against a
+//!   [`MessageView`].
+//! - `fast`: the tree lowered into leaves over raw property bytes and flat `AND`/`OR` lists,
+//!   what [`Selector::evaluate`] runs; it falls back to `eval` for the rarer shapes.
 //! - `message`: the [`MessageView`] trait and [`OwnedMessage`].
 //! - `error`: [`ParseError`].
 //!
@@ -38,6 +41,7 @@ extern crate alloc;
 mod ast;
 mod error;
 mod eval;
+mod fast;
 mod lexer;
 mod like;
 mod message;
@@ -74,6 +78,7 @@ impl Truth {
         clippy::should_implement_trait,
         reason = "a named method reads better next to `and`/`or`, which have no std traits for 3VL"
     )]
+    #[inline]
     pub fn not(self) -> Self {
         match self {
             Truth::True => Truth::False,
@@ -84,6 +89,7 @@ impl Truth {
 
     /// Three-valued `AND`: FALSE wins, then UNKNOWN.
     #[must_use]
+    #[inline]
     pub fn and(self, other: Self) -> Self {
         match (self, other) {
             (Truth::False, _) | (_, Truth::False) => Truth::False,
@@ -94,6 +100,7 @@ impl Truth {
 
     /// Three-valued `OR`: TRUE wins, then UNKNOWN.
     #[must_use]
+    #[inline]
     pub fn or(self, other: Self) -> Self {
         match (self, other) {
             (Truth::True, _) | (_, Truth::True) => Truth::True,
@@ -103,6 +110,7 @@ impl Truth {
     }
 
     /// Whether this result selects the message (only TRUE does).
+    #[inline]
     pub fn is_true(self) -> bool {
         self == Truth::True
     }
@@ -139,7 +147,10 @@ impl Options {
 /// A compiled selector, ready to evaluate any number of messages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selector {
+    /// The parsed tree: what the reference evaluator walks.
     root: ast::Expr,
+    /// `root` lowered for evaluation.
+    program: fast::Node,
     options: Options,
 }
 
@@ -151,8 +162,10 @@ impl Selector {
 
     /// Compiles `selector` with explicit [`Options`].
     pub fn parse_with(selector: &str, options: Options) -> Result<Self, ParseError> {
+        let root = parser::parse(selector)?;
         Ok(Self {
-            root: parser::parse(selector)?,
+            program: fast::lower(&root),
+            root,
             options,
         })
     }
@@ -164,7 +177,19 @@ impl Selector {
 
     /// Evaluates the selector against `msg` with three-valued logic. Borrows only; never
     /// allocates and never panics.
+    #[inline]
     pub fn evaluate<M: MessageView + ?Sized>(&self, msg: &M) -> Truth {
+        fast::Ctx {
+            msg,
+            coerce: self.options.coerce_property_strings,
+        }
+        .eval(&self.program)
+    }
+
+    /// [`evaluate`](Self::evaluate) by the reference evaluator, a plain walk over the parsed
+    /// tree that the fast one must always agree with. For tests and fuzzing.
+    #[doc(hidden)]
+    pub fn evaluate_reference<M: MessageView + ?Sized>(&self, msg: &M) -> Truth {
         eval::Ctx {
             msg,
             coerce: self.options.coerce_property_strings,
@@ -174,6 +199,7 @@ impl Selector {
 
     /// Whether `msg` is selected: the selector evaluates to TRUE (FALSE and UNKNOWN do not
     /// match).
+    #[inline]
     pub fn matches<M: MessageView + ?Sized>(&self, msg: &M) -> bool {
         self.evaluate(msg).is_true()
     }

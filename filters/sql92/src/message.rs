@@ -15,6 +15,16 @@ pub trait MessageView {
     /// agrees on which value a selector sees.
     fn property(&self, name: &str) -> Option<&str>;
 
+    /// The bytes of the same value as [`property`](Self::property) (the first occurrence),
+    /// for evaluators that only compare it with a literal or read it as ASCII digits and so
+    /// need no UTF-8 check: equal bytes are as valid as the literal they equal. Override it
+    /// when the view holds unchecked bytes (a packed batch buffer) to skip the check;
+    /// it must return exactly `property(name).map(str::as_bytes)` whenever that value is
+    /// valid UTF-8.
+    fn property_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.property(name).map(str::as_bytes)
+    }
+
     /// The topic name (`$topic`).
     fn topic(&self) -> &str;
 
@@ -114,6 +124,9 @@ impl MessageView for OwnedMessage {
 impl<M: MessageView + ?Sized> MessageView for &M {
     fn property(&self, name: &str) -> Option<&str> {
         (**self).property(name)
+    }
+    fn property_bytes(&self, name: &str) -> Option<&[u8]> {
+        (**self).property_bytes(name)
     }
     fn topic(&self) -> &str {
         (**self).topic()

@@ -1,6 +1,7 @@
 //! Parse arbitrary text as a selector and evaluate whatever compiles against fixed messages,
 //! with and without property coercion. Any panic, overflow or hang is a bug: hostile selectors
-//! must get a `ParseError`, and evaluation must always return a `Truth`.
+//! must get a `ParseError`, and evaluation must always return a `Truth`, the same from the fast
+//! evaluator as from the reference one.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -28,9 +29,11 @@ fuzz_target!(|data: &[u8]| {
     ] {
         match Selector::parse_with(text, options) {
             Ok(selector) => {
-                let truth = selector.evaluate(&full);
-                assert_eq!(selector.matches(&full), truth.is_true());
-                let _ = selector.evaluate(&empty);
+                for msg in [&full, &empty] {
+                    let truth = selector.evaluate(msg);
+                    assert_eq!(selector.matches(msg), truth.is_true());
+                    assert_eq!(truth, selector.evaluate_reference(msg), "{text:?}");
+                }
             }
             Err(err) => {
                 // Columns point into the input (or one past its end).
