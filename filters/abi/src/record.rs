@@ -7,7 +7,7 @@ use core::fmt;
 
 use crate::bytes::same_bytes;
 use crate::error::{AbiError, Field, Part};
-use crate::wire::{Reader, patch_u16, patch_u32, put_bytes32, put_str16, put_u32, put_u64};
+use crate::wire::{Reader, patch_u16, patch_u32, put_bytes32};
 
 const QOS_MASK: u8 = 0b0000_0011;
 const RETAIN: u8 = 1 << 2;
@@ -70,13 +70,32 @@ fn write_record_fields<'p>(
     if rec.content_type.is_some() {
         flags |= CONTENT_TYPE;
     }
-    put_u32(buf, 0); // record length, patched below
-    buf.push(flags);
-    put_u64(buf, rec.received_ms);
-    put_str16(buf, rec.topic, Field::Topic)?;
-    put_str16(buf, rec.client_id, Field::ClientId)?;
-    if let Some(ct) = rec.content_type {
-        put_str16(buf, ct, Field::ContentType)?;
+    let topic_len = len16(rec.topic, Field::Topic)?;
+    let client_len = len16(rec.client_id, Field::ClientId)?;
+    let content_type = rec
+        .content_type
+        .map(|ct| len16(ct, Field::ContentType).map(|len| (ct, len)))
+        .transpose()?;
+    // Room for everything but the properties, so the writes below do not regrow the buffer.
+    buf.reserve(
+        MIN_RECORD_LEN
+            + rec.topic.len()
+            + rec.client_id.len()
+            + content_type.map_or(0, |(ct, _)| 2 + ct.len())
+            + payload.map_or(0, |p| 4 + p.len()),
+    );
+    // Record length (patched below), flags, received_ms and the topic's length: one write.
+    let mut head = [0u8; 15];
+    head[4] = flags;
+    head[5..13].copy_from_slice(&rec.received_ms.to_le_bytes());
+    head[13..15].copy_from_slice(&topic_len.to_le_bytes());
+    buf.extend_from_slice(&head);
+    buf.extend_from_slice(rec.topic.as_bytes());
+    buf.extend_from_slice(&client_len.to_le_bytes());
+    buf.extend_from_slice(rec.client_id.as_bytes());
+    if let Some((ct, len)) = content_type {
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(ct.as_bytes());
     }
     let count_at = buf.len();
     buf.extend_from_slice(&[0, 0]); // property count, patched below
@@ -87,8 +106,13 @@ fn write_record_fields<'p>(
             count: usize::from(u16::MAX) + 1,
             max: usize::from(u16::MAX),
         })?;
-        put_str16(buf, key, Field::PropertyKey)?;
-        put_str16(buf, value, Field::PropertyValue)?;
+        let key_len = len16(key, Field::PropertyKey)?;
+        let value_len = len16(value, Field::PropertyValue)?;
+        buf.reserve(4 + key.len() + value.len());
+        buf.extend_from_slice(&key_len.to_le_bytes());
+        buf.extend_from_slice(key.as_bytes());
+        buf.extend_from_slice(&value_len.to_le_bytes());
+        buf.extend_from_slice(value.as_bytes());
     }
     patch_u16(buf, count_at, count);
     if let Some(p) = payload {
@@ -102,6 +126,15 @@ fn write_record_fields<'p>(
     })?;
     patch_u32(buf, start, body);
     Ok(())
+}
+
+/// The `str16` length of `s`, or the error for a string too long for it.
+fn len16(s: &str, field: Field) -> Result<u16, AbiError> {
+    u16::try_from(s.len()).map_err(|_| AbiError::TooLong {
+        field,
+        len: s.len(),
+        max: usize::from(u16::MAX),
+    })
 }
 
 /// Reads one length-prefixed record from `r`, validating every field.

@@ -105,10 +105,6 @@ pub(crate) fn put_u32(buf: &mut Vec<u8>, v: u32) {
     put_le(buf, v.to_le_bytes());
 }
 
-pub(crate) fn put_u64(buf: &mut Vec<u8>, v: u64) {
-    put_le(buf, v.to_le_bytes());
-}
-
 #[inline(always)]
 fn put_le<const N: usize>(buf: &mut Vec<u8>, bytes: [u8; N]) {
     if cfg!(target_family = "wasm") {
