@@ -415,7 +415,14 @@ fn emit_one(
             },
         ),
         End::Deliver {
-            routes: Some(routes),
+            routes: Some(RouteSet::One(route)),
+        } => {
+            // One destination (the common case): the message itself goes, no copies.
+            let target = retarget(&mut message, route);
+            emit(index, Routed { message, target });
+        }
+        End::Deliver {
+            routes: Some(RouteSet::Many(routes)),
         } => {
             let count = routes.len();
             let mut remaining = Some(message);
@@ -429,16 +436,7 @@ fn emit_one(
                 let Some(mut copy) = copy else {
                     break;
                 };
-                let target = match route {
-                    Route::Local(topic) => {
-                        copy.topic = topic;
-                        Target::Local
-                    }
-                    Route::Bridge { bridge, topic } => {
-                        copy.topic = topic;
-                        Target::Bridge { bridge }
-                    }
-                };
+                let target = retarget(&mut copy, route);
                 emit(
                     index,
                     Routed {
@@ -447,6 +445,20 @@ fn emit_one(
                     },
                 );
             }
+        }
+    }
+}
+
+/// Gives `message` the topic of `route` and says where it goes.
+fn retarget(message: &mut Message, route: Route) -> Target {
+    match route {
+        Route::Local(topic) => {
+            message.topic = topic;
+            Target::Local
+        }
+        Route::Bridge { bridge, topic } => {
+            message.topic = topic;
+            Target::Bridge { bridge }
         }
     }
 }

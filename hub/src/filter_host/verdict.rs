@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tern_filter_abi::bytes::has_wildcard_or_nul;
 use tern_filter_abi::{AbiError, BatchWriter, Destination, MessageView, RecordRef, Verdicts};
 use tern_mqtt::QoS;
-use tern_mqtt::topic::validate_topic_name;
+use tern_mqtt::topic::{TopicError, validate_topic_name};
 
 use crate::message::Message;
 
@@ -148,16 +149,6 @@ pub(crate) enum RouteSet {
     Many(Vec<Route>),
 }
 
-impl RouteSet {
-    /// How many destinations.
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Self::One(_) => 1,
-            Self::Many(routes) => routes.len(),
-        }
-    }
-}
-
 impl IntoIterator for RouteSet {
     type Item = Route;
     type IntoIter = RouteSetIter;
@@ -277,8 +268,22 @@ fn local_topic(topic: &str) -> Result<String, String> {
     if topic.starts_with('$') {
         return Err(format!("topic {topic:?} starts with `$`"));
     }
-    validate_topic_name(topic).map_err(|e| format!("topic {topic:?}: {e:?}"))?;
+    check_topic_name(topic).map_err(|e| format!("topic {topic:?}: {e:?}"))?;
     Ok(topic.to_owned())
+}
+
+/// [`validate_topic_name`] for topics a filter hands back (every routed message has one):
+/// the common valid case is recognised eight bytes at a time, anything else gets the
+/// codec's check and its exact error.
+fn check_topic_name(topic: &str) -> Result<(), TopicError> {
+    let plainly_valid = !topic.is_empty()
+        && topic.len() <= usize::from(u16::MAX)
+        && !has_wildcard_or_nul(topic.as_bytes());
+    if plainly_valid {
+        Ok(())
+    } else {
+        validate_topic_name(topic)
+    }
 }
 
 fn replacement(view: &MessageView<'_>) -> Result<Replacement, String> {
@@ -327,7 +332,7 @@ fn route(dest: Destination<'_>, bridges: &mut BridgeNames) -> Result<Route, Stri
             if bridge.is_empty() {
                 return Err("route to a bridge with an empty name".into());
             }
-            validate_topic_name(topic).map_err(|e| format!("upstream topic {topic:?}: {e:?}"))?;
+            check_topic_name(topic).map_err(|e| format!("upstream topic {topic:?}: {e:?}"))?;
             Ok(Route::Bridge {
                 bridge: bridges.get(bridge),
                 topic: topic.to_owned(),
