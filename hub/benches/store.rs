@@ -7,6 +7,9 @@
 //!   1000 appends per submission — for 64 B and 1 KiB payloads;
 //! - the same with 1, 10 and 100 concurrent publishers submitting one message each and waiting
 //!   for it (what sessions do), so the writer's natural group commit decides the group size;
+//! - 1, 10 and 100 publishers submitting 16 appends at a time (a session's read), waiting on
+//!   the `committed` watch (woken by every commit) or on a `TicketWaiter` (woken by their own
+//!   ticket), with the polls of the waiting tasks per message;
 //! - the reopen time and the ingest rate with a backlog of `TERN_BENCH_BACKLOG` messages
 //!   (default 1,000,000) already stored, compared with an empty store;
 //! - the reopen time when one offline persistent session is owed the whole backlog, loading
@@ -85,6 +88,77 @@ async fn publishers(store: &Store, payload: &Bytes, publishers: usize, secs: f64
         sent += t.await??;
     }
     Ok(rate(sent, start.elapsed()))
+}
+
+/// How a publisher task learns that its submission resolved.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// The `committed` watch: woken by every commit of every publisher.
+    Watch,
+    /// A [`TicketWaiter`](tern_hub::store::TicketWaiter): woken once its own ticket resolved.
+    Waiter,
+}
+
+/// Polls `future` to completion, adding each poll (the first and every wake-up) to `polls`.
+async fn counted<F: std::future::Future>(future: F, polls: &mut u64) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        *polls += 1;
+        future.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// `publishers` tasks, each submitting `group` appends at a time and waiting the `wait` way
+/// (one read's batch of a session); returns msg/s and polls of the waiting tasks per message.
+async fn waiting_publishers(
+    store: &Store,
+    payload: &Bytes,
+    publishers: usize,
+    group: usize,
+    wait: Wait,
+    secs: f64,
+) -> Result<(f64, f64)> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..publishers {
+        let store = store.clone();
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut sent, mut polls) = (0u64, 0u64);
+            let mut committed = store.committed();
+            let mut waiter = store.ticket_waiter();
+            while Instant::now() < deadline {
+                let ops = (0..group)
+                    .map(|_| WriteOp::Append(message(&payload)))
+                    .collect();
+                let ticket = store.submit(ops).await?.ticket;
+                match wait {
+                    Wait::Watch => {
+                        let resolved = async {
+                            while *committed.borrow_and_update() < ticket {
+                                committed.changed().await?;
+                            }
+                            anyhow::Ok(())
+                        };
+                        counted(resolved, &mut polls).await?;
+                    }
+                    Wait::Waiter => counted(waiter.resolved(ticket), &mut polls).await?,
+                }
+                store.outcome(ticket)?;
+                sent += u64::try_from(group)?;
+            }
+            anyhow::Ok((sent, polls))
+        }));
+    }
+    let (mut sent, mut polls) = (0, 0);
+    for t in tasks {
+        let (s, p) = t.await??;
+        sent += s;
+        polls += p;
+    }
+    Ok((rate(sent, start.elapsed()), per(polls, sent)))
 }
 
 #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
@@ -170,6 +244,15 @@ fn main() -> Result<()> {
                      ({:.1} msg/commit)",
                     per(appends, commits)
                 );
+            }
+            for n in [1usize, 10, 100] {
+                for wait in [Wait::Watch, Wait::Waiter] {
+                    let (r, polls) = waiting_publishers(&store, &payload, n, 16, wait, secs).await?;
+                    println!(
+                        "durable append, {size} B payload, {n:>3} publishers x 16, {wait:?}: \
+                         {r:>10.0} msg/s, {polls:.3} polls/msg"
+                    );
+                }
             }
             let store2 = store.clone();
             drop(store);

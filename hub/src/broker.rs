@@ -58,7 +58,7 @@ use crate::router::{
     Delivery, RetainHandling, RetainedStore, RouterError, SubscribeOutcome, SubscriptionOptions,
     SubscriptionTree, TopicFilter,
 };
-use crate::session::queue::{PushOutcome, SessionQueue};
+use crate::session::queue::{PushOutcome, QueueLimits, QueueMetrics, SessionQueue};
 use crate::session::state::{OutboundStage, SessionState};
 use crate::shutdown::Shutdown;
 use crate::store::{
@@ -73,24 +73,47 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Mailbox {
     queue: Mutex<SessionQueue>,
-    /// Woken after every push; the connection task drains the queue.
-    pub notify: Notify,
+    /// Woken after every push, and when a page the queue waited for can be read; the
+    /// connection task drains the queue.
+    pub notify: Arc<Notify>,
     /// Messages this session lost to queue overflow; drives the rate-limited log line.
     dropped: AtomicU64,
     /// A connection is attached: publishers may wait for room (policy `backpressure`).
     online: std::sync::atomic::AtomicBool,
+    /// Where spilled queue entries are paged in from (`None` without a store).
+    store: Option<Store>,
+    /// Paging counters, shared with [`Metrics::queues`].
+    metrics: Arc<QueueMetrics>,
+    /// A task waits for a commit the queue's next page needs (at most one at a time).
+    waiting_for_commit: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// How long a mailbox whose page read failed waits before it is popped again.
+const PAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Most pages [`Mailbox::pop`] reads in one call before it yields (pages whose entries
+/// had all expired or were gone deliver nothing).
+const PAGES_PER_POP: usize = 8;
+
 impl Mailbox {
-    fn new(config: &Config) -> Self {
+    /// An empty inbox; `paged` for a persistent session (see [`SessionQueue`]).
+    fn new(
+        config: &Config,
+        store: Option<&Store>,
+        metrics: &Arc<QueueMetrics>,
+        paged: bool,
+    ) -> Self {
         Self {
             queue: Mutex::new(SessionQueue::new(
-                config.session.max_queued_messages,
-                config.session.queue_overflow,
+                QueueLimits::of(&config.session),
+                paged && store.is_some(),
             )),
-            notify: Notify::new(),
+            notify: Arc::new(Notify::new()),
             dropped: AtomicU64::new(0),
             online: std::sync::atomic::AtomicBool::new(false),
+            store: store.cloned(),
+            metrics: Arc::clone(metrics),
+            waiting_for_commit: Arc::default(),
         }
     }
 
@@ -131,11 +154,114 @@ impl Mailbox {
         }
     }
 
-    /// Locks the queue. Held only for pushes and pops, never across `.await`.
+    /// Locks the queue. Held only for pushes and pops, never across `.await` or a store
+    /// read.
     pub fn queue(&self) -> MutexGuard<'_, SessionQueue> {
         self.queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the oldest queued message that has not expired at `now` (expired ones are
+    /// counted in `expired`), paging spilled entries in from the store when the window is
+    /// empty. The read runs without the queue's lock, in the caller's thread: one read
+    /// transaction of at most [`crate::session::queue::PAGE_MAX_ENTRIES`] records, a
+    /// window's worth of bytes. `None` when nothing is queued, or when the next message
+    /// waits for its commit or for a failed read to be retried: the mailbox is notified
+    /// when it is worth popping again.
+    pub fn pop(&self, now: Instant, expired: &mut u64) -> Option<QueuedMessage> {
+        for _ in 0..PAGES_PER_POP {
+            let request = {
+                let mut queue = self.queue();
+                if let Some(item) = queue.pop(now, expired) {
+                    return Some(item);
+                }
+                queue.page_request()?
+            };
+            let Some(store) = &self.store else {
+                self.queue().abandon_page();
+                return None;
+            };
+            if let Some((_, ticket)) = request.settled
+                && *store.committed().borrow() < ticket
+            {
+                // Still waiting for the commit the last read stopped at: reading again
+                // would find the same.
+                self.queue().abandon_page();
+                self.wake_after_commit(store, Some(ticket));
+                return None;
+            }
+            let mut records = Vec::new();
+            let read = store.read_queued(
+                &request.seqs,
+                request.max_bytes,
+                request.per_record,
+                request.settled,
+                &mut records,
+            );
+            self.metrics.pages_read.inc();
+            let wait_for = match read {
+                Ok(wait_for) => wait_for,
+                Err(err) => {
+                    self.queue().abandon_page();
+                    self.metrics.page_errors.inc();
+                    warn!(cause = %err, "session queue: page read failed; retrying");
+                    // Retried a little later, not in a busy loop.
+                    self.wake_after_commit(store, None);
+                    return None;
+                }
+            };
+            let outcome = self
+                .queue()
+                .install(&request, records, wait_for, now, expired);
+            self.metrics.messages_paged.add_len(outcome.loaded);
+            if outcome.lost > 0 {
+                self.metrics.messages_lost.add_len(outcome.lost);
+                warn!(
+                    lost = outcome.lost,
+                    first_seq = request.seqs.first().copied().unwrap_or_default(),
+                    "session queue: queued messages were deleted from the store before \
+                     delivery (retention)"
+                );
+            }
+            if let Some(ticket) = outcome.wait_for
+                && outcome.loaded == 0
+            {
+                self.metrics.page_waits.inc();
+                debug!(
+                    ticket = ticket.0,
+                    "session queue: next message not committed yet"
+                );
+                self.wake_after_commit(store, Some(ticket));
+                return None;
+            }
+        }
+        // Several pages delivered nothing (expired or gone): go on at the next turn.
+        self.notify.notify_one();
+        None
+    }
+
+    /// Notifies the mailbox once `ticket` has resolved (after [`PAGE_RETRY_AFTER`] for
+    /// `None`), from a task; at most one such task per mailbox.
+    fn wake_after_commit(&self, store: &Store, ticket: Option<Ticket>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.waiting_for_commit.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = store.clone();
+        let notify = Arc::clone(&self.notify);
+        let waiting = Arc::clone(&self.waiting_for_commit);
+        runtime.spawn(async move {
+            match ticket {
+                // The outcome does not matter: the next read tells.
+                Some(ticket) => drop(store.wait_durable(ticket).await),
+                None => tokio::time::sleep(PAGE_RETRY_AFTER).await,
+            }
+            waiting.store(false, Ordering::Release);
+            notify.notify_one();
+        });
     }
 
     /// Queues `item`; also returns the seqs of tracked entries the queue dropped meanwhile
@@ -249,6 +375,13 @@ impl Will {
     }
 }
 
+/// A fresh session generation, unique for the process: a replaced or re-created entry for
+/// the same client id must never reuse a value a pending expiry or will timer still holds.
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// One session in the registry.
 #[derive(Debug)]
 struct SessionEntry {
@@ -256,7 +389,8 @@ struct SessionEntry {
     connection: Option<ConnectionRef>,
     /// In-flight state of an offline persistent session.
     parked: Option<SessionState>,
-    /// Bumped on every attach and detach; timers compare it to know they are stale.
+    /// A fresh [`next_generation`] on every attach and detach; timers compare it to know
+    /// they are stale.
     generation: u64,
     /// A will waiting for its delay to pass (cancelled by a reconnect).
     pending_will: Option<Will>,
@@ -588,31 +722,42 @@ impl Broker {
                 summary.expired_sessions += 1;
                 continue;
             }
-            let mailbox = Arc::new(Mailbox::new(&self.config));
-            for entry in session.queue {
-                match store.get(entry.seq)? {
-                    Some(stored) => {
-                        let item = QueuedMessage {
-                            message: Arc::new(Message::from_stored(stored, now, now_ms)),
-                            qos: entry.delivery.qos,
-                            retain: entry.delivery.retain,
-                            subscription_ids: entry.delivery.subscription_ids,
-                            seq: Some(entry.seq),
-                        };
-                        let (_, discarded) = mailbox.push(item);
-                        summary.queued += 1;
-                        for seq in discarded {
-                            ops.push(WriteOp::QueueRemove {
-                                client: client.clone(),
-                                seq,
-                            });
-                        }
+            let mailbox = Arc::new(Mailbox::new(
+                &self.config,
+                Some(&store),
+                &self.metrics.queues,
+                true,
+            ));
+            {
+                // Positions only: the messages are paged in when the session drains its
+                // queue, so a long queue costs neither start-up time nor memory. Entries
+                // whose message is gone are found (and removed) then.
+                let mut queue = mailbox.queue();
+                let mut dropped = 0u64;
+                for entry in session.queue {
+                    if queue.push_stored(entry.seq, entry.delivery).dropped() {
+                        dropped += 1;
                     }
-                    None => ops.push(WriteOp::QueueRemove {
-                        client: client.clone(),
-                        seq: entry.seq,
-                    }),
+                    summary.queued += 1;
                 }
+                if dropped > 0 {
+                    self.metrics.messages_dropped.add(dropped);
+                    warn!(
+                        client_id = %client_id,
+                        dropped,
+                        limit = self.config.session.max_backlog_messages,
+                        "restored queue longer than max_backlog_messages; messages dropped"
+                    );
+                }
+                ops.extend(
+                    queue
+                        .take_discarded()
+                        .into_iter()
+                        .map(|seq| WriteOp::QueueRemove {
+                            client: client.clone(),
+                            seq,
+                        }),
+                );
             }
             let mut inflight = Vec::with_capacity(session.inflight_out.len());
             for (packet_id, flight) in session.inflight_out {
@@ -910,10 +1055,13 @@ impl Broker {
                             .unwrap_or_else(|| connection.clone()),
                     ),
                     Some(entry) if !request.clean_start => {
-                        entry.generation += 1;
+                        entry.generation = next_generation();
                         let cancelled = entry.pending_will.take();
                         entry.connection = Some(connection.clone());
                         entry.mailbox.set_online(true);
+                        if stored {
+                            entry.mailbox.queue().enable_paging();
+                        }
                         let was_stored = entry.stored;
                         entry.stored = stored;
                         entry.protocol_level = request.protocol_level;
@@ -957,13 +1105,18 @@ impl Broker {
                                 });
                             }
                         }
-                        let mailbox = Arc::new(Mailbox::new(&self.config));
+                        let mailbox = Arc::new(Mailbox::new(
+                            &self.config,
+                            self.store.as_ref(),
+                            &self.metrics.queues,
+                            stored,
+                        ));
                         mailbox.set_online(true);
                         let entry = SessionEntry {
                             mailbox: Arc::clone(&mailbox),
                             connection: Some(connection.clone()),
                             parked: None,
-                            generation: 0,
+                            generation: next_generation(),
                             pending_will: None,
                             stored,
                             protocol_level: request.protocol_level,
@@ -1050,7 +1203,7 @@ impl Broker {
         };
         entry.connection = None;
         entry.mailbox.set_online(false);
-        entry.generation += 1;
+        entry.generation = next_generation();
         let generation = entry.generation;
         if session_expiry == 0 {
             let was_stored = entry.stored;
@@ -1640,8 +1793,7 @@ mod tests {
 
     fn drain(mailbox: &Mailbox) -> Vec<(String, QoS)> {
         let mut expired = 0;
-        let mut queue = mailbox.queue();
-        std::iter::from_fn(|| queue.pop(Instant::now(), &mut expired))
+        std::iter::from_fn(|| mailbox.pop(Instant::now(), &mut expired))
             .map(|item| (item.message.topic.clone(), item.qos))
             .collect()
     }

@@ -273,8 +273,17 @@ pub struct SessionConfig {
     pub receive_maximum: u16,
     /// Outbound QoS 1/2 window per session, further capped by the client's Receive Maximum.
     pub max_inflight: u16,
-    /// Bound on a session's queue (online backlog plus offline queue).
+    /// Bound on a clean session's queue (all in memory); for a persistent session, the
+    /// queue length at which publishers to it wait while it is connected (`backpressure`),
+    /// and the most entries it holds in memory that the store does not track (QoS 0).
     pub max_queued_messages: usize,
+    /// Most messages one persistent session's queue holds, in memory and in the store
+    /// together: a safety cap, the store's retention budget normally binds first. A value
+    /// below `max_queued_messages` counts as `max_queued_messages`.
+    pub max_backlog_messages: usize,
+    /// Bytes of loaded messages a persistent session keeps in memory; the rest of its queue
+    /// stays in the store as log positions and is paged in as the session drains.
+    pub queue_window: ByteSize,
     /// Policy when the queue is full.
     pub queue_overflow: QueueOverflow,
     /// Under `backpressure`: how long one publish waits in total for room in full queues.
@@ -304,6 +313,8 @@ impl Default for SessionConfig {
             receive_maximum: 64,
             max_inflight: 64,
             max_queued_messages: 10_000,
+            max_backlog_messages: 1_000_000,
+            queue_window: ByteSize(256 * 1024),
             queue_overflow: QueueOverflow::Backpressure,
             queue_full_wait: HumanDuration(Duration::from_secs(1)),
             server_keep_alive: HumanDuration(Duration::ZERO),
@@ -509,6 +520,9 @@ impl Config {
         }
         if s.max_queued_messages == 0 {
             return Err(("session.max_queued_messages", "must be at least 1".into()));
+        }
+        if s.queue_window.0 == 0 {
+            return Err(("session.queue_window", "must be greater than zero".into()));
         }
         if s.server_keep_alive.0.as_secs() > u64::from(u16::MAX) {
             return Err(("session.server_keep_alive", "must be at most 65535s".into()));

@@ -155,6 +155,29 @@ pub struct QueuedMessage {
 }
 
 impl QueuedMessage {
+    /// Approximate memory this entry keeps alive: the entry, the shared message (counted
+    /// in full even when other queues share it) and its variable parts. What a session
+    /// queue's window (`[session] queue_window`) is measured in.
+    pub fn approx_size(&self) -> usize {
+        let m = &*self.message;
+        let p = &m.properties;
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        std::mem::size_of::<QueuedMessage>()
+            + std::mem::size_of::<Message>()
+            + 2 * std::mem::size_of::<usize>()
+            + m.topic.len()
+            + m.payload.len()
+            + m.publisher.len()
+            + text(&p.content_type)
+            + text(&p.response_topic)
+            + p.correlation_data.as_ref().map_or(0, Bytes::len)
+            + p.user_properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2 * std::mem::size_of::<String>())
+                .sum::<usize>()
+            + self.subscription_ids.len() * std::mem::size_of::<u32>()
+    }
+
     /// The per-subscriber delivery details the store keeps beside the seq.
     pub fn delivery_info(&self) -> DeliveryInfo {
         DeliveryInfo {

@@ -46,6 +46,7 @@
 //! | `$SYS/broker/filters/deploys/{ok,refused}` | filters deployed, deployments refused |
 //! | `$SYS/broker/security/...` | refused logins and handshakes, ACL denials, hygiene limits ([`SecurityMetrics`], `docs/security.md`) |
 //! | `$SYS/broker/bridges/<name>/...` | per-bridge state, from a [`SysSource`] (see `docs/bridge.md`) |
+//! | `$SYS/broker/queues/...` | session queue paging: pages read, messages paged in, messages lost to retention before delivery, failed reads, waits for a commit ([`crate::session::queue::QueueMetrics`], `docs/session-queues.md`) |
 //! | `$SYS/broker/transactions/...` | transactions opened, committed, rolled back, check requests, policy applications, refusals ([`TxMetrics`], `docs/transactions.md`) |
 
 use std::sync::Arc;
@@ -140,6 +141,8 @@ pub struct Metrics {
     pub filter_batch: Histogram,
     /// Transactions (half messages, commit, rollback, check-back).
     pub transactions: TxMetrics,
+    /// Session queue paging (`docs/session-queues.md`), shared with every mailbox.
+    pub queues: Arc<crate::session::queue::QueueMetrics>,
 }
 
 /// Counters of transactions (`docs/transactions.md`), published under
@@ -479,6 +482,7 @@ impl Default for Metrics {
             commit_wait: Histogram::default(),
             filter_batch: Histogram::default(),
             transactions: TxMetrics::default(),
+            queues: Arc::default(),
         }
     }
 }
@@ -570,6 +574,7 @@ impl Metrics {
         topics.extend(self.filters.sys_topics());
         topics.extend(self.security.sys_topics());
         topics.extend(self.transactions.sys_topics());
+        topics.extend(self.queues.sys_topics());
         if let Some(s) = store {
             topics.extend([
                 ("$SYS/broker/store/appends", s.appends.to_string()),

@@ -93,7 +93,7 @@ async fn overflow_offline_queue(hub: &Hub, topic: &str, n: u8) -> Vec<u8> {
 #[tokio::test]
 async fn queue_overflow_drop_oldest() {
     let hub = Hub::with_session(&format!(
-        "max_queued_messages = 3\nqueue_overflow = \"drop-oldest\"\n{SYS_FAST}"
+        "max_queued_messages = 3\nmax_backlog_messages = 3\nqueue_overflow = \"drop-oldest\"\n{SYS_FAST}"
     ));
     assert_eq!(
         overflow_offline_queue(&hub, "ovf/t", 5).await,
@@ -107,7 +107,7 @@ async fn queue_overflow_drop_oldest() {
 #[tokio::test]
 async fn queue_overflow_drop_new() {
     let hub = Hub::with_session(&format!(
-        "max_queued_messages = 3\nqueue_overflow = \"drop-new\"\n{SYS_FAST}"
+        "max_queued_messages = 3\nmax_backlog_messages = 3\nqueue_overflow = \"drop-new\"\n{SYS_FAST}"
     ));
     assert_eq!(
         overflow_offline_queue(&hub, "ovf/t", 5).await,
@@ -366,7 +366,7 @@ async fn backpressure_keeps_every_message_for_a_slow_subscriber() {
 #[tokio::test]
 async fn backpressure_falls_back_to_drop_oldest_for_offline_sessions() {
     let hub = Hub::with_session(&format!(
-        "max_queued_messages = 3\nqueue_overflow = \"backpressure\"\nqueue_full_wait = \"30s\"\n{SYS_FAST}"
+        "max_queued_messages = 3\nmax_backlog_messages = 3\nqueue_overflow = \"backpressure\"\nqueue_full_wait = \"30s\"\n{SYS_FAST}"
     ));
     assert_eq!(
         overflow_offline_queue(&hub, "bpo/t", 5).await,

@@ -140,6 +140,8 @@ pub fn render(broker: &Broker, admin: &AdminCounters) -> String {
     filters(&mut x, broker);
     security(&mut x, broker);
     transactions(&mut x, broker);
+    let queues = broker.metrics().queues.sys_topics();
+    sys_counters(&mut x, queues, "queues", "docs/session-queues.md");
     bridges(&mut x, broker);
     x.single(
         "tern_admin_requests_total",

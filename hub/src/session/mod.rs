@@ -16,9 +16,10 @@
 //! submission (with the inbound QoS 2 ids of the batch); their PUBACKs/PUBRECs wait in
 //! `gated`, tagged with the batch's tickets. The loop keeps reading (pipelining: the next
 //! read's batch is submitted while the previous one commits) and releases the gated
-//! acknowledgements, in order, when the store's `committed` watch passes their tickets and
-//! each ticket's outcome is a success. So a QoS 1/2 PUBLISH is acknowledged only once it is
-//! durable, and the fsync is shared by everything that was waiting.
+//! acknowledgements, in order, when their tickets have resolved (a [`TicketWaiter`] wakes
+//! the connection for its own oldest batch only, not for every commit of every connection)
+//! and each ticket's outcome is a success. So a QoS 1/2 PUBLISH is acknowledged only once
+//! it is durable, and the fsync is shared by everything that was waiting.
 //!
 //! - QoS 0 messages are appended in the same batches; nothing waits for them.
 //! - A batch refused because the store is full (policy `refuse`) is not routed; MQTT 5
@@ -59,7 +60,7 @@ use crate::session::state::{
     reason,
 };
 use crate::session::wire::{Inbound, InboundPublish, WireError};
-use crate::store::{InflightOut, OutboundState, Store, StoreError, Ticket, WriteOp};
+use crate::store::{InflightOut, OutboundState, Store, StoreError, Ticket, TicketWaiter, WriteOp};
 
 /// Stop reading from a peer while this much output to it is unwritten.
 const MAX_UNREAD_OUTPUT: usize = 4 * MAX_PENDING_OUTPUT;
@@ -464,6 +465,7 @@ where
             return refuse_connect(io, broker, version, refusal).await;
         }
     }
+    let problem_information = connect.problem_information;
     let will = connect.will.map(|w| Will {
         message: Message {
             publisher: Arc::clone(&client_id),
@@ -513,6 +515,7 @@ where
         batch_acks: Vec::new(),
         gated: VecDeque::new(),
         tx_qos0_logged: false,
+        problem_information,
     };
     session.emit(
         &Outbound::ConnAck(session.conn.connack(session_present)),
@@ -562,10 +565,12 @@ where
     };
     if let Some((code, text)) = goodbye {
         if version == ProtocolVersion::V5
-            && wire::encode(
+            && wire::encode_within(
                 &Outbound::Disconnect(code, text),
                 version,
                 &mut io.write_buf,
+                session.conn.params.client_max_packet_size,
+                session.problem_information,
             )
             .is_ok()
         {
@@ -683,6 +688,14 @@ struct Gated {
     ending: Option<crate::tx::Ending>,
 }
 
+impl Gated {
+    /// The ticket that resolves last (tickets resolve in order); `Ticket(0)`, resolved from
+    /// the start, when the batch has none.
+    fn last_ticket(&self) -> Ticket {
+        self.tickets.iter().copied().max().unwrap_or_default()
+    }
+}
+
 /// An acknowledgement of the current read, and whether it answers a PUBLISH of the batch
 /// (which a refusal turns into 0x97) rather than a duplicate or a PUBREL.
 #[derive(Debug)]
@@ -720,6 +733,9 @@ struct Session<'a> {
     gated: VecDeque<Gated>,
     /// A QoS 0 half message was refused and logged on this connection (logged once).
     tx_qos0_logged: bool,
+    /// The client's Request Problem Information (v5; true for 3.1.1, which has no Reason
+    /// Strings anyway).
+    problem_information: bool,
 }
 
 impl Session<'_> {
@@ -731,6 +747,7 @@ impl Session<'_> {
         let keep_alive = self.conn.keep_alive_deadline();
         let mut last_heard = tokio::time::Instant::now();
         let mut committed = self.broker.store().map(Store::committed);
+        let mut waiter = self.broker.store().map(Store::ticket_waiter);
         // Packets pipelined behind CONNECT are already buffered.
         match self.process_input(io, &mut committed).await {
             Ok(None) => {}
@@ -756,7 +773,8 @@ impl Session<'_> {
             // A peer that sends but does not read its acknowledgements stops being read
             // once its unread output reaches the bound (its keep alive then runs out).
             let reading = io.write_buf.len() < MAX_UNREAD_OUTPUT;
-            let waiting = !self.gated.is_empty();
+            // The ticket whose resolution may release the oldest gated acknowledgements.
+            let front = self.gated.front().map(Gated::last_ticket);
             tokio::select! {
                 biased;
                 () = connection.kick.cancelled() => return End::TakenOver,
@@ -765,7 +783,7 @@ impl Session<'_> {
                     self.drain_gated(&mut committed, &mut io.write_buf).await;
                     return End::Shutdown;
                 }
-                changed = wait_committed(&mut committed), if waiting => match changed {
+                resolved = wait_resolved(&mut waiter, front), if front.is_some() => match resolved {
                     Ok(()) => {
                         if let Err(err) = self.release(&mut committed, &mut io.write_buf) {
                             return End::Error(err);
@@ -1324,16 +1342,13 @@ impl Session<'_> {
             if out.len() >= MAX_PENDING_OUTPUT {
                 break;
             }
-            let item = {
-                let mut queue = self.mailbox.queue();
-                if !self.conn.can_send_qos() {
-                    // Window full: QoS 0 must not overtake QoS 1/2 (order per topic), so wait.
-                    break;
-                }
-                match queue.pop(now, &mut expired) {
-                    Some(item) => item,
-                    None => break,
-                }
+            if !self.conn.can_send_qos() {
+                // Window full: QoS 0 must not overtake QoS 1/2 (order per topic), so wait.
+                break;
+            }
+            // Pages spilled entries in from the store when its window is empty.
+            let Some(item) = self.mailbox.pop(now, &mut expired) else {
+                break;
             };
             let tracked = item.seq.filter(|_| self.stored);
             if let Some(acl) = &mut self.acl
@@ -1418,9 +1433,23 @@ impl Session<'_> {
     }
 
     fn emit(&self, packet: &Outbound, out: &mut BytesMut) -> Result<(), SessionError> {
-        wire::encode(packet, self.version, out)?;
+        let max = self.conn.params.client_max_packet_size;
+        wire::encode_within(packet, self.version, out, max, self.problem_information)?;
         self.broker.metrics().packets_sent.inc();
         Ok(())
+    }
+}
+
+/// Completes once `ticket` has resolved (pending forever without a store or a ticket). Only
+/// this connection's tickets wake it, unlike the `committed` watch, which moves on every
+/// commit of every connection.
+async fn wait_resolved(
+    waiter: &mut Option<TicketWaiter>,
+    ticket: Option<Ticket>,
+) -> Result<(), StoreError> {
+    match (waiter, ticket) {
+        (Some(waiter), Some(ticket)) => waiter.resolved(ticket).await,
+        _ => std::future::pending().await,
     }
 }
 

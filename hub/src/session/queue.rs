@@ -1,12 +1,56 @@
-//! Bounded per-session message queue and its overflow policy.
+//! Per-session message queue: a bounded window of loaded messages, and for persistent
+//! sessions the rest as log positions paged in from the store.
 //!
-//! The queue holds messages routed to a session that are not in flight yet: the backlog of an
-//! online client behind its in-flight window, and everything queued for an offline persistent
-//! session. Entries hold `Arc<Message>`, so online delivery never reads the store; entries of
-//! persistent sessions also carry their log position (`seq`), which the store's queue table
-//! mirrors. Every tracked entry that leaves the queue other than by [`SessionQueue::pop`]
-//! (overflow, expiry) is reported through [`SessionQueue::take_discarded`], so its owner
-//! can remove the store's copy too.
+//! # What it owns
+//!
+//! Every message routed to a session that is not in flight yet: the backlog of an online
+//! client behind its in-flight window, and everything queued for an offline persistent
+//! session. A [`SessionQueue`] is two parts in one FIFO order:
+//!
+//! - the **window**, entries holding `Arc<Message>`: online delivery pops them without
+//!   reading the store;
+//! - the **spill**, behind the window, only for persistent (store-tracked) sessions: entries
+//!   the store already has (the message in the log, the queue record in `queue`) are kept
+//!   as log positions in runs of consecutive seqs ([`Segment`], 16 bytes per run, however
+//!   long), with their delivery details interned once per distinct value.
+//!
+//! A tracked entry (QoS 1/2 for a persistent session, `seq` set) joins the window while
+//! nothing is spilled and the window is under `[session] queue_window` bytes
+//! ([`QueuedMessage::approx_size`]). Otherwise it joins the spill: still loaded (held) while
+//! the loaded entries of window and spill together stay under `queue_window`, so a
+//! subscriber just behind its publishers reads nothing back; beyond that as a log position,
+//! its `Arc<Message>` released. Entries the store does not track (QoS 0 while online,
+//! retained messages sent on subscribe) that arrive while something is spilled are held
+//! in the spill too, in order, at most `max_queued_messages` of them.
+//!
+//! # Paging
+//!
+//! When the window is empty and the spill starts with log positions,
+//! [`SessionQueue::page_request`] hands out the first positions (at most
+//! [`PAGE_MAX_ENTRIES`]) and marks the queue loading; the caller (`broker::Mailbox::pop`)
+//! reads them from the store in one read transaction *without* holding the queue's lock, up
+//! to a window's worth of bytes, and [`SessionQueue::install`] moves what was read into the
+//! window. While loading, pushes only append to the spill, so the page's positions stay at
+//! its front. A position whose record has expired is counted as expired; one whose record
+//! is gone (deleted by retention, commit failed) is counted as lost and logged by the
+//! caller; both are reported through [`SessionQueue::take_discarded`] so the owner removes
+//! their queue records. A position whose append has not committed yet (a queue receives a
+//! message before its commit) stalls paging until the store ticket the read returned has
+//! resolved ([`crate::store::Store::read_queued`]).
+//!
+//! # Limits and overflow
+//!
+//! - Clean sessions: at most `max_queued_messages` entries, all in memory (as before paging
+//!   existed).
+//! - Persistent sessions: `max_queued_messages` is where publishers to a *connected* session
+//!   start waiting under `backpressure` ([`SessionQueue::try_push`]); the queue itself grows
+//!   to `max_backlog_messages` entries, in the store beyond the window. The store's
+//!   retention budget (bytes and age, with its `when_full` policy) normally binds first.
+//!
+//! At the cap the overflow policy applies: `drop-new` discards the new message,
+//! `drop-oldest` (and `backpressure` after a vain wait, or for an offline session) the
+//! oldest. Every tracked entry that leaves the queue other than by a pop (overflow, expiry,
+//! gone) is reported through [`SessionQueue::take_discarded`].
 //!
 //! Under policy `backpressure` a publisher that finds the queue of a connected session full
 //! waits (bounded) for room: [`SessionQueue::try_push`] hands the message back and
@@ -19,17 +63,61 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use crate::config::QueueOverflow;
-use crate::message::QueuedMessage;
-use crate::store::Seq;
+use crate::message::{Message, QueuedMessage};
+use crate::metrics::Counter;
+use crate::store::{DeliveryInfo, QueuedRecord, Seq, Ticket, now_millis};
 
 /// A drained queue whose room grew beyond this many entries gives it back to the allocator,
 /// keeping [`KEEP_CAPACITY`]. A backlog of a slow subscriber grows the queue to its full
-/// capacity (10 000 entries by default, ~0.9 MB of entries, kept until the session ends);
-/// smaller swings keep their room, so a queue that empties and refills often does not
-/// reallocate each time.
+/// capacity; smaller swings keep their room, so a queue that empties and refills often does
+/// not reallocate each time.
 const SHRINK_ABOVE: usize = 4096;
 /// Entries of room a queue keeps when it gives back a backlog's room.
 const KEEP_CAPACITY: usize = 256;
+
+/// Most log positions one page read asks the store for. A page also stops at a window's
+/// worth of bytes.
+pub const PAGE_MAX_ENTRIES: usize = 512;
+
+/// Memory of a loaded entry besides its record's encoded bytes, to size a page in the
+/// window's unit ([`QueuedMessage::approx_size`]).
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<QueuedMessage>()
+    + std::mem::size_of::<Message>()
+    + 2 * std::mem::size_of::<usize>();
+
+/// Delivery index marking a segment of held (in-memory) entries.
+const HELD: u32 = u32::MAX;
+
+/// Most entries in one segment (a longer run starts a new segment).
+const SEGMENT_MAX: u32 = u32::MAX - 1;
+
+/// The bounds of one queue, from `[session]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// `max_queued_messages`: every entry of a clean session; for a persistent session the
+    /// length at which connected publishers wait, and the most held (untracked) entries.
+    pub capacity: usize,
+    /// `max_backlog_messages`: most entries of a persistent session's queue, window and
+    /// spill together.
+    pub backlog: usize,
+    /// `queue_window`: bytes of loaded messages a persistent session's window holds
+    /// (at least one entry).
+    pub window_bytes: usize,
+    /// Policy at the cap.
+    pub overflow: QueueOverflow,
+}
+
+impl QueueLimits {
+    /// The limits of `[session]`.
+    pub fn of(session: &crate::config::SessionConfig) -> Self {
+        Self {
+            capacity: session.max_queued_messages,
+            backlog: session.max_backlog_messages,
+            window_bytes: usize::try_from(session.queue_window.0).unwrap_or(usize::MAX),
+            overflow: session.queue_overflow,
+        }
+    }
+}
 
 /// What [`SessionQueue::push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,13 +137,247 @@ impl PushOutcome {
     }
 }
 
-/// FIFO of messages for one session, never longer than its capacity.
+/// Queue paging counters, published as `$SYS/broker/queues/...` and
+/// `tern_queues_*_total`.
+#[derive(Debug, Default)]
+pub struct QueueMetrics {
+    /// Page reads from the store (one read transaction each).
+    pub pages_read: Counter,
+    /// Messages loaded from the store into session windows.
+    pub messages_paged: Counter,
+    /// Queued messages whose log record was gone when paged in (deleted by retention under
+    /// `drop-oldest` or `max_age`, or their commit failed).
+    pub messages_lost: Counter,
+    /// Page reads that failed (the queue is left as it was and read again later).
+    pub page_errors: Counter,
+    /// Page reads that met a message not committed yet and waited for its commit.
+    pub page_waits: Counter,
+}
+
+impl QueueMetrics {
+    /// `$SYS/broker/queues/...` topics and payloads.
+    pub fn sys_topics(&self) -> [(&'static str, String); 5] {
+        let c = |counter: &Counter| counter.get().to_string();
+        [
+            ("$SYS/broker/queues/pages_read", c(&self.pages_read)),
+            ("$SYS/broker/queues/messages_paged", c(&self.messages_paged)),
+            ("$SYS/broker/queues/messages_lost", c(&self.messages_lost)),
+            ("$SYS/broker/queues/page_errors", c(&self.page_errors)),
+            ("$SYS/broker/queues/page_waits", c(&self.page_waits)),
+        ]
+    }
+}
+
+/// A run of spilled entries: `len` consecutive log positions from `first` delivered with
+/// `Spill::deliveries[delivery]`, or (`delivery == HELD`) the next `len` held entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    first: Seq,
+    len: u32,
+    delivery: u32,
+}
+
+/// One entry taken from the front of the spill.
+#[derive(Debug)]
+enum Spilled {
+    Stored { seq: Seq },
+    Held(QueuedMessage),
+}
+
+/// The part of a queue behind the window.
+#[derive(Debug, Default)]
+struct Spill {
+    segments: VecDeque<Segment>,
+    /// Entries of the `HELD` segments, in order.
+    held: VecDeque<QueuedMessage>,
+    /// Sum of [`QueuedMessage::approx_size`] over `held`.
+    held_bytes: usize,
+    /// Distinct delivery details of the stored segments; cleared when the spill empties.
+    deliveries: Vec<DeliveryInfo>,
+    /// Entries in all segments.
+    len: usize,
+}
+
+impl Spill {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn intern(&mut self, delivery: DeliveryInfo) -> u32 {
+        if let Some(last) = self.segments.back()
+            && let Some(known) = self.deliveries.get(last.delivery as usize)
+            && *known == delivery
+        {
+            return last.delivery;
+        }
+        match self.deliveries.iter().rposition(|d| *d == delivery) {
+            Some(i) => u32::try_from(i).unwrap_or(HELD - 1),
+            None => {
+                self.deliveries.push(delivery);
+                u32::try_from(self.deliveries.len() - 1).unwrap_or(HELD - 1)
+            }
+        }
+    }
+
+    fn push_stored(&mut self, seq: Seq, delivery: DeliveryInfo) {
+        let delivery = self.intern(delivery);
+        self.len += 1;
+        if let Some(last) = self.segments.back_mut()
+            && last.delivery == delivery
+            && last.len < SEGMENT_MAX
+            && last.first.checked_add(u64::from(last.len)) == Some(seq)
+        {
+            last.len += 1;
+            return;
+        }
+        self.segments.push_back(Segment {
+            first: seq,
+            len: 1,
+            delivery,
+        });
+    }
+
+    fn push_held(&mut self, item: QueuedMessage) {
+        self.held_bytes += item.approx_size();
+        self.held.push_back(item);
+        self.len += 1;
+        if let Some(last) = self.segments.back_mut()
+            && last.delivery == HELD
+            && last.len < SEGMENT_MAX
+        {
+            last.len += 1;
+            return;
+        }
+        self.segments.push_back(Segment {
+            first: 0,
+            len: 1,
+            delivery: HELD,
+        });
+    }
+
+    fn front_is_held(&self) -> bool {
+        self.segments.front().is_some_and(|s| s.delivery == HELD)
+    }
+
+    fn pop_front(&mut self) -> Option<Spilled> {
+        let front = self.segments.front_mut()?;
+        let out = if front.delivery == HELD {
+            let item = self.held.pop_front()?;
+            self.held_bytes = self.held_bytes.saturating_sub(item.approx_size());
+            Spilled::Held(item)
+        } else {
+            Spilled::Stored { seq: front.first }
+        };
+        front.first += 1;
+        front.len -= 1;
+        if front.len == 0 {
+            self.segments.pop_front();
+        }
+        self.len -= 1;
+        if self.len == 0 {
+            self.release();
+        }
+        Some(out)
+    }
+
+    /// The first positions of the leading stored segments, at most `max`.
+    fn front_positions(&self, max: usize) -> Vec<Seq> {
+        let mut out = Vec::new();
+        for segment in self.segments.iter() {
+            if segment.delivery == HELD || out.len() >= max {
+                break;
+            }
+            let take = (segment.len as usize).min(max - out.len());
+            out.extend((0..take as u64).map(|i| segment.first + i));
+        }
+        out
+    }
+
+    fn delivery(&self, index: u32) -> Option<&DeliveryInfo> {
+        self.deliveries.get(index as usize)
+    }
+
+    /// Keeps the held entries `keep` accepts; segments that end up empty go.
+    fn retain_held(&mut self, mut keep: impl FnMut(&QueuedMessage) -> bool) {
+        let mut old = std::mem::take(&mut self.held);
+        for segment in self.segments.iter_mut().filter(|s| s.delivery == HELD) {
+            let mut kept = 0;
+            for item in old.drain(..segment.len as usize) {
+                if keep(&item) {
+                    self.held.push_back(item);
+                    kept += 1;
+                }
+            }
+            self.len -= (segment.len - kept) as usize;
+            segment.len = kept;
+        }
+        self.segments.retain(|s| s.len > 0);
+        self.held_bytes = self.held.iter().map(QueuedMessage::approx_size).sum();
+        if self.len == 0 {
+            self.release();
+        }
+    }
+
+    /// Forgets interned deliveries and gives back grown room (call when empty).
+    fn release(&mut self) {
+        self.deliveries.clear();
+        if self.segments.capacity() > SHRINK_ABOVE {
+            self.segments.shrink_to(KEEP_CAPACITY);
+        }
+        if self.held.capacity() > SHRINK_ABOVE {
+            self.held.shrink_to(KEEP_CAPACITY);
+        }
+    }
+}
+
+/// Positions to read from the store for a queue's window ([`SessionQueue::page_request`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The positions at the front of the spill, in queue order.
+    pub seqs: Vec<Seq>,
+    /// Stop reading once this many bytes (encoded records plus `per_record` each) are read.
+    pub max_bytes: usize,
+    /// Memory of a loaded entry besides its record.
+    pub per_record: usize,
+    /// The first position and the ticket an earlier read of it waited for (see
+    /// [`crate::store::Store::read_queued`]).
+    pub settled: Option<(Seq, Ticket)>,
+}
+
+/// What [`SessionQueue::install`] did with a page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageOutcome {
+    /// Messages moved into the window.
+    pub loaded: usize,
+    /// Positions whose message had expired.
+    pub expired: usize,
+    /// Positions whose record was gone.
+    pub lost: usize,
+    /// The read stopped at a message not committed yet: read again once this ticket has
+    /// resolved.
+    pub wait_for: Option<Ticket>,
+}
+
+/// FIFO of messages for one session; see the module docs.
 #[derive(Debug)]
 pub struct SessionQueue {
-    items: VecDeque<QueuedMessage>,
-    capacity: usize,
-    overflow: QueueOverflow,
-    /// Seqs of tracked entries dropped by overflow or expiry, not yet removed from the store.
+    /// Loaded entries, oldest first.
+    window: VecDeque<QueuedMessage>,
+    /// Sum of [`QueuedMessage::approx_size`] over `window`.
+    window_bytes: usize,
+    /// Entries behind the window (persistent sessions only).
+    spill: Spill,
+    limits: QueueLimits,
+    /// Tracked entries beyond the window are spilled (the session is persistent and the
+    /// hub has a store).
+    paged: bool,
+    /// A page request is out: the spill's front positions belong to it until
+    /// [`SessionQueue::install`].
+    loading: bool,
+    /// The front position a read waited on, and the ticket it waited for.
+    stall: Option<(Seq, Ticket)>,
+    /// Seqs of tracked entries dropped by overflow, expiry or loss, not yet removed from the
+    /// store.
     discarded: Vec<Seq>,
     /// Notified when a pop makes room in a full queue (publishers waiting under
     /// `backpressure`).
@@ -63,21 +385,46 @@ pub struct SessionQueue {
 }
 
 impl SessionQueue {
-    /// An empty queue holding at most `capacity` messages (at least one).
-    pub fn new(capacity: usize, overflow: QueueOverflow) -> Self {
+    /// An empty queue; `paged` for a persistent session of a hub with a store.
+    pub fn new(limits: QueueLimits, paged: bool) -> Self {
         Self {
-            items: VecDeque::new(),
-            capacity: capacity.max(1),
-            overflow,
+            window: VecDeque::new(),
+            window_bytes: 0,
+            spill: Spill::default(),
+            limits: QueueLimits {
+                capacity: limits.capacity.max(1),
+                backlog: limits.backlog.max(limits.capacity).max(1),
+                ..limits
+            },
+            paged,
+            loading: false,
+            stall: None,
             discarded: Vec::new(),
             room: Arc::new(Notify::new()),
         }
     }
 
-    /// Queues `item` if there is room; otherwise hands it back (nothing is dropped).
+    /// Spills tracked entries from now on (a session that became persistent). Paging is
+    /// never switched off: a spilled entry can only be delivered by paging it in.
+    pub fn enable_paging(&mut self) {
+        self.paged = true;
+    }
+
+    /// Most entries the queue holds.
+    fn cap(&self) -> usize {
+        if self.paged {
+            self.limits.backlog
+        } else {
+            self.limits.capacity
+        }
+    }
+
+    /// Queues `item` if the queue is below `max_queued_messages`; otherwise hands it back
+    /// (nothing is dropped).
     pub fn try_push(&mut self, item: QueuedMessage) -> Result<(), QueuedMessage> {
-        if self.items.len() < self.capacity {
-            self.items.push_back(item);
+        if self.len() < self.limits.capacity {
+            let outcome = self.push(item);
+            debug_assert_eq!(outcome, PushOutcome::Queued);
             Ok(())
         } else {
             Err(item)
@@ -91,29 +438,128 @@ impl SessionQueue {
 
     /// The overflow policy.
     pub fn overflow(&self) -> QueueOverflow {
-        self.overflow
+        self.limits.overflow
     }
 
     /// Appends a message, applying the overflow policy when full.
     pub fn push(&mut self, item: QueuedMessage) -> PushOutcome {
-        if self.items.len() < self.capacity {
-            self.items.push_back(item);
-            return PushOutcome::Queued;
-        }
-        match self.overflow {
-            QueueOverflow::DropNew => {
-                self.discarded.extend(item.seq);
-                PushOutcome::DroppedNew
-            }
-            // A publisher that waited in vain (or an offline session) falls back to dropping
-            // the oldest message.
-            QueueOverflow::DropOldest | QueueOverflow::Backpressure => {
-                if let Some(old) = self.items.pop_front() {
-                    self.discarded.extend(old.seq);
+        match item.seq {
+            Some(seq) if self.paged => {
+                let mut outcome = PushOutcome::Queued;
+                if self.len() >= self.cap() {
+                    match self.limits.overflow {
+                        QueueOverflow::DropNew => {
+                            self.discarded.push(seq);
+                            return PushOutcome::DroppedNew;
+                        }
+                        QueueOverflow::DropOldest | QueueOverflow::Backpressure => {
+                            if !self.drop_oldest() {
+                                self.discarded.push(seq);
+                                return PushOutcome::DroppedNew;
+                            }
+                            outcome = PushOutcome::DroppedOldest;
+                        }
+                    }
                 }
-                self.items.push_back(item);
-                PushOutcome::DroppedOldest
+                let size = item.approx_size();
+                let in_memory = self.window_bytes + self.spill.held_bytes;
+                let fits = in_memory.saturating_add(size) <= self.limits.window_bytes;
+                if self.spill.is_empty() && !self.loading && (self.window.is_empty() || fits) {
+                    self.window_bytes += size;
+                    self.window.push_back(item);
+                } else if fits {
+                    // Behind spilled entries but within the window's bytes: kept loaded
+                    // (a subscriber just behind its publishers reads nothing back).
+                    self.spill.push_held(item);
+                } else {
+                    self.spill.push_stored(seq, item.delivery_info());
+                }
+                outcome
             }
+            _ if !self.spill.is_empty() || self.loading => {
+                // Not in the store, behind spilled entries: held in memory, in order.
+                if self.spill.held.len() >= self.limits.capacity || self.len() >= self.cap() {
+                    self.discarded.extend(item.seq);
+                    return PushOutcome::DroppedNew;
+                }
+                self.spill.push_held(item);
+                PushOutcome::Queued
+            }
+            _ => self.push_window(item),
+        }
+    }
+
+    /// Appends to the window of a queue with nothing spilled, bounded by
+    /// `max_queued_messages`.
+    fn push_window(&mut self, item: QueuedMessage) -> PushOutcome {
+        let mut outcome = PushOutcome::Queued;
+        if self.window.len() >= self.limits.capacity || self.len() >= self.cap() {
+            match self.limits.overflow {
+                QueueOverflow::DropNew => {
+                    self.discarded.extend(item.seq);
+                    return PushOutcome::DroppedNew;
+                }
+                // A publisher that waited in vain (or an offline session) falls back to
+                // dropping the oldest message.
+                QueueOverflow::DropOldest | QueueOverflow::Backpressure => {
+                    if !self.drop_oldest() {
+                        self.discarded.extend(item.seq);
+                        return PushOutcome::DroppedNew;
+                    }
+                    outcome = PushOutcome::DroppedOldest;
+                }
+            }
+        }
+        self.window_bytes += item.approx_size();
+        self.window.push_back(item);
+        outcome
+    }
+
+    /// Queues a position the store holds without its message (a queue recovered at start):
+    /// it joins the spill and is paged in when its turn comes. For paged queues only;
+    /// returns what the overflow policy did.
+    pub fn push_stored(&mut self, seq: Seq, delivery: DeliveryInfo) -> PushOutcome {
+        let mut outcome = PushOutcome::Queued;
+        if self.len() >= self.cap() {
+            match self.limits.overflow {
+                QueueOverflow::DropNew => {
+                    self.discarded.push(seq);
+                    return PushOutcome::DroppedNew;
+                }
+                QueueOverflow::DropOldest | QueueOverflow::Backpressure => {
+                    if !self.drop_oldest() {
+                        self.discarded.push(seq);
+                        return PushOutcome::DroppedNew;
+                    }
+                    outcome = PushOutcome::DroppedOldest;
+                }
+            }
+        }
+        self.spill.push_stored(seq, delivery);
+        outcome
+    }
+
+    /// Drops the oldest entry; `false` if none may be dropped (the only ones are being
+    /// paged in).
+    fn drop_oldest(&mut self) -> bool {
+        if let Some(old) = self.window.pop_front() {
+            self.window_bytes = self.window_bytes.saturating_sub(old.approx_size());
+            self.discarded.extend(old.seq);
+            return true;
+        }
+        if self.loading {
+            return false;
+        }
+        match self.spill.pop_front() {
+            Some(Spilled::Stored { seq }) => {
+                self.discarded.push(seq);
+                true
+            }
+            Some(Spilled::Held(old)) => {
+                self.discarded.extend(old.seq);
+                true
+            }
+            None => false,
         }
     }
 
@@ -122,61 +568,169 @@ impl SessionQueue {
         self.discarded.extend(seqs);
     }
 
-    /// Takes the seqs of tracked entries dropped since the last call (overflow, expiry).
+    /// Takes the seqs of tracked entries dropped since the last call (overflow, expiry,
+    /// loss).
     pub fn take_discarded(&mut self) -> Vec<Seq> {
         std::mem::take(&mut self.discarded)
     }
 
     /// Takes the oldest message that has not expired at `now`; expired ones are discarded
-    /// and counted in `expired`.
+    /// and counted in `expired`. `None` when the queue is empty, or when the next entry must
+    /// be paged in first ([`SessionQueue::page_request`]).
     pub fn pop(&mut self, now: Instant, expired: &mut u64) -> Option<QueuedMessage> {
-        if self.items.len() >= self.capacity {
+        if self.len() >= self.limits.capacity {
             // Room after this pop: wake publishers waiting for it.
             self.room.notify_waiters();
         }
-        let mut next = None;
-        while let Some(item) = self.items.pop_front() {
-            if item.message.is_expired(now) {
-                *expired += 1;
-                self.discarded.extend(item.seq);
-                continue;
+        loop {
+            if let Some(item) = self.window.pop_front() {
+                self.window_bytes = self.window_bytes.saturating_sub(item.approx_size());
+                if item.message.is_expired(now) {
+                    *expired += 1;
+                    self.discarded.extend(item.seq);
+                    continue;
+                }
+                if self.window.is_empty() {
+                    self.release_backlog_room();
+                }
+                return Some(item);
             }
-            next = Some(item);
-            break;
+            // Held entries need no read: move the front run of them into the window.
+            if self.loading || !self.spill.front_is_held() {
+                self.release_backlog_room();
+                return None;
+            }
+            while self.spill.front_is_held() {
+                if let Some(Spilled::Held(item)) = self.spill.pop_front() {
+                    self.window_bytes += item.approx_size();
+                    self.window.push_back(item);
+                }
+            }
         }
-        if self.items.is_empty() {
-            self.release_backlog_room();
+    }
+
+    /// When the window is empty and the spill starts with log positions: the positions to
+    /// read next. The queue is then loading until [`SessionQueue::install`] or
+    /// [`SessionQueue::abandon_page`].
+    pub fn page_request(&mut self) -> Option<PageRequest> {
+        if self.loading || !self.window.is_empty() || self.spill.front_is_held() {
+            return None;
         }
-        next
+        let seqs = self.spill.front_positions(PAGE_MAX_ENTRIES);
+        let first = *seqs.first()?;
+        self.loading = true;
+        Some(PageRequest {
+            seqs,
+            max_bytes: self.limits.window_bytes,
+            per_record: ENTRY_OVERHEAD,
+            settled: self.stall.filter(|(seq, _)| *seq == first),
+        })
+    }
+
+    /// Moves a page read for `request` into the window: `records` correspond to the first
+    /// `records.len()` positions of the request; `wait_for` is the ticket the read stopped
+    /// at, if it did. Expired positions are counted in `expired`; expired and lost ones
+    /// are reported through [`SessionQueue::take_discarded`].
+    pub fn install(
+        &mut self,
+        request: &PageRequest,
+        records: Vec<QueuedRecord>,
+        wait_for: Option<Ticket>,
+        now: Instant,
+        expired: &mut u64,
+    ) -> PageOutcome {
+        self.loading = false;
+        let now_ms = now_millis();
+        let mut outcome = PageOutcome::default();
+        for (record, &wanted) in records.into_iter().zip(&request.seqs) {
+            // The front cannot change while loading; check anyway rather than misdeliver.
+            let (seq, delivery) = match self.spill.segments.front() {
+                Some(s) if s.delivery != HELD && s.first == wanted => (s.first, s.delivery),
+                _ => break,
+            };
+            let Some(info) = self.spill.delivery(delivery).cloned() else {
+                break;
+            };
+            self.spill.pop_front();
+            match record {
+                QueuedRecord::Message(stored) => {
+                    let item = QueuedMessage {
+                        message: Arc::new(Message::from_stored(*stored, now, now_ms)),
+                        qos: info.qos,
+                        retain: info.retain,
+                        subscription_ids: info.subscription_ids,
+                        seq: Some(seq),
+                    };
+                    self.window_bytes += item.approx_size();
+                    self.window.push_back(item);
+                    outcome.loaded += 1;
+                }
+                QueuedRecord::Expired => {
+                    *expired += 1;
+                    outcome.expired += 1;
+                    self.discarded.push(seq);
+                }
+                QueuedRecord::Gone => {
+                    outcome.lost += 1;
+                    self.discarded.push(seq);
+                }
+            }
+        }
+        self.stall = match (wait_for, self.spill.segments.front()) {
+            (Some(ticket), Some(front)) if front.delivery != HELD => {
+                // Keep the first ticket waited for: a later read must not move the goal.
+                let ticket = match self.stall {
+                    Some((seq, earlier)) if seq == front.first => earlier,
+                    _ => ticket,
+                };
+                outcome.wait_for = Some(ticket);
+                Some((front.first, ticket))
+            }
+            _ => None,
+        };
+        outcome
+    }
+
+    /// Ends a page request whose read failed; the positions stay queued.
+    pub fn abandon_page(&mut self) {
+        self.loading = false;
     }
 
     /// Gives back the room of a worked-off backlog (see [`SHRINK_ABOVE`]).
     fn release_backlog_room(&mut self) {
-        if self.items.capacity() > SHRINK_ABOVE {
-            self.items.shrink_to(KEEP_CAPACITY);
+        if self.window.capacity() > SHRINK_ABOVE {
+            self.window.shrink_to(KEEP_CAPACITY);
         }
     }
 
     /// Drops every QoS 0 message (they are not kept for an offline session).
     pub fn retain_qos_above_zero(&mut self) {
-        self.items
-            .retain(|item| item.qos != tern_mqtt::QoS::AtMostOnce);
+        let above_zero = |item: &QueuedMessage| item.qos != tern_mqtt::QoS::AtMostOnce;
+        self.window.retain(above_zero);
+        self.window_bytes = self.window.iter().map(QueuedMessage::approx_size).sum();
+        self.spill.retain_held(above_zero);
         self.room.notify_waiters();
     }
 
-    /// Number of queued messages.
+    /// Number of queued messages, loaded or not.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.window.len() + self.spill.len
+    }
+
+    /// Number of queued messages kept only as log positions.
+    pub fn spilled(&self) -> usize {
+        self.spill.len - self.spill.held.len()
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -185,18 +739,32 @@ mod tests {
 
     use super::*;
     use crate::message::{Expiry, Message, MessageProperties};
+    use crate::store::StoredMessage;
 
-    fn item(payload: &'static str, expiry: Option<Expiry>) -> QueuedMessage {
+    fn limits(capacity: usize, overflow: QueueOverflow) -> QueueLimits {
+        QueueLimits {
+            capacity,
+            backlog: capacity,
+            window_bytes: usize::MAX,
+            overflow,
+        }
+    }
+
+    fn message(payload: &str, expiry: Option<Expiry>) -> Message {
+        Message {
+            topic: "t".into(),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: MessageProperties::default(),
+            expiry,
+            publisher: Arc::from("p"),
+        }
+    }
+
+    fn item(payload: &str, expiry: Option<Expiry>) -> QueuedMessage {
         QueuedMessage {
-            message: Arc::new(Message {
-                topic: "t".into(),
-                payload: Bytes::from_static(payload.as_bytes()),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                properties: MessageProperties::default(),
-                expiry,
-                publisher: Arc::from("p"),
-            }),
+            message: Arc::new(message(payload, expiry)),
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: Default::default(),
@@ -204,17 +772,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn dropped_tracked_entries_are_reported() {
-        let tracked = |payload, seq| QueuedMessage {
+    fn tracked(payload: &str, seq: Seq) -> QueuedMessage {
+        QueuedMessage {
             seq: Some(seq),
             ..item(payload, None)
-        };
-        let mut queue = SessionQueue::new(1, QueueOverflow::DropOldest);
+        }
+    }
+
+    #[test]
+    fn dropped_tracked_entries_are_reported() {
+        let mut queue = SessionQueue::new(limits(1, QueueOverflow::DropOldest), false);
         queue.push(tracked("a", 1));
         queue.push(tracked("b", 2));
         assert_eq!(queue.take_discarded(), [1]);
-        let mut queue = SessionQueue::new(1, QueueOverflow::DropNew);
+        let mut queue = SessionQueue::new(limits(1, QueueOverflow::DropNew), false);
         queue.push(tracked("a", 1));
         queue.push(tracked("b", 2));
         assert_eq!(queue.take_discarded(), [2]);
@@ -230,14 +801,14 @@ mod tests {
 
     #[test]
     fn a_worked_off_backlog_gives_its_room_back() {
-        let mut queue = SessionQueue::new(10_000, QueueOverflow::Backpressure);
+        let mut queue = SessionQueue::new(limits(10_000, QueueOverflow::Backpressure), false);
         for _ in 0..10_000 {
             assert_eq!(queue.push(item("m", None)), PushOutcome::Queued);
         }
-        let grown = queue.items.capacity();
+        let grown = queue.window.capacity();
         assert!(grown >= 10_000);
         assert_eq!(drain(&mut queue).len(), 10_000);
-        assert!(queue.items.capacity() <= KEEP_CAPACITY);
+        assert!(queue.window.capacity() <= KEEP_CAPACITY);
         // Still a queue of the same capacity afterwards.
         for _ in 0..10_000 {
             assert_eq!(queue.push(item("n", None)), PushOutcome::Queued);
@@ -247,7 +818,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_keeps_the_newest() {
-        let mut queue = SessionQueue::new(2, QueueOverflow::DropOldest);
+        let mut queue = SessionQueue::new(limits(2, QueueOverflow::DropOldest), false);
         assert_eq!(queue.push(item("a", None)), PushOutcome::Queued);
         assert_eq!(queue.push(item("b", None)), PushOutcome::Queued);
         assert_eq!(queue.push(item("c", None)), PushOutcome::DroppedOldest);
@@ -256,7 +827,7 @@ mod tests {
 
     #[test]
     fn drop_new_keeps_the_oldest() {
-        let mut queue = SessionQueue::new(2, QueueOverflow::DropNew);
+        let mut queue = SessionQueue::new(limits(2, QueueOverflow::DropNew), false);
         queue.push(item("a", None));
         queue.push(item("b", None));
         assert_eq!(queue.push(item("c", None)), PushOutcome::DroppedNew);
@@ -267,7 +838,7 @@ mod tests {
     fn expired_messages_are_skipped_and_counted() {
         let long_ago = Instant::now().checked_sub(Duration::from_secs(10));
         let Some(received_at) = long_ago else { return };
-        let mut queue = SessionQueue::new(10, QueueOverflow::DropOldest);
+        let mut queue = SessionQueue::new(limits(10, QueueOverflow::DropOldest), false);
         queue.push(item(
             "old",
             Some(Expiry {
@@ -288,5 +859,280 @@ mod tests {
             .expect("fresh message");
         assert_eq!(next.message.payload, "fresh");
         assert_eq!(expired, 1);
+    }
+
+    /// A model of the log for paging tests: records by seq, some not committed yet.
+    #[derive(Default)]
+    struct Log {
+        records: BTreeMap<Seq, StoredMessage>,
+        expired: Vec<Seq>,
+        uncommitted: Vec<Seq>,
+        reads: usize,
+    }
+
+    impl Log {
+        fn append(&mut self, seq: Seq) -> QueuedMessage {
+            let item = tracked(&format!("m{seq}"), seq);
+            self.records
+                .insert(seq, item.message.to_stored(Instant::now(), now_millis()));
+            item
+        }
+
+        /// What `Store::read_queued` does, against the model.
+        fn read(&mut self, request: &PageRequest) -> (Vec<QueuedRecord>, Option<Ticket>) {
+            self.reads += 1;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            for seq in &request.seqs {
+                if bytes >= request.max_bytes && !out.is_empty() {
+                    break;
+                }
+                if self.uncommitted.contains(seq) {
+                    return (out, Some(Ticket(7)));
+                }
+                match self.records.get(seq) {
+                    _ if self.expired.contains(seq) => out.push(QueuedRecord::Expired),
+                    Some(m) => {
+                        bytes += m.payload.len() + request.per_record;
+                        out.push(QueuedRecord::Message(Box::new(m.clone())));
+                    }
+                    None => out.push(QueuedRecord::Gone),
+                }
+            }
+            (out, None)
+        }
+    }
+
+    /// Pops like `broker::Mailbox::pop`, paging through `log` (bounded); the seq of a
+    /// tracked entry, `u64::MAX` for an untracked one.
+    fn pop_paged(queue: &mut SessionQueue, log: &mut Log, expired: &mut u64) -> Option<Seq> {
+        for _ in 0..1000 {
+            if let Some(item) = queue.pop(Instant::now(), expired) {
+                return Some(item.seq.unwrap_or(u64::MAX));
+            }
+            let request = queue.page_request()?;
+            let (records, wait_for) = log.read(&request);
+            let outcome = queue.install(&request, records, wait_for, Instant::now(), expired);
+            if outcome.wait_for.is_some() && outcome.loaded == 0 {
+                return None;
+            }
+        }
+        None
+    }
+
+    fn paged(window_entries: usize, capacity: usize, backlog: usize) -> SessionQueue {
+        let size = item("m0", None).approx_size();
+        SessionQueue::new(
+            QueueLimits {
+                capacity,
+                backlog,
+                window_bytes: size * window_entries,
+                overflow: QueueOverflow::Backpressure,
+            },
+            true,
+        )
+    }
+
+    #[test]
+    fn entries_beyond_the_window_are_spilled_and_paged_in_order() {
+        let mut log = Log::default();
+        let mut queue = paged(4, 10, 100_000);
+        for seq in 0..50_000 {
+            assert_eq!(queue.push(log.append(seq)), PushOutcome::Queued);
+        }
+        assert_eq!(queue.len(), 50_000);
+        assert_eq!(queue.window.len(), 4);
+        assert_eq!(queue.spilled(), 49_996);
+        // One run of consecutive positions: one segment, whatever its length.
+        assert_eq!(queue.spill.segments.len(), 1);
+        let mut expired = 0;
+        let got: Vec<Seq> =
+            std::iter::from_fn(|| pop_paged(&mut queue, &mut log, &mut expired)).collect();
+        assert_eq!(got, (0..50_000).collect::<Vec<_>>());
+        assert!(queue.is_empty());
+        // Pages of the window's size (4 entries here), one read each.
+        assert!(
+            (49_996 / 5..=49_996 / 4 + 2).contains(&log.reads),
+            "{} reads",
+            log.reads
+        );
+        assert!(queue.take_discarded().is_empty());
+    }
+
+    #[test]
+    fn entries_behind_the_spill_stay_loaded_while_the_window_has_room() {
+        let mut log = Log::default();
+        let mut queue = paged(4, 100, 1000);
+        for seq in 0..6 {
+            queue.push(log.append(seq));
+        }
+        assert_eq!(queue.spilled(), 2);
+        let mut expired = 0;
+        let mut got: Vec<Seq> = (0..3)
+            .filter_map(|_| pop_paged(&mut queue, &mut log, &mut expired))
+            .collect();
+        // One entry loaded: room for three more, kept in memory behind the spilled two.
+        for seq in 6..10 {
+            queue.push(log.append(seq));
+        }
+        assert_eq!(
+            queue.spilled(),
+            3,
+            "4 and 5, then 9 beyond the window's bytes"
+        );
+        got.extend(std::iter::from_fn(|| {
+            pop_paged(&mut queue, &mut log, &mut expired)
+        }));
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+        assert_eq!(log.reads, 2, "one page for 4 and 5, one for 9");
+    }
+
+    #[test]
+    fn pushes_while_a_page_is_read_stay_behind_it() {
+        let mut log = Log::default();
+        let mut queue = paged(2, 10, 1000);
+        for seq in 0..6 {
+            queue.push(log.append(seq));
+        }
+        let mut expired = 0;
+        assert_eq!(pop_paged(&mut queue, &mut log, &mut expired), Some(0));
+        assert_eq!(pop_paged(&mut queue, &mut log, &mut expired), Some(1));
+        let request = queue.page_request().expect("front is spilled");
+        assert_eq!(request.seqs, [2, 3, 4, 5]);
+        // A publisher pushes while the read runs without the lock.
+        queue.push(log.append(6));
+        queue.push(item("qos0-like", None));
+        let (records, wait_for) = log.read(&request);
+        queue.install(&request, records, wait_for, Instant::now(), &mut expired);
+        let mut rest = Vec::new();
+        while let Some(seq) = pop_paged(&mut queue, &mut log, &mut expired) {
+            rest.push(seq);
+        }
+        // The untracked entry came last, from memory.
+        assert_eq!(rest, [2, 3, 4, 5, 6, u64::MAX]);
+    }
+
+    #[test]
+    fn gone_and_expired_positions_are_discarded_and_counted() {
+        let mut log = Log::default();
+        let mut queue = paged(1, 10, 1000);
+        for seq in 0..5 {
+            queue.push(log.append(seq));
+        }
+        log.records.remove(&2);
+        log.expired.push(3);
+        let mut expired = 0;
+        let got: Vec<Seq> =
+            std::iter::from_fn(|| pop_paged(&mut queue, &mut log, &mut expired)).collect();
+        assert_eq!(got, [0, 1, 4]);
+        assert_eq!(expired, 1);
+        let mut discarded = queue.take_discarded();
+        discarded.sort_unstable();
+        assert_eq!(discarded, [2, 3]);
+    }
+
+    #[test]
+    fn an_uncommitted_position_stalls_until_its_ticket_resolves() {
+        let mut log = Log::default();
+        let mut queue = paged(1, 10, 1000);
+        for seq in 0..3 {
+            queue.push(log.append(seq));
+        }
+        log.uncommitted.push(1);
+        let mut expired = 0;
+        assert_eq!(pop_paged(&mut queue, &mut log, &mut expired), Some(0));
+        // Not committed yet: nothing is dropped, the queue waits.
+        assert_eq!(pop_paged(&mut queue, &mut log, &mut expired), None);
+        assert_eq!(queue.len(), 2);
+        let request = queue.page_request().expect("still spilled");
+        assert_eq!(request.settled, Some((1, Ticket(7))));
+        queue.abandon_page();
+        log.uncommitted.clear();
+        let rest: Vec<Seq> =
+            std::iter::from_fn(|| pop_paged(&mut queue, &mut log, &mut expired)).collect();
+        assert_eq!(rest, [1, 2]);
+        assert!(queue.take_discarded().is_empty());
+    }
+
+    #[test]
+    fn connected_publishers_wait_at_capacity_but_the_backlog_grows_to_its_cap() {
+        let mut log = Log::default();
+        let mut queue = paged(2, 3, 5);
+        for seq in 0..3 {
+            assert!(queue.try_push(log.append(seq)).is_ok());
+        }
+        assert!(queue.try_push(log.append(3)).is_err());
+        // After a vain wait (or offline) the store keeps it, up to the backlog cap.
+        assert_eq!(queue.push(log.append(3)), PushOutcome::Queued);
+        assert_eq!(queue.push(log.append(4)), PushOutcome::Queued);
+        assert_eq!(queue.push(log.append(5)), PushOutcome::DroppedOldest);
+        assert_eq!(queue.take_discarded(), [0]);
+        let mut expired = 0;
+        let got: Vec<Seq> =
+            std::iter::from_fn(|| pop_paged(&mut queue, &mut log, &mut expired)).collect();
+        assert_eq!(got, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn recovered_positions_and_mixed_deliveries_page_in_with_their_details() {
+        let mut log = Log::default();
+        let mut queue = paged(2, 10, 1000);
+        for seq in [3, 4, 9, 10] {
+            log.append(seq);
+            let delivery = DeliveryInfo {
+                qos: if seq < 9 {
+                    QoS::AtLeastOnce
+                } else {
+                    QoS::ExactlyOnce
+                },
+                retain: false,
+                subscription_ids: if seq == 10 { vec![7] } else { Vec::new() },
+            };
+            assert_eq!(queue.push_stored(seq, delivery), PushOutcome::Queued);
+        }
+        assert_eq!(queue.spill.segments.len(), 3);
+        assert_eq!(queue.spill.deliveries.len(), 3);
+        let mut expired = 0;
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let item = loop {
+                if let Some(item) = queue.pop(Instant::now(), &mut expired) {
+                    break item;
+                }
+                let request = queue.page_request().expect("spilled");
+                let (records, wait_for) = log.read(&request);
+                queue.install(&request, records, wait_for, Instant::now(), &mut expired);
+            };
+            got.push((item.seq, item.qos, item.subscription_ids));
+        }
+        assert_eq!(
+            got,
+            [
+                (Some(3), QoS::AtLeastOnce, vec![]),
+                (Some(4), QoS::AtLeastOnce, vec![]),
+                (Some(9), QoS::ExactlyOnce, vec![]),
+                (Some(10), QoS::ExactlyOnce, vec![7]),
+            ]
+        );
+        assert!(queue.spill.deliveries.is_empty());
+    }
+
+    #[test]
+    fn going_offline_drops_held_qos0_entries_only() {
+        let mut log = Log::default();
+        let mut queue = paged(1, 10, 1000);
+        queue.push(log.append(0));
+        queue.push(log.append(1));
+        let mut qos0 = item("q0", None);
+        qos0.qos = QoS::AtMostOnce;
+        queue.push(qos0);
+        queue.push(log.append(2));
+        assert_eq!(queue.len(), 4);
+        queue.retain_qos_above_zero();
+        assert_eq!(queue.len(), 3);
+        let mut expired = 0;
+        let got: Vec<Seq> =
+            std::iter::from_fn(|| pop_paged(&mut queue, &mut log, &mut expired)).collect();
+        assert_eq!(got, [0, 1, 2]);
     }
 }

@@ -39,6 +39,9 @@ pub struct InboundConnect<'a> {
     pub username: Option<&'a str>,
     /// Password, if present.
     pub password: Option<&'a [u8]>,
+    /// v5 Request Problem Information (absent = 1): with 0, no Reason String goes on any
+    /// packet but PUBLISH, CONNACK and DISCONNECT (MQTT-3.1.2-29).
+    pub problem_information: bool,
 }
 
 /// The will of a CONNECT, owned (it outlives the frame).
@@ -214,6 +217,7 @@ fn connect_in<'a>(connect: &Connect<'a>, frame: &[u8]) -> Result<InboundConnect<
         will,
         username: connect.username,
         password: connect.password,
+        problem_information: p.request_problem_information.unwrap_or(true),
     })
 }
 
@@ -286,6 +290,42 @@ pub fn encode(
     version: ProtocolVersion,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
+    encode_with(packet, version, out, true)
+}
+
+/// [`encode`] for a peer whose Maximum Packet Size is `max`: a control packet that would
+/// exceed it goes out without its Reason String, which MQTT 5.0 forbids sending when it
+/// makes the packet too large (MQTT-3.1.2-25, MQTT-3.4.2-2, MQTT-3.14.2-3 and the other
+/// packets' equivalents). PUBLISH is never shortened: its caller drops it instead.
+///
+/// With `problem_information` false (the client's Request Problem Information was 0), only
+/// CONNACK and DISCONNECT may carry a Reason String (MQTT-3.1.2-29).
+pub fn encode_within(
+    packet: &Outbound,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+    max: u32,
+    problem_information: bool,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    let texts = problem_information
+        || matches!(packet, Outbound::ConnAck(_) | Outbound::Disconnect(..));
+    encode_with(packet, version, out, texts)?;
+    let too_big = u32::try_from(out.len() - start).map_or(true, |size| size > max);
+    if too_big && !matches!(packet, Outbound::Publish(_)) {
+        out.truncate(start);
+        encode_with(packet, version, out, false)?;
+    }
+    Ok(())
+}
+
+/// [`encode`], with or without Reason Strings.
+fn encode_with(
+    packet: &Outbound,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+    reason_strings: bool,
+) -> Result<(), EncodeError> {
     let v5 = version == ProtocolVersion::V5;
     // The reason string: the one the packet carries, else the standard one for the code.
     let text = match packet {
@@ -294,7 +334,9 @@ pub fn encode(
     };
     let ack = |packet_id: u16, code: u8| {
         let properties = AckProperties {
-            reason_string: text.or_else(|| ack_reason_string(code)),
+            reason_string: text
+                .or_else(|| ack_reason_string(code))
+                .filter(|_| reason_strings),
             ..AckProperties::default()
         };
         (packet_id, reason_code(code), properties)
@@ -370,7 +412,7 @@ pub fn encode(
         }
         Outbound::Disconnect(code, text) => {
             let properties = DisconnectProperties {
-                reason_string: (v5 && !text.is_empty()).then_some(*text),
+                reason_string: (v5 && reason_strings && !text.is_empty()).then_some(*text),
                 ..DisconnectProperties::default()
             };
             let packet = Disconnect {
@@ -389,7 +431,7 @@ pub fn encode(
                     maximum_packet_size: accepted.then_some(connack.maximum_packet_size),
                     assigned_client_identifier: connack.assigned_client_id.as_deref(),
                     topic_alias_maximum: accepted.then_some(connack.topic_alias_maximum),
-                    reason_string: connack.reason_string,
+                    reason_string: connack.reason_string.filter(|_| reason_strings),
                     wildcard_subscription_available: accepted.then_some(true),
                     subscription_identifiers_available: accepted.then_some(true),
                     shared_subscription_available: accepted.then_some(true),

@@ -50,6 +50,13 @@
 //! steps ([`StoreConfig::trim_batch`] records per transaction), so ingest never stalls long.
 //! Queue entries whose message is gone are skipped on replay ([`Store::get`] returns `None`).
 //!
+//! # Session queues
+//!
+//! A persistent session's queue keeps only a window of loaded messages; the rest it reads
+//! back by position with [`Store::read_queued`], one read transaction per page. A position
+//! can reach a queue before its append commits, so a missing record is reported as gone
+//! only once it can no longer appear (below the head, or every earlier submission resolved).
+//!
 //! # Message expiry
 //!
 //! Reads hide expired messages: [`Store::read_log`] skips them and [`Store::get`] returns
@@ -98,6 +105,7 @@ use self::tables::{
     KEY_LOG_COUNT, KEY_NEXT_SEQ, LOG, META, QUEUE, RETAINED, SESSIONS, WILLS,
 };
 pub use self::tx::{OpenTransaction, TxRecord};
+pub use self::writer::TicketWaiter;
 use self::writer::{Batch, Op, Writer};
 
 /// Version of the on-disk format (tables and record encodings) this build reads and writes.
@@ -339,6 +347,18 @@ pub enum WriteOp {
     },
 }
 
+/// What the log holds for one queued position ([`Store::read_queued`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueuedRecord {
+    /// The message, not expired (boxed: the other variants are empty).
+    Message(Box<StoredMessage>),
+    /// The message has expired.
+    Expired,
+    /// The record is gone for good: trimmed by retention, its commit failed, or it could not
+    /// be decoded (logged and counted in `errors`).
+    Gone,
+}
+
 /// Identifies one submission. Tickets are handed out in submission order, starting at 1, and
 /// resolve (commit or fail) in the same order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -438,6 +458,8 @@ struct Common {
     last_failed: AtomicU64,
     /// Appends are being refused (quota); for logging transitions only.
     refusing: AtomicBool,
+    /// Tasks waiting for tickets, woken by the writer ([`Store::ticket_waiter`]).
+    waiters: Arc<writer::TicketWaiters>,
 }
 
 /// How to (re)open the database.
@@ -573,6 +595,7 @@ impl Store {
             failures: Mutex::new(VecDeque::new()),
             last_failed: AtomicU64::new(0),
             refusing: AtomicBool::new(false),
+            waiters: Arc::default(),
         });
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let (progress_tx, progress) = watch::channel(Ticket(0));
@@ -680,6 +703,12 @@ impl Store {
     /// failed. Check [`Store::outcome`] for the tickets you wait on before acknowledging.
     pub fn committed(&self) -> watch::Receiver<Ticket> {
         self.shared.progress.clone()
+    }
+
+    /// A waiter for this task's tickets: unlike [`Store::committed`], it wakes the task only
+    /// once the ticket it waits for has resolved.
+    pub fn ticket_waiter(&self) -> TicketWaiter {
+        TicketWaiter::new(Arc::clone(&self.shared.common.waiters))
     }
 
     /// Outcome of a resolved ticket: `Ok` if committed, [`StoreError::CommitFailed`] if its
@@ -793,6 +822,64 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Reads the log records of queued positions for a session queue's window (see
+    /// `session::queue`), in the order given, in one read transaction. Appends one
+    /// [`QueuedRecord`] per position to `out` and stops after the record that brings the
+    /// encoded bytes read plus `per_record` for each record to `max_bytes` (at least one record is
+    /// read), at the end of `seqs`, or at a position whose record is not there yet.
+    ///
+    /// A missing record is [`QueuedRecord::Gone`] when it can no longer appear: below the
+    /// log's head (trimmed), or when every submission made before the read has resolved
+    /// (its commit failed), or when `settled` names this position and the ticket beside it
+    /// has resolved. Otherwise its append may still be on its way to the writer (a queue
+    /// receives a message before it commits), and the read stops there: the returned
+    /// ticket is the last one submitted before the read, which covers that append; read
+    /// again once it has resolved, passing it as `settled`.
+    pub fn read_queued(
+        &self,
+        seqs: &[Seq],
+        max_bytes: usize,
+        per_record: usize,
+        settled: Option<(Seq, Ticket)>,
+        out: &mut Vec<QueuedRecord>,
+    ) -> Result<Option<Ticket>, StoreError> {
+        let common = &self.shared.common;
+        // Order matters: a submission resolved before the read transaction begins is visible
+        // in it.
+        let last_submitted = Ticket(lock(&self.shared.submit).next_ticket.saturating_sub(1));
+        let resolved = *self.shared.progress.borrow();
+        let head = common.counters.head.load(Ordering::Acquire);
+        let now = now_millis();
+        let txn = common
+            .db()?
+            .begin_read()
+            .map_err(|e| StoreError::db("read", e))?;
+        let log = txn.open_table(LOG).map_err(|e| StoreError::db("read", e))?;
+        let mut bytes = 0usize;
+        for &seq in seqs {
+            if bytes >= max_bytes && !out.is_empty() {
+                break;
+            }
+            let Some(value) = log.get(seq).map_err(|e| StoreError::db("read", e))? else {
+                let settled_here =
+                    settled.is_some_and(|(s, ticket)| s == seq && resolved >= ticket);
+                if seq < head || resolved >= last_submitted || settled_here {
+                    out.push(QueuedRecord::Gone);
+                    continue;
+                }
+                return Ok(Some(last_submitted));
+            };
+            bytes = bytes.saturating_add(value.value().len() + per_record);
+            out.push(match decode_message(common, seq, value.value()) {
+                Ok(msg) if msg.is_expired(now) => QueuedRecord::Expired,
+                Ok(msg) => QueuedRecord::Message(Box::new(msg)),
+                // Logged and counted by `decode_message`.
+                Err(_) => QueuedRecord::Gone,
+            });
+        }
+        Ok(None)
     }
 
     /// Appends up to `max` messages with seq ≥ `from` to `out`, in seq order, skipping expired
