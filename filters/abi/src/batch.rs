@@ -7,7 +7,8 @@ use alloc::vec::Vec;
 use crate::VERSION;
 use crate::error::{AbiError, Field, Part};
 use crate::record::{
-    MIN_RECORD_LEN, MessageView, RecordRef, RecordView, read_record_layout, write_record,
+    MIN_RECORD_LEN, MessageView, RecordRef, RecordView, quick_record, read_record_layout,
+    write_record,
 };
 use crate::wire::{Reader, patch_u32, put_u32};
 
@@ -216,6 +217,23 @@ pub struct RecordViews<'a> {
 }
 
 impl<'a> RecordViews<'a> {
+    /// The next record when it is well formed (the common case), without building a
+    /// `Result`. `None` at the end, and for a record the quick reader gives up on: then
+    /// [`next`](Iterator::next) says what is wrong (or checks the end for trailing bytes).
+    #[inline]
+    pub fn next_quick(&mut self) -> Option<RecordView<'a>> {
+        if self.done || self.index == self.count {
+            return None;
+        }
+        let (view, rest) = quick_record(self.rest, Part::Record(self.index))?;
+        if view.payload().is_some() != self.payloads {
+            return None;
+        }
+        self.rest = rest;
+        self.index += 1;
+        Some(view)
+    }
+
     fn fail(&mut self, err: AbiError) -> Option<Result<RecordView<'a>, AbiError>> {
         self.done = true;
         Some(Err(err))

@@ -165,7 +165,7 @@ fn checked_record_layout<'a>(r: &mut Reader<'a>) -> Result<RecordView<'a>, AbiEr
 /// bytes after it, or `None` for anything [`split_body`] would refuse (and nothing else it
 /// accepts is refused here), so the caller then runs the checked path to say what is wrong.
 /// Every batch record takes this path; it is a straight run of slice splits.
-fn quick_record(buf: &[u8], part: Part) -> Option<(RecordView<'_>, &[u8])> {
+pub(crate) fn quick_record(buf: &[u8], part: Part) -> Option<(RecordView<'_>, &[u8])> {
     let (len, after) = buf.split_first_chunk::<4>()?;
     let (body, after) = after.split_at_checked(usize::try_from(u32::from_le_bytes(*len)).ok()?)?;
     let (&flags, b) = body.split_first()?;
