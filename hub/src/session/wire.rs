@@ -308,8 +308,8 @@ pub fn encode_within(
     problem_information: bool,
 ) -> Result<(), EncodeError> {
     let start = out.len();
-    let texts = problem_information
-        || matches!(packet, Outbound::ConnAck(_) | Outbound::Disconnect(..));
+    let texts =
+        problem_information || matches!(packet, Outbound::ConnAck(_) | Outbound::Disconnect(..));
     encode_with(packet, version, out, texts)?;
     let too_big = u32::try_from(out.len() - start).map_or(true, |size| size > max);
     if too_big && !matches!(packet, Outbound::Publish(_)) {
