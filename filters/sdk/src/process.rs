@@ -81,12 +81,7 @@ impl Decision<'_> {
         self,
         destinations: impl IntoIterator<Item = Destination<'d>>,
     ) -> Result<(), AbiError> {
-        let mut destinations = destinations.into_iter().peekable();
-        if destinations.peek().is_none() {
-            self.verdicts.drop_message(self.index);
-            return Ok(());
-        }
-        self.verdicts.route_iter(self.index, destinations)
+        self.route_raw(destinations.into_iter().map(RawDestination::from))
     }
 
     /// [`route_iter`](Self::route_iter) with topics as bytes the hub checks
