@@ -53,19 +53,32 @@ pub fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
     (mask != 0).then(|| words.len() * 8 + (mask.trailing_zeros() / 8) as usize)
 }
 
-/// Whether `a` and `b` hold the same bytes.
+/// Whether `a` and `b` hold the same bytes. Lengths from 2 on are compared as two
+/// overlapping words (the first and the last 2, 4 or 8 bytes) after the whole words: no loop
+/// for short keys, no per-byte assembly of the tail.
 #[inline]
 pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let (a_words, a_tail) = a.as_chunks::<8>();
-    let (b_words, b_tail) = b.as_chunks::<8>();
-    a_words
-        .iter()
-        .zip(b_words)
-        .all(|(x, y)| u64::from_le_bytes(*x) == u64::from_le_bytes(*y))
-        && load_tail(a_tail) == load_tail(b_tail)
+    match a.len() {
+        0 => true,
+        1 => a.first() == b.first(),
+        2..=3 => same_ends::<2>(a, b),
+        4..=7 => same_ends::<4>(a, b),
+        _ => {
+            let (a_words, _) = a.as_chunks::<8>();
+            let (b_words, _) = b.as_chunks::<8>();
+            a_words.iter().zip(b_words).all(|(x, y)| x == y) && same_ends::<8>(a, b)
+        }
+    }
+}
+
+/// Whether the first `N` and the last `N` bytes of `a` and `b` (both at least `N` long, of
+/// the same length) are equal.
+#[inline(always)]
+fn same_ends<const N: usize>(a: &[u8], b: &[u8]) -> bool {
+    a.first_chunk::<N>() == b.first_chunk::<N>() && a.last_chunk::<N>() == b.last_chunk::<N>()
 }
 
 /// Whether any byte of `bytes` is one of `+`, `#` or NUL (not allowed in a topic name).

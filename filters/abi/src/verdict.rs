@@ -121,6 +121,7 @@ impl VerdictWriter {
     }
 
     /// Drops message `index`, discarding any edit written for it. Out of range: no effect.
+    #[inline]
     pub fn drop_message(&mut self, index: usize) {
         if index >= self.count {
             return;
@@ -129,6 +130,10 @@ impl VerdictWriter {
             *byte &= !(1 << (index % 8));
         }
         self.dropped_any = true;
+        // Edits are written in ascending order: a message past the last edit has none.
+        if self.marks.last().is_none_or(|last| last.index < index) {
+            return;
+        }
         if let Ok(pos) = self.marks.binary_search_by_key(&index, |m| m.index) {
             let start = self.marks[pos].start;
             let end = self.marks.get(pos + 1).map_or(self.buf.len(), |m| m.start);
