@@ -2,7 +2,10 @@
 //! message count, little-endian). Any panic is a bug: readers must return `AbiError`. What a
 //! reader accepts must re-encode to the same bytes through the writers, so the readers accept
 //! nothing the writers could not have produced. The layout-only record reader the guest SDK
-//! uses (`Batch::records`) must never panic either, whatever the strings hold.
+//! uses (`Batch::records`) must never panic either, whatever the strings hold, and its quick
+//! path (`RecordViews::next_quick`) must take only records the checked path accepts. The
+//! host's verdict reader (`Verdicts::parse_lazy`, destination strings checked as they are
+//! read) must decide exactly as the eager `Verdicts::parse`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,8 +17,57 @@ fuzz_target!(|data: &[u8]| {
     };
     let count = usize::from(u16::from_le_bytes(*count));
     batch(buf);
+    quick_records(buf);
     verdicts(buf, count);
+    lazy_verdicts(buf, count);
 });
+
+/// The quick record reader agrees with the checked one record by record.
+fn quick_records(buf: &[u8]) {
+    let Ok(batch) = Batch::parse(buf) else {
+        return;
+    };
+    let mut quick = batch.records();
+    let mut checked = batch.records();
+    while let Some(view) = quick.next_quick() {
+        let Some(Ok(expected)) = checked.next() else {
+            panic!("the quick reader took a record the checked reader refuses");
+        };
+        assert_eq!(format!("{view:?}"), format!("{expected:?}"));
+    }
+}
+
+/// `parse_lazy` accepts a buffer, and reads every destination, exactly when `parse` does.
+fn lazy_verdicts(buf: &[u8], count: usize) {
+    let eager = Verdicts::parse(buf, count);
+    let lazy = Verdicts::parse_lazy(buf, count).map(|v| {
+        let edits: Result<Vec<_>, _> = v
+            .edits()
+            .map(|e| {
+                let routes = e.routes.map(Iterator::collect::<Result<Vec<_>, _>>);
+                routes.transpose().map(|r| (e.index, r))
+            })
+            .collect();
+        edits.map(|edits| ((0..count).map(|i| v.is_kept(i)).collect::<Vec<_>>(), edits))
+    });
+    match (eager, lazy) {
+        (Ok(v), Ok(Ok((kept, edits)))) => {
+            let eager_kept: Vec<bool> = (0..count).map(|i| v.is_kept(i)).collect();
+            assert_eq!(kept, eager_kept);
+            let eager_edits: Vec<_> = v
+                .edits()
+                .map(|e| (e.index, e.routes.map(Iterator::collect::<Vec<_>>)))
+                .collect();
+            assert_eq!(edits, eager_edits);
+        }
+        (Err(_), Err(_) | Ok(Err(_))) => {}
+        (eager, lazy) => panic!(
+            "parse and parse_lazy disagree: {:?} vs {:?}",
+            eager.map(|_| ()),
+            lazy.map(|r| r.map(|_| ()))
+        ),
+    }
+}
 
 fn batch(buf: &[u8]) {
     let Ok(batch) = Batch::parse(buf) else {
