@@ -59,7 +59,8 @@ async fn http_with(addr: SocketAddr, method: &str, path: &str, authorization: &s
     request(addr, method, path, Some(authorization)).await
 }
 
-/// Sends one request and reads the whole response (bounded by [`RECV_TIMEOUT`]).
+/// Sends one request and reads the whole response (bounded by [`RECV_TIMEOUT`], a `PUT` by
+/// [`COMPILE_TIMEOUT`]).
 async fn request(addr: SocketAddr, method: &str, path: &str, authorization: Option<&str>) -> Reply {
     request_body(addr, method, path, authorization, None).await
 }
@@ -98,9 +99,16 @@ async fn request_body(
         stream.read_to_end(&mut raw).await.expect("read response");
         raw
     };
-    let raw = tokio::time::timeout(RECV_TIMEOUT, exchange)
+    // A PUT may compile a filter, which in a debug hub on a loaded machine can take well
+    // over the usual bound.
+    let bound = if method == "PUT" {
+        COMPILE_TIMEOUT
+    } else {
+        RECV_TIMEOUT
+    };
+    let raw = tokio::time::timeout(bound, exchange)
         .await
-        .unwrap_or_else(|_| panic!("{method} {path}: no complete response in {RECV_TIMEOUT:?}"));
+        .unwrap_or_else(|_| panic!("{method} {path}: no complete response in {bound:?}"));
     let text = String::from_utf8(raw).expect("UTF-8 response");
     let (head, body) = text
         .split_once("\r\n\r\n")
