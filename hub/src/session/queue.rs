@@ -445,22 +445,10 @@ impl SessionQueue {
     pub fn push(&mut self, item: QueuedMessage) -> PushOutcome {
         match item.seq {
             Some(seq) if self.paged => {
-                let mut outcome = PushOutcome::Queued;
-                if self.len() >= self.cap() {
-                    match self.limits.overflow {
-                        QueueOverflow::DropNew => {
-                            self.discarded.push(seq);
-                            return PushOutcome::DroppedNew;
-                        }
-                        QueueOverflow::DropOldest | QueueOverflow::Backpressure => {
-                            if !self.drop_oldest() {
-                                self.discarded.push(seq);
-                                return PushOutcome::DroppedNew;
-                            }
-                            outcome = PushOutcome::DroppedOldest;
-                        }
-                    }
-                }
+                let outcome = match self.make_room_for(seq) {
+                    Ok(outcome) => outcome,
+                    Err(dropped) => return dropped,
+                };
                 let size = item.approx_size();
                 let in_memory = self.window_bytes + self.spill.held_bytes;
                 let fits = in_memory.saturating_add(size) <= self.limits.window_bytes;
@@ -519,24 +507,31 @@ impl SessionQueue {
     /// it joins the spill and is paged in when its turn comes. For paged queues only;
     /// returns what the overflow policy did.
     pub fn push_stored(&mut self, seq: Seq, delivery: DeliveryInfo) -> PushOutcome {
-        let mut outcome = PushOutcome::Queued;
-        if self.len() >= self.cap() {
-            match self.limits.overflow {
-                QueueOverflow::DropNew => {
-                    self.discarded.push(seq);
-                    return PushOutcome::DroppedNew;
-                }
-                QueueOverflow::DropOldest | QueueOverflow::Backpressure => {
-                    if !self.drop_oldest() {
-                        self.discarded.push(seq);
-                        return PushOutcome::DroppedNew;
-                    }
-                    outcome = PushOutcome::DroppedOldest;
+        let outcome = match self.make_room_for(seq) {
+            Ok(outcome) => outcome,
+            Err(dropped) => return dropped,
+        };
+        self.spill.push_stored(seq, delivery);
+        outcome
+    }
+
+    /// Applies the overflow policy before the tracked entry `seq` joins a paged queue: what
+    /// was done to make room, or `Err` when the new entry is the one dropped (its position
+    /// is then reported as discarded).
+    fn make_room_for(&mut self, seq: Seq) -> Result<PushOutcome, PushOutcome> {
+        if self.len() < self.cap() {
+            return Ok(PushOutcome::Queued);
+        }
+        match self.limits.overflow {
+            QueueOverflow::DropNew => {}
+            QueueOverflow::DropOldest | QueueOverflow::Backpressure => {
+                if self.drop_oldest() {
+                    return Ok(PushOutcome::DroppedOldest);
                 }
             }
         }
-        self.spill.push_stored(seq, delivery);
-        outcome
+        self.discarded.push(seq);
+        Err(PushOutcome::DroppedNew)
     }
 
     /// Drops the oldest entry; `false` if none may be dropped (the only ones are being
