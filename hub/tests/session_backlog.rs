@@ -85,22 +85,6 @@ fn assert_in_order(got: &[usize], count: usize) {
 /// debug build on a busy machine takes seconds for.
 const STOP_AFTER_BACKLOG: Duration = Duration::from_secs(90);
 
-/// Stops the hub gracefully (SIGTERM) within [`STOP_AFTER_BACKLOG`]: exit status 0 and no
-/// panicked task, like [`Hub::finish`] with a longer bound.
-fn finish_after_backlog(mut hub: Hub) {
-    hub.terminate();
-    let status = hub.wait_exit(STOP_AFTER_BACKLOG);
-    let logs = hub.logs();
-    assert!(
-        status.success(),
-        "hub exited with {status} after SIGTERM\n--- hub log ---\n{logs}"
-    );
-    assert!(
-        !logs.contains("panicked at"),
-        "a hub task panicked\n--- hub log ---\n{logs}"
-    );
-}
-
 /// `$SYS` counters every second, so the test can see the queue being paged in.
 const FAST_SYS: &str = "sys_interval = \"1s\"";
 
@@ -140,7 +124,7 @@ async fn offline_backlog_is_delivered(kill_while_offline: bool) {
     .await;
     assert_eq!(lost, Some(0), "messages dropped");
     sub.disconnect().await;
-    finish_after_backlog(hub);
+    hub.stop_within(STOP_AFTER_BACKLOG);
 }
 
 #[tokio::test]
@@ -157,7 +141,7 @@ async fn an_offline_backlog_survives_kill_9_and_pages_in_after_restart() {
 async fn a_slow_connected_subscriber_with_a_small_window_gets_everything_in_order() {
     // A window of a few messages, publishers that wait only briefly for a connected
     // subscriber's queue (100 messages) before the store takes the rest.
-    let hub = Hub::with_session(
+    let mut hub = Hub::with_session(
         "queue_window = \"4KiB\"\nmax_queued_messages = 100\nqueue_full_wait = \"10ms\"",
     );
     const COUNT: usize = 5_000;
@@ -169,5 +153,5 @@ async fn a_slow_connected_subscriber_with_a_small_window_gets_everything_in_orde
     assert_in_order(&got, COUNT);
     sub.expect_no_publish(QUIET).await;
     sub.disconnect().await;
-    finish_after_backlog(hub);
+    hub.stop_within(STOP_AFTER_BACKLOG);
 }

@@ -396,8 +396,13 @@ impl Hub {
             "hub exited early\n--- hub log ---\n{}",
             self.logs()
         );
+        self.stop_within(EXIT_TIMEOUT);
+    }
+
+    /// SIGTERM, then asserts exit status 0 within `bound` and that no hub task panicked.
+    pub fn stop_within(&mut self, bound: Duration) {
         self.terminate();
-        let status = self.wait_exit(EXIT_TIMEOUT);
+        let status = self.wait_exit(bound);
         let logs = self.logs();
         assert!(
             status.success(),
