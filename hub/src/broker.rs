@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, QueueOverflow};
-use crate::filter_host::{Filtered, Pipelines, Target as FilterTarget};
+use crate::filter_host::{Filtered, Pipelines};
 use crate::message::{ClientId, Message, MessageProperties, QueuedMessage};
 use crate::metrics::{BrokerGauges, Metrics};
 use crate::router::{
@@ -1391,13 +1391,7 @@ impl Broker {
         // `bridges[i]` is the bridge message `i` goes to alone; empty when all are local.
         let (messages, bridges): (Vec<Message>, Vec<Option<Arc<str>>>) = match filtered {
             Filtered::Local(messages) => (messages, Vec::new()),
-            Filtered::Routed(routed) => routed
-                .into_iter()
-                .map(|r| match r.target {
-                    FilterTarget::Local => (r.message, None),
-                    FilterTarget::Bridge { bridge } => (r.message, Some(bridge)),
-                })
-                .unzip(),
+            Filtered::Routed(routed) => routed.into_parts(),
         };
         let bridge_of = |i: usize| bridges.get(i).and_then(Option::as_deref);
         let mut published = Published::default();

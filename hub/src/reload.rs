@@ -224,7 +224,7 @@ pub enum Refusal {
     /// The module cannot be used: not wasm, does not compile, wrong world, cannot be
     /// instantiated.
     Load,
-    /// The filter's `init` refused its config.
+    /// The filter's `init` refused its config, or declared a topic template the hub refuses.
     ConfigRejected,
     /// `init` trapped, ran out of time or memory, or is not deterministic.
     InitFailed,
@@ -233,7 +233,9 @@ pub enum Refusal {
 impl Refusal {
     fn of(err: &FilterError) -> Option<Self> {
         match err {
-            FilterError::InitRefused(_) => Some(Refusal::ConfigRejected),
+            FilterError::InitRefused(_) | FilterError::Template { .. } => {
+                Some(Refusal::ConfigRejected)
+            }
             FilterError::InitFailed { .. } | FilterError::InitUnstable => Some(Refusal::InitFailed),
             FilterError::NotWasm
             | FilterError::PrecompiledModule

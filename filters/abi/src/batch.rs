@@ -14,6 +14,38 @@ use crate::wire::{Reader, patch_u32, put_u32};
 
 /// Batch flag bit 0: every record carries its payload.
 const PAYLOADS_INCLUDED: u8 = 1;
+/// Batch flag bit 1: no record carries user properties (every property count is 0).
+const PROPERTIES_OMITTED: u8 = 1 << 1;
+
+/// What the records of a batch carry beyond the message headers: the filter's WIT `needs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Contents {
+    /// Every record carries its payload (`needs.payload`).
+    pub payloads: bool,
+    /// Records carry their user properties (`needs.properties`).
+    pub properties: bool,
+}
+
+impl Contents {
+    /// Properties, and payloads if `payloads`: what [`BatchWriter::new`] packs.
+    pub const fn with_properties(payloads: bool) -> Self {
+        Self {
+            payloads,
+            properties: true,
+        }
+    }
+
+    fn flags(self) -> u8 {
+        let mut flags = 0;
+        if self.payloads {
+            flags |= PAYLOADS_INCLUDED;
+        }
+        if !self.properties {
+            flags |= PROPERTIES_OMITTED;
+        }
+        flags
+    }
+}
 /// version, flags, reserved u16, count u32.
 const HEADER_LEN: usize = 8;
 const COUNT_AT: usize = 4;
@@ -22,26 +54,29 @@ const COUNT_AT: usize = 4;
 #[derive(Debug)]
 pub struct BatchWriter {
     buf: Vec<u8>,
-    include_payloads: bool,
+    contents: Contents,
     count: usize,
 }
 
 impl BatchWriter {
-    /// Starts a batch in `buf` (cleared first). `include_payloads` is the filter's
-    /// `needs.payload`: without it, records carry no payload bytes.
-    pub fn new(mut buf: Vec<u8>, include_payloads: bool) -> Self {
+    /// Starts a batch in `buf` (cleared first) whose records carry their user properties.
+    /// `include_payloads` is the filter's `needs.payload`: without it, records carry no
+    /// payload bytes.
+    pub fn new(buf: Vec<u8>, include_payloads: bool) -> Self {
+        Self::with_contents(buf, Contents::with_properties(include_payloads))
+    }
+
+    /// Starts a batch in `buf` (cleared first) whose records carry `contents`. Without
+    /// properties, [`push`](Self::push) ignores the properties it is given.
+    pub fn with_contents(mut buf: Vec<u8>, contents: Contents) -> Self {
         buf.clear();
         buf.push(VERSION);
-        buf.push(if include_payloads {
-            PAYLOADS_INCLUDED
-        } else {
-            0
-        });
+        buf.push(contents.flags());
         buf.extend_from_slice(&[0, 0]);
         put_u32(&mut buf, 0); // message count, patched by `finish`
         Self {
             buf,
-            include_payloads,
+            contents,
             count: 0,
         }
     }
@@ -62,9 +97,15 @@ impl BatchWriter {
             });
         }
         let payload = self
-            .include_payloads
+            .contents
+            .payloads
             .then(|| rec.payload.unwrap_or_default());
-        write_record(&mut self.buf, rec, properties, payload)?;
+        let written = if self.contents.properties {
+            write_record(&mut self.buf, rec, properties, payload)
+        } else {
+            write_record(&mut self.buf, rec, core::iter::empty(), payload)
+        };
+        written?;
         self.count = count;
         Ok(())
     }
@@ -93,7 +134,7 @@ impl BatchWriter {
 pub struct Batch<'a> {
     records: &'a [u8],
     count: usize,
-    payloads: bool,
+    contents: Contents,
 }
 
 impl<'a> Batch<'a> {
@@ -106,7 +147,7 @@ impl<'a> Batch<'a> {
             return Err(AbiError::Version { found: version });
         }
         let flags = r.u8(Field::BatchFlags)?;
-        if flags & !PAYLOADS_INCLUDED != 0 {
+        if flags & !(PAYLOADS_INCLUDED | PROPERTIES_OMITTED) != 0 {
             return Err(AbiError::Reserved {
                 part: Part::Batch,
                 field: Field::BatchFlags,
@@ -130,7 +171,10 @@ impl<'a> Batch<'a> {
         Ok(Self {
             records: r.rest,
             count,
-            payloads: flags & PAYLOADS_INCLUDED != 0,
+            contents: Contents {
+                payloads: flags & PAYLOADS_INCLUDED != 0,
+                properties: flags & PROPERTIES_OMITTED == 0,
+            },
         })
     }
 
@@ -145,7 +189,12 @@ impl<'a> Batch<'a> {
 
     /// Whether every record carries its payload (the filter's `needs.payload`).
     pub fn payloads_included(&self) -> bool {
-        self.payloads
+        self.contents.payloads
+    }
+
+    /// What the records carry (the filter's `needs`).
+    pub fn contents(&self) -> Contents {
+        self.contents
     }
 
     /// The records in order, every field validated. A valid batch yields
@@ -166,7 +215,7 @@ impl<'a> Batch<'a> {
             rest: self.records,
             index: 0,
             count: self.count,
-            payloads: self.payloads,
+            contents: self.contents,
             done: false,
         }
     }
@@ -211,7 +260,7 @@ pub struct RecordViews<'a> {
     rest: &'a [u8],
     index: usize,
     count: usize,
-    payloads: bool,
+    contents: Contents,
     /// Set after the last record, or after the first error.
     done: bool,
 }
@@ -226,12 +275,19 @@ impl<'a> RecordViews<'a> {
             return None;
         }
         let (view, rest) = quick_record(self.rest, Part::Record(self.index))?;
-        if view.payload().is_some() != self.payloads {
+        if !self.fits(&view) {
             return None;
         }
         self.rest = rest;
         self.index += 1;
         Some(view)
+    }
+
+    /// Whether a record's payload and properties are as the batch flags say.
+    #[inline]
+    fn fits(&self, view: &RecordView<'_>) -> bool {
+        view.payload().is_some() == self.contents.payloads
+            && (self.contents.properties || view.property_count() == 0)
     }
 
     fn fail(&mut self, err: AbiError) -> Option<Result<RecordView<'a>, AbiError>> {
@@ -263,8 +319,11 @@ impl<'a> Iterator for RecordViews<'a> {
             Ok(view) => view,
             Err(err) => return self.fail(err),
         };
-        if view.payload().is_some() != self.payloads {
+        if view.payload().is_some() != self.contents.payloads {
             return self.fail(AbiError::PayloadFlag { index });
+        }
+        if !self.fits(&view) {
+            return self.fail(AbiError::PropertiesOmitted { index });
         }
         self.rest = r.rest;
         self.index += 1;

@@ -58,6 +58,9 @@ pub enum Field {
     DestinationKind,
     BridgeName,
     DestinationTopic,
+    TemplateIndex,
+    SpanCount,
+    Spans,
 }
 
 impl fmt::Display for Field {
@@ -87,6 +90,9 @@ impl fmt::Display for Field {
             Self::DestinationKind => "destination kind",
             Self::BridgeName => "bridge name",
             Self::DestinationTopic => "destination topic",
+            Self::TemplateIndex => "template index",
+            Self::SpanCount => "span count",
+            Self::Spans => "spans",
         })
     }
 }
@@ -128,6 +134,8 @@ pub enum AbiError {
     ImplausibleCount { count: u32, available: usize },
     #[error("record {index}: payload presence does not match the batch's payloads-included flag")]
     PayloadFlag { index: usize },
+    #[error("record {index}: carries user properties in a batch whose flags omit them")]
+    PropertiesOmitted { index: usize },
     #[error("verdicts: unknown form {form}")]
     UnknownForm { form: u8 },
     #[error("verdicts: message count {found} does not match the batch's {expected}")]

@@ -59,15 +59,20 @@ mod batch;
 pub mod bytes;
 mod error;
 mod record;
+pub mod template;
 mod verdict;
 mod wire;
 
-pub use batch::{Batch, BatchWriter, RecordViews, Records};
+pub use batch::{Batch, BatchWriter, Contents, RecordViews, Records};
 pub use error::{AbiError, EditPart, Field, Part};
 pub use record::{MessageView, Properties, RawProperties, RecordRef, RecordView};
+pub use template::{
+    CheckedTemplate, RenderError, Spans, Template, TemplateError, TemplatePart, TemplateRoute,
+    TopicSpan,
+};
 pub use verdict::{
-    CheckedRoutes, Destination, Edit, Edits, LazyEdit, LazyEdits, LazyVerdicts, RawDestination,
-    Routes, VerdictWriter, Verdicts,
+    AnyDestination, CheckedRoutes, Destination, Edit, Edits, LazyEdit, LazyEdits, LazyVerdicts,
+    RawDestination, ReplacementRecord, Routes, SingleTemplate, VerdictWriter, Verdicts,
 };
 
 /// The ABI version this crate reads and writes (the first byte of both buffers).

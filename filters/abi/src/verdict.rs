@@ -5,7 +5,8 @@ use alloc::vec::Vec;
 
 use crate::VERSION;
 use crate::error::{AbiError, EditPart, Field, Part};
-use crate::record::{MessageView, RecordRef, read_record, write_record};
+use crate::record::{MessageView, RecordRef, read_record, read_record_layout, write_record};
+use crate::template::{MAX_TEMPLATE_SPANS, Spans, TemplateRoute};
 use crate::wire::{Reader, patch_u16, patch_u32, put_bytes16, put_str16, put_u16, put_u32};
 
 const FORM_ALL_KEPT: u8 = 0;
@@ -16,6 +17,7 @@ const HAS_REPLACEMENT: u8 = 1 << 0;
 const HAS_ROUTES: u8 = 1 << 1;
 const KIND_LOCAL: u8 = 0;
 const KIND_BRIDGE: u8 = 1;
+const KIND_TEMPLATE: u8 = 2;
 
 /// Where a message goes instead of its own topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,6 +26,34 @@ pub enum Destination<'a> {
     Local { topic: &'a str },
     /// Forward upstream through the bridge named `bridge`, under `topic`.
     Bridge { bridge: &'a str, topic: &'a str },
+    /// The filter's declared template `template`, rendered by the host from these spans of
+    /// the message's topic (`crate::template`).
+    Template { template: u16, spans: Spans<'a> },
+}
+
+/// What a guest writes as one destination: a topic it built ([`RawDestination`]), or a
+/// route to one of its declared templates ([`TemplateRoute`]), which the host renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnyDestination<'a> {
+    Raw(RawDestination<'a>),
+    Template(TemplateRoute<'a>),
+    /// A template route with its spans already encoded (as a reader returns them).
+    Spans {
+        template: u16,
+        spans: Spans<'a>,
+    },
+}
+
+impl<'a> From<RawDestination<'a>> for AnyDestination<'a> {
+    fn from(dest: RawDestination<'a>) -> Self {
+        Self::Raw(dest)
+    }
+}
+
+impl<'a> From<TemplateRoute<'a>> for AnyDestination<'a> {
+    fn from(route: TemplateRoute<'a>) -> Self {
+        Self::Template(route)
+    }
 }
 
 /// A [`Destination`] whose topic is bytes, for a guest that builds topics from pieces of
@@ -38,17 +68,18 @@ pub struct RawDestination<'a> {
     pub topic: &'a [u8],
 }
 
-impl<'a> From<Destination<'a>> for RawDestination<'a> {
+impl<'a> From<Destination<'a>> for AnyDestination<'a> {
     fn from(dest: Destination<'a>) -> Self {
         match dest {
-            Destination::Local { topic } => Self {
+            Destination::Local { topic } => Self::Raw(RawDestination {
                 bridge: None,
                 topic: topic.as_bytes(),
-            },
-            Destination::Bridge { bridge, topic } => Self {
+            }),
+            Destination::Bridge { bridge, topic } => Self::Raw(RawDestination {
                 bridge: Some(bridge),
                 topic: topic.as_bytes(),
-            },
+            }),
+            Destination::Template { template, spans } => Self::Spans { template, spans },
         }
     }
 }
@@ -187,7 +218,7 @@ impl VerdictWriter {
         index: usize,
         destinations: impl IntoIterator<Item = Destination<'d>>,
     ) -> Result<(), AbiError> {
-        self.route_raw(index, destinations.into_iter().map(RawDestination::from))
+        self.route_any(index, destinations.into_iter().map(AnyDestination::from))
     }
 
     /// [`route_iter`](Self::route_iter) with topics as bytes ([`RawDestination`]).
@@ -195,6 +226,16 @@ impl VerdictWriter {
         &mut self,
         index: usize,
         destinations: impl IntoIterator<Item = RawDestination<'d>>,
+    ) -> Result<(), AbiError> {
+        self.route_any(index, destinations.into_iter().map(AnyDestination::Raw))
+    }
+
+    /// [`route_raw`](Self::route_raw) for destinations that may also be routes to the
+    /// filter's declared templates.
+    pub fn route_any<'d>(
+        &mut self,
+        index: usize,
+        destinations: impl IntoIterator<Item = AnyDestination<'d>>,
     ) -> Result<(), AbiError> {
         self.check_editable(index)?;
         if let Some(last) = self.marks.last_mut()
@@ -221,6 +262,52 @@ impl VerdictWriter {
         let start = self.begin_edit(index, HAS_ROUTES)?;
         let result = write_routes(&mut self.buf, index, destinations);
         self.end_edit(index, start, HAS_ROUTES, result)
+    }
+
+    /// Routes message `index` to one template: the same bytes as [`route_any`](Self::route_any)
+    /// with that single destination, written in one step (a router's common case).
+    pub fn route_template(
+        &mut self,
+        index: usize,
+        route: TemplateRoute<'_>,
+    ) -> Result<(), AbiError> {
+        let (Ok(count), Ok(index32)) = (u8::try_from(route.spans.len()), u32::try_from(index))
+        else {
+            return self.route_any(index, [AnyDestination::Template(route)]);
+        };
+        self.check_editable(index)?;
+        if self.marks.last().is_some_and(|last| last.index == index) {
+            // Extends (or duplicates) an edit already written: the general path says which.
+            return self.route_any(index, [AnyDestination::Template(route)]);
+        }
+        let start = self.buf.len();
+        let [i0, i1, i2, i3] = index32.to_le_bytes();
+        let [t0, t1] = route.template.to_le_bytes();
+        // Edit index, flags, route count 1, then the destination's head.
+        self.buf.extend([
+            i0,
+            i1,
+            i2,
+            i3,
+            HAS_ROUTES,
+            1,
+            0,
+            KIND_TEMPLATE,
+            t0,
+            t1,
+            count,
+        ]);
+        for span in route.spans {
+            let [s0, s1] = span.start.to_le_bytes();
+            let [e0, e1] = span.end.to_le_bytes();
+            self.buf.extend([s0, s1, e0, e1]);
+        }
+        self.marks.push(EditMark {
+            index,
+            start,
+            flags: HAS_ROUTES,
+        });
+        Ok(())
     }
 
     /// The packed verdicts: form 0 when every message is kept with no edits.
@@ -297,7 +384,7 @@ impl VerdictWriter {
 fn write_routes<'d>(
     buf: &mut Vec<u8>,
     index: usize,
-    destinations: impl IntoIterator<Item = RawDestination<'d>>,
+    destinations: impl IntoIterator<Item = AnyDestination<'d>>,
 ) -> Result<(), AbiError> {
     let count_at = buf.len();
     put_u16(buf, 0); // route count, patched below
@@ -311,20 +398,51 @@ fn write_routes<'d>(
                 max: usize::from(u16::MAX),
             });
         }
-        match dest.bridge {
-            None => buf.push(KIND_LOCAL),
-            Some(bridge) => {
-                buf.push(KIND_BRIDGE);
-                put_str16(buf, bridge, Field::BridgeName)?;
+        match dest {
+            AnyDestination::Raw(dest) => write_raw(buf, dest)?,
+            AnyDestination::Template(route) => {
+                write_template_head(buf, route.template, route.spans.len())?;
+                for span in route.spans {
+                    put_u16(buf, span.start);
+                    put_u16(buf, span.end);
+                }
+            }
+            AnyDestination::Spans { template, spans } => {
+                write_template_head(buf, template, spans.len())?;
+                buf.extend_from_slice(spans.as_bytes());
             }
         }
-        put_bytes16(buf, dest.topic, Field::DestinationTopic)?;
     }
     let count = u16::try_from(count).ok().filter(|&n| n > 0);
     let Some(count) = count else {
         return Err(AbiError::NoRoutes { index });
     };
     patch_u16(buf, count_at, count);
+    Ok(())
+}
+
+fn write_raw(buf: &mut Vec<u8>, dest: RawDestination<'_>) -> Result<(), AbiError> {
+    match dest.bridge {
+        None => buf.push(KIND_LOCAL),
+        Some(bridge) => {
+            buf.push(KIND_BRIDGE);
+            put_str16(buf, bridge, Field::BridgeName)?;
+        }
+    }
+    put_bytes16(buf, dest.topic, Field::DestinationTopic)
+}
+
+/// Kind, template index and span count; the caller writes the `spans` spans.
+fn write_template_head(buf: &mut Vec<u8>, template: u16, spans: usize) -> Result<(), AbiError> {
+    let count = u8::try_from(spans).map_err(|_| AbiError::TooMany {
+        field: Field::SpanCount,
+        count: spans,
+        max: MAX_TEMPLATE_SPANS,
+    })?;
+    buf.reserve(4 + 4 * spans);
+    buf.push(KIND_TEMPLATE);
+    put_u16(buf, template);
+    buf.push(count);
     Ok(())
 }
 
@@ -538,13 +656,18 @@ impl RouteReader<'_> {
         let mut r = Reader::new(self.rest, self.part);
         for _ in 0..self.remaining {
             match r.u8(Field::DestinationKind)? {
-                KIND_LOCAL => {}
+                KIND_LOCAL => {
+                    r.raw16(Field::DestinationTopic)?;
+                }
                 KIND_BRIDGE => {
                     r.raw16(Field::BridgeName)?;
+                    r.raw16(Field::DestinationTopic)?;
+                }
+                KIND_TEMPLATE => {
+                    read_template(&mut r)?;
                 }
                 kind => return Err(unknown_destination(self.part, kind)),
             }
-            r.raw16(Field::DestinationTopic)?;
         }
         self.remaining = 0;
         self.rest = r.rest;
@@ -581,8 +704,21 @@ fn read_destination<'a>(r: &mut Reader<'a>) -> Result<Destination<'a>, AbiError>
             bridge: r.str16(Field::BridgeName)?,
             topic: r.str16(Field::DestinationTopic)?,
         }),
+        KIND_TEMPLATE => read_template(r),
         kind => Err(unknown_destination(r.part, kind)),
     }
+}
+
+/// A template destination after its kind byte: template index, span count, spans.
+fn read_template<'a>(r: &mut Reader<'a>) -> Result<Destination<'a>, AbiError> {
+    let template = r.u16(Field::TemplateIndex)?;
+    let count = r.u8(Field::SpanCount)?;
+    let bytes = r.take(4 * usize::from(count), Field::Spans)?;
+    let spans = Spans::from_bytes(bytes).ok_or(AbiError::Truncated {
+        part: r.part,
+        field: Field::Spans,
+    })?;
+    Ok(Destination::Template { template, spans })
 }
 
 /// One message's edit: its replacement, its routes, or both.
@@ -602,11 +738,27 @@ pub struct Edits<'a> {
     remaining: usize,
 }
 
-/// One edit as laid out: its index, its replacement, its destinations' bytes and count.
+/// One edit as laid out: its index, its replacement record's bytes, its destinations'
+/// bytes and count.
 struct RawEdit<'a> {
     index: usize,
-    replacement: Option<MessageView<'a>>,
+    replacement: Option<&'a [u8]>,
     routes: Option<(&'a [u8], u16)>,
+}
+
+/// The replacement record of a [`LazyEdit`], validated with the verdicts and decoded when
+/// read: an edit that only routes (the common case) stays a few words to move.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplacementRecord<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> ReplacementRecord<'a> {
+    /// The message as it continues through the chain (see [`Edit::replacement`]). Never
+    /// `Err` for verdicts [`Verdicts::parse_lazy`] accepted.
+    pub fn view(&self) -> Result<MessageView<'a>, AbiError> {
+        read_record(&mut Reader::new(self.bytes, Part::Verdicts))
+    }
 }
 
 /// Reads the next edit of a list `parse_with` validated (so none of these reads fail; a
@@ -616,7 +768,9 @@ fn next_edit<'a>(rest: &mut &'a [u8]) -> Option<RawEdit<'a>> {
     let index = usize::try_from(e.u32(Field::EditIndex).ok()?).ok()?;
     let flags = e.u8(Field::EditFlags).ok()?;
     let replacement = if flags & HAS_REPLACEMENT != 0 {
-        Some(read_record(&mut e).ok()?)
+        let start = e.rest;
+        read_record_layout(&mut e).ok()?;
+        start.get(..start.len() - e.rest.len())
     } else {
         None
     };
@@ -625,10 +779,17 @@ fn next_edit<'a>(rest: &mut &'a [u8]) -> Option<RawEdit<'a>> {
         let start = e.rest;
         // Skip the destinations by their lengths; the route iterators read them.
         for _ in 0..count {
-            if e.u8(Field::DestinationKind).ok()? == KIND_BRIDGE {
-                e.raw16(Field::BridgeName).ok()?;
+            match e.u8(Field::DestinationKind).ok()? {
+                KIND_TEMPLATE => {
+                    read_template(&mut e).ok()?;
+                }
+                kind => {
+                    if kind == KIND_BRIDGE {
+                        e.raw16(Field::BridgeName).ok()?;
+                    }
+                    e.raw16(Field::DestinationTopic).ok()?;
+                }
             }
-            e.raw16(Field::DestinationTopic).ok()?;
         }
         let len = start.len() - e.rest.len();
         Some((start.get(..len)?, count))
@@ -649,9 +810,13 @@ impl<'a> Iterator for Edits<'a> {
     fn next(&mut self) -> Option<Edit<'a>> {
         self.remaining = self.remaining.checked_sub(1)?;
         let raw = next_edit(&mut self.rest)?;
+        let replacement = match raw.replacement {
+            Some(bytes) => Some(ReplacementRecord { bytes }.view().ok()?),
+            None => None,
+        };
         Some(Edit {
             index: raw.index,
-            replacement: raw.replacement,
+            replacement,
             routes: raw
                 .routes
                 .map(|(rest, remaining)| Routes { rest, remaining }),
@@ -736,8 +901,8 @@ impl<'a> LazyVerdicts<'a> {
 #[derive(Debug, Clone)]
 pub struct LazyEdit<'a> {
     pub index: usize,
-    /// As [`Edit::replacement`] (fully validated).
-    pub replacement: Option<MessageView<'a>>,
+    /// As [`Edit::replacement`] (fully validated, decoded when read).
+    pub replacement: Option<ReplacementRecord<'a>>,
     pub routes: Option<CheckedRoutes<'a>>,
 }
 
@@ -759,7 +924,7 @@ impl<'a> Iterator for LazyEdits<'a> {
         self.ordinal += 1;
         Some(LazyEdit {
             index: raw.index,
-            replacement: raw.replacement,
+            replacement: raw.replacement.map(|bytes| ReplacementRecord { bytes }),
             routes: raw.routes.map(|(rest, remaining)| {
                 CheckedRoutes(RouteReader {
                     rest,
@@ -776,6 +941,43 @@ impl<'a> Iterator for LazyEdits<'a> {
 }
 
 impl ExactSizeIterator for LazyEdits<'_> {}
+
+/// An edit that only routes its message to one template (what a router writes for most
+/// messages), as [`LazyEdits::next_single_template`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SingleTemplate<'a> {
+    pub index: usize,
+    pub template: u16,
+    pub spans: Spans<'a>,
+}
+
+impl<'a> LazyEdits<'a> {
+    /// The next edit if it only routes its message to one template, consumed; `None`
+    /// (nothing consumed) for any other edit and at the end, to be read with
+    /// [`next`](Iterator::next). Reads the few fixed fields in place, without the general
+    /// path's per-field results.
+    #[inline]
+    pub fn next_single_template(&mut self) -> Option<SingleTemplate<'a>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let (head, rest) = self.rest.split_first_chunk::<11>()?;
+        let [i0, i1, i2, i3, flags, c0, c1, kind, t0, t1, count] = *head;
+        if flags != HAS_ROUTES || [c0, c1] != [1, 0] || kind != KIND_TEMPLATE {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at_checked(4 * usize::from(count))?;
+        let spans = Spans::from_bytes(bytes)?;
+        self.rest = rest;
+        self.remaining -= 1;
+        self.ordinal += 1;
+        Some(SingleTemplate {
+            index: usize::try_from(u32::from_le_bytes([i0, i1, i2, i3])).ok()?,
+            template: u16::from_le_bytes([t0, t1]),
+            spans,
+        })
+    }
+}
 
 /// The destinations of one [`LazyEdit`], in order (at least one), each string checked for
 /// UTF-8 as it is read: an `Err` is a destination the verdicts must be rejected for.

@@ -106,7 +106,7 @@ fn batch_header_rules() {
         "unsupported ABI version 2 (this build reads version 1)"
     );
     let mut b = buf.clone();
-    b[1] = 0b10;
+    b[1] = 0b100;
     assert_eq!(
         batch_err(&b),
         Some(AbiError::Reserved {

@@ -40,6 +40,11 @@ fn dest() -> impl Strategy<Value = Dest> {
     prop_oneof![
         text().prop_map(Dest::Local),
         (text(), text()).prop_map(|(b, t)| Dest::Bridge(b, t)),
+        (
+            any::<u16>(),
+            proptest::collection::vec(any::<[u8; 4]>(), 0..4)
+        )
+            .prop_map(|(t, spans)| Dest::Template(t, spans.concat())),
     ]
 }
 
@@ -97,6 +102,39 @@ proptest! {
     }
 
     /// Arbitrary bytes never panic a reader, and whatever they accept is canonical.
+    /// The single-template fast path reads exactly the edits the general path reads, and
+    /// takes every edit that routes to one template only.
+    #[test]
+    fn single_template_edits_read_as_the_general_path(vs in proptest::collection::vec(verdict(), 0..20)) {
+        let buf = write_verdicts(&vs);
+        let v = Verdicts::parse_lazy(&buf, vs.len()).expect("valid");
+        let mut edits = v.edits();
+        let mut model = vs.iter().enumerate().filter(|(_, x)| !matches!(x, V::Keep | V::Drop));
+        loop {
+            let single = edits.next_single_template();
+            let Some((i, expected)) = model.next() else {
+                prop_assert!(single.is_none());
+                prop_assert!(edits.next().is_none());
+                break;
+            };
+            match (expected, single) {
+                (V::Route(ds), Some(s)) => {
+                    prop_assert_eq!(ds.len(), 1);
+                    prop_assert_eq!(s.index, i);
+                    prop_assert_eq!(&ds[0], &Dest::Template(s.template, s.spans.as_bytes().to_vec()));
+                }
+                (expected, None) => {
+                    prop_assert!(
+                        !matches!(expected, V::Route(ds) if matches!(ds[..], [Dest::Template(..)])),
+                        "a single-template edit took the general path"
+                    );
+                    prop_assert_eq!(edits.next().map(|e| e.index), Some(i));
+                }
+                (expected, Some(s)) => prop_assert!(false, "{:?} read as {:?}", expected, s),
+            }
+        }
+    }
+
     #[test]
     fn arbitrary_bytes(buf in proptest::collection::vec(any::<u8>(), 0..64), count in 0usize..12) {
         check_canonical(&buf, count);

@@ -1,20 +1,24 @@
 //! The SDK glue: [`RouterFilter`], the `Filter` the component exports, mapping a
 //! [`RouteTable`] outcome to a verdict.
 
-use tern_filter::{AbiError, Decision, Filter, Message, Route, Verdict};
+use tern_filter::{AbiError, Decision, Filter, Message, Route, Template, Verdict};
 
 use crate::error::InvalidRoute;
+use crate::host::HostRoutes;
 use crate::table::{Decided, Incoming, Outcome, Rendered, Resolved, RouteTable, Subject};
 
 /// The `router` filter: its config is a rule set (see the crate README).
 ///
-/// In the guest it decides through [`Filter::decide`]: destination topics are rendered into
-/// one reused buffer and written straight into the verdicts, so routing a message allocates
-/// nothing once the buffer has grown. [`Filter::filter`] gives the same decisions as owned
-/// values.
+/// In the guest it decides through [`Filter::decide`]: a destination built from text,
+/// captures and `{topic}` is a route to a template the hub renders (declared by
+/// [`Filter::templates`], see `host`); the others are rendered into one reused buffer and
+/// written straight into the verdicts, so routing a message allocates nothing once the
+/// buffer has grown. [`Filter::filter`] gives the same decisions as owned values. The
+/// router reads only topics and client ids, so it asks for no properties or payloads.
 #[derive(Debug, Clone)]
 pub struct RouterFilter {
     table: RouteTable,
+    host: HostRoutes,
     rendered: Rendered,
 }
 
@@ -27,14 +31,20 @@ impl RouterFilter {
 
 impl Filter for RouterFilter {
     const NEEDS_PAYLOAD: bool = false;
+    const NEEDS_PROPERTIES: bool = false;
 
     fn init(config: &str) -> Result<Self, String> {
         RouteTable::parse(config)
             .map(|table| Self {
+                host: HostRoutes::new(&table),
                 table,
                 rendered: Rendered::default(),
             })
             .map_err(|err| err.to_string())
+    }
+
+    fn templates(&self) -> Vec<Template> {
+        self.host.templates().to_vec()
     }
 
     fn filter(&mut self, msg: &Message<'_>) -> Verdict {
@@ -61,7 +71,10 @@ impl Filter for RouterFilter {
             topic: msg.topic_bytes(),
             client_id: msg.client_id_bytes(),
         };
-        match self.table.route_subject(subject, &mut self.rendered) {
+        match self
+            .table
+            .route_for_host(subject, &self.host, &mut self.rendered)
+        {
             Decided::Keep => {
                 out.keep();
                 Ok(())
@@ -70,7 +83,10 @@ impl Filter for RouterFilter {
                 out.drop_message();
                 Ok(())
             }
-            Decided::Route => out.route_raw(self.rendered.destinations(&self.table)),
+            Decided::Route => match self.rendered.single_template(&self.host) {
+                Some(route) => out.route_template(route),
+                None => out.route_any(self.rendered.host_destinations(&self.table, &self.host)),
+            },
             Decided::Invalid(invalid) => {
                 log_invalid(msg, &invalid);
                 out.drop_message();

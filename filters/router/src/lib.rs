@@ -9,6 +9,7 @@
 
 mod error;
 mod filter;
+mod host;
 mod parse;
 mod table;
 

@@ -6,8 +6,10 @@
 //! matched rule that routes builds its output topics.
 
 use tern_filter::bytes::{find_byte, has_wildcard_or_nul, same_bytes};
+use tern_filter::{AnyDestination, RawDestination, TemplateRoute, TopicSpan};
 
 use crate::error::{ConfigError, InvalidRoute, InvalidTopic};
+use crate::host::{HostRoute, HostRoutes, fill_spans};
 
 /// Captures one pattern may hold. Far above what a topic scheme needs; keeps the capture
 /// buffer a fixed array on the stack.
@@ -183,25 +185,29 @@ impl Template {
         out: &mut Vec<u8>,
     ) -> Result<(), InvalidTopic> {
         let start = out.len();
-        let rendered = self.append(msg, caps, out);
-        let len = out.len() - start;
-        let size = match len {
-            0 => Err(InvalidTopic::Empty),
-            len if len > MAX_TOPIC_LEN => Err(InvalidTopic::TooLong(len)),
-            _ => Ok(()),
-        };
-        let checked = rendered.and(size);
+        let rendered = self.walk(msg, caps, |value| out.extend_from_slice(value));
+        let checked = rendered.and_then(|()| check_len(out.len() - start));
         if checked.is_err() {
             out.truncate(start);
         }
         checked
     }
 
-    fn append(
+    /// Whether [`render_into`](Self::render_into) would succeed, without rendering: for a
+    /// destination the hub renders ([`crate::host`]), so the router decides exactly as if it
+    /// rendered the topic itself.
+    fn check(&self, msg: Subject<'_>, caps: &Captures) -> Result<(), InvalidTopic> {
+        let mut len = 0;
+        self.walk(msg, caps, |value| len += value.len())?;
+        check_len(len)
+    }
+
+    /// Checks each piece's value for `msg` and hands it to `sink`, in order.
+    fn walk(
         &self,
         msg: Subject<'_>,
         caps: &Captures,
-        out: &mut Vec<u8>,
+        mut sink: impl FnMut(&[u8]),
     ) -> Result<(), InvalidTopic> {
         for (i, piece) in self.pieces.iter().enumerate() {
             let value = piece_value(piece, msg, caps);
@@ -223,9 +229,16 @@ impl Template {
             {
                 return Err(InvalidTopic::DollarPrefix);
             }
-            out.extend_from_slice(value);
+            sink(value);
         }
         Ok(())
+    }
+
+    /// The first byte of the topic it renders for `msg`, if any.
+    fn first_byte(&self, msg: Subject<'_>, caps: &Captures) -> Option<u8> {
+        self.pieces
+            .iter()
+            .find_map(|piece| piece_value(piece, msg, caps).first().copied())
     }
 
     /// The template that reproduces the message's own topic (the `keep` destination).
@@ -233,6 +246,14 @@ impl Template {
         Self {
             pieces: Box::new([Piece::Topic]),
         }
+    }
+}
+
+fn check_len(len: usize) -> Result<(), InvalidTopic> {
+    match len {
+        0 => Err(InvalidTopic::Empty),
+        len if len > MAX_TOPIC_LEN => Err(InvalidTopic::TooLong(len)),
+        _ => Ok(()),
     }
 }
 
@@ -347,6 +368,9 @@ pub struct Rendered {
     /// The 0-based rule whose action was applied; `None`: the `otherwise` action.
     rule: Option<usize>,
     caps: Captures,
+    /// For [`RouteTable::route_for_host`]: the spans of the routed message's topic that
+    /// routes to host templates give (captures, then the whole topic).
+    spans: [TopicSpan; MAX_CAPTURES + 1],
 }
 
 impl Rendered {
@@ -370,6 +394,50 @@ impl Rendered {
             })
     }
 
+    /// The destinations of the last [`RouteTable::route_for_host`] decision of `table` and
+    /// `host` (the pair that decided), in rule order: routes to host templates and topics
+    /// the router rendered. Empty after any decision but a route.
+    pub(crate) fn host_destinations<'s>(
+        &'s self,
+        table: &'s RouteTable,
+        host: &'s HostRoutes,
+    ) -> impl Iterator<Item = AnyDestination<'s>> + 's {
+        let mut texts = self.topics(table);
+        let routes = host.of(self.rule).iter();
+        table
+            .applied(self.rule)
+            .iter()
+            .zip(routes)
+            .filter_map(move |(destination, route)| match route {
+                Some(route) => Some(AnyDestination::Template(self.template_route(route))),
+                None => texts.next().map(|(_, topic)| {
+                    AnyDestination::Raw(RawDestination {
+                        bridge: destination.bridge(),
+                        topic,
+                    })
+                }),
+            })
+    }
+
+    /// The route of the last [`RouteTable::route_for_host`] decision when it has a single
+    /// destination and that destination is a host template (a router's common case).
+    pub(crate) fn single_template(&self, host: &HostRoutes) -> Option<TemplateRoute<'_>> {
+        match host.of(self.rule) {
+            [Some(route)] => Some(self.template_route(route)),
+            _ => None,
+        }
+    }
+
+    fn template_route(&self, route: &HostRoute) -> TemplateRoute<'_> {
+        TemplateRoute {
+            template: route.template,
+            spans: self
+                .spans
+                .get(..usize::from(route.span_count))
+                .unwrap_or_default(),
+        }
+    }
+
     /// The applied action's destinations of `table`, each with its rendered topic.
     fn topics<'s, 't>(
         &'s self,
@@ -391,6 +459,14 @@ impl Destination {
         match self {
             Destination::Local(_) => None,
             Destination::Bridge { bridge, .. } => Some(bridge),
+        }
+    }
+
+    /// How its topic is built.
+    pub(crate) fn template(&self) -> &Template {
+        match self {
+            Destination::Local(template) => template,
+            Destination::Bridge { topic, .. } => topic,
         }
     }
 }
@@ -507,6 +583,65 @@ impl RouteTable {
             }
             out.ends.push(out.text.len());
         }
+        out.rule = rule;
+        Decided::Route
+    }
+
+    /// [`route_subject`](Self::route_subject) for a guest that lets the hub render the
+    /// destinations `host` has templates for: those are only checked (so the decision is
+    /// the same), the others rendered; read them with [`Rendered::host_destinations`].
+    pub(crate) fn route_for_host(
+        &self,
+        msg: Subject<'_>,
+        host: &HostRoutes,
+        out: &mut Rendered,
+    ) -> Decided {
+        out.clear();
+        let (rule, action) = match self.find(msg.topic, &mut out.caps) {
+            Some((i, rule)) => (Some(i), &rule.action),
+            None => (None, &self.otherwise),
+        };
+        let destinations = match action {
+            Action::Keep => return Decided::Keep,
+            Action::Drop => return Decided::Drop,
+            Action::Route(destinations) => destinations,
+        };
+        for (destination, route) in destinations.iter().zip(host.of(rule)) {
+            let checked = match route {
+                Some(route) if route.surely_valid(msg.topic.len()) => continue,
+                Some(_) => destination.template().check(msg, &out.caps),
+                None => {
+                    let rendered =
+                        destination
+                            .template()
+                            .render_into(msg, &out.caps, &mut out.text);
+                    if rendered.is_ok() {
+                        out.ends.push(out.text.len());
+                    }
+                    rendered
+                }
+            }
+            .and_then(|()| {
+                // The hub refuses local routes to `$` topics (as in `route_subject`).
+                let local = matches!(destination, Destination::Local(_));
+                let first = destination.template().first_byte(msg, &out.caps);
+                if local && first == Some(b'$') {
+                    Err(InvalidTopic::DollarPrefix)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(reason) = checked {
+                out.clear();
+                return Decided::Invalid(InvalidRoute {
+                    rule: rule.map(|i| i + 1),
+                    reason,
+                });
+            }
+        }
+        let captures = host.captures(rule);
+        let spans = out.caps.0.iter().take(captures).map(|s| (s.start, s.end));
+        fill_spans(&mut out.spans, spans, msg.topic.len());
         out.rule = rule;
         Decided::Route
     }

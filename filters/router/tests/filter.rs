@@ -1,8 +1,9 @@
 //! The router through the SDK's native harness (`tern_filter::testing::run`: the same batch
 //! packing, decoding and verdict code the guest runs).
 
-use tern_filter::testing::{Outcome, TestMessage, run};
-use tern_filter::{Filter, Route};
+use tern_filter::testing::{Outcome, TestMessage, pack, run};
+use tern_filter::{Destination, Filter, Route, TopicSpan, process_batch};
+use tern_filter_abi::Verdicts;
 use tern_filter_router::RouterFilter;
 
 const RULES: &str = "\
@@ -72,6 +73,54 @@ fn init_errors_are_the_operator_text() {
 }
 
 #[test]
-fn payloads_are_not_requested() {
-    const { assert!(!RouterFilter::NEEDS_PAYLOAD) };
+fn payloads_and_properties_are_not_requested() {
+    const { assert!(!RouterFilter::NEEDS_PAYLOAD && !RouterFilter::NEEDS_PROPERTIES) };
+}
+
+#[test]
+fn destinations_without_client_ids_are_templates_the_hub_renders() {
+    let filter = RouterFilter::init(RULES).expect("rules compile");
+    let declared: Vec<String> = filter.templates().iter().map(ToString::to_string).collect();
+    // Captures are spans 0.., `{topic}` the span after the rule's captures; `keep` is the
+    // whole topic; identical templates are declared once.
+    assert_eq!(
+        declared,
+        [
+            "bridge:cloud site-7/{0}/temperature",
+            "alarms/{0}",
+            "bridge:cloud site-7/{0}/alarm",
+            "{1}",
+        ]
+    );
+    let mut filter = filter;
+    let batch =
+        pack::<RouterFilter>(&[msg("sensors/dev-7/alarm"), msg("by-client/x")]).expect("packs");
+    let verdicts = process_batch(&mut filter, &batch, Vec::new()).expect("decides");
+    let verdicts = Verdicts::parse(&verdicts, 2).expect("valid");
+    let routes: Vec<Vec<Destination<'_>>> = verdicts
+        .edits()
+        .map(|e| e.routes.expect("routes").collect())
+        .collect();
+    let spans = |d: &Destination<'_>| match d {
+        Destination::Template { template, spans } => Some((*template, spans.iter().collect())),
+        _ => None,
+    };
+    let dev = TopicSpan { start: 8, end: 13 };
+    let whole = TopicSpan { start: 0, end: 19 };
+    let got: Vec<Option<(u16, Vec<TopicSpan>)>> = routes[0].iter().map(spans).collect();
+    assert_eq!(
+        got,
+        [
+            Some((1, vec![dev])),
+            Some((2, vec![dev])),
+            Some((3, vec![dev, whole])),
+        ]
+    );
+    // `{client_id}`: rendered by the router.
+    assert_eq!(
+        routes[1],
+        [Destination::Local {
+            topic: "dev/d1/by-client/x"
+        }]
+    );
 }

@@ -10,10 +10,14 @@
 //!   panic, and every produced topic is a valid MQTT topic name; no local topic starts with
 //!   `$`, and with no `$` in the rules the only `$` topic produced is the message's own,
 //!   forwarded to a bridge (none leaks in through a capture).
+//! - The guest's path (routes to templates the hub renders, through the SDK's harness, which
+//!   renders them as the hub does) decides every message exactly as the owned `route` does.
 
 use proptest::prelude::*;
+use tern_filter::Filter;
+use tern_filter::testing::{self, TestMessage};
 use tern_filter_router::{
-    Decided, Incoming, Outcome, Rendered, Resolved, RouteTable, is_valid_topic_name,
+    Decided, Incoming, Outcome, Rendered, Resolved, RouteTable, RouterFilter, is_valid_topic_name,
 };
 
 #[derive(Debug, Clone)]
@@ -239,6 +243,39 @@ proptest! {
                 Outcome::Invalid(invalid) => prop_assert_eq!(invalid.rule, first),
                 Outcome::Keep | Outcome::Drop => {}
             }
+        }
+    }
+
+    #[test]
+    fn host_rendered_routes_decide_as_the_router_renders(
+        config in "([a-zé/+#{}.,:;\\- >\n]|->|\\{x\\}|\\{y\\.\\.\\}|\\{topic\\}|\\{client_id\\}|bridge:|local:|keep|drop|otherwise){0,40}",
+        topics in prop::collection::vec("[a-z$é/]{0,12}", 1..8),
+        client in "[a-z/$]{0,4}",
+    ) {
+        let Ok(table) = RouteTable::parse(&config) else { return Ok(()) };
+        let mut filter = RouterFilter::init(&config).expect("the same config parses");
+        let batch: Vec<TestMessage> = topics
+            .iter()
+            .map(|t| TestMessage::new(t.as_str()).client_id(client.as_str()))
+            .collect();
+        let got = testing::run(&mut filter, &batch).expect("the hub accepts the verdicts");
+        for (topic, got) in topics.iter().zip(got) {
+            let expected = match table.route(Incoming { topic, client_id: &client }) {
+                Outcome::Keep => testing::Outcome::kept(),
+                Outcome::Drop | Outcome::Invalid(_) => testing::Outcome::dropped(),
+                Outcome::Route(routes) => testing::Outcome::routed(
+                    routes
+                        .into_iter()
+                        .map(|r| match r {
+                            Resolved::Local { topic } => tern_filter::Route::local(topic),
+                            Resolved::Bridge { bridge, topic } => {
+                                tern_filter::Route::bridge(bridge, topic)
+                            }
+                        })
+                        .collect(),
+                ),
+            };
+            prop_assert_eq!(got, expected, "topic {:?}", topic);
         }
     }
 

@@ -24,7 +24,7 @@ pub mod bindings {
 }
 
 use crate::Filter;
-use bindings::Needs;
+use bindings::{Needs, Setup, Template, TemplatePart};
 
 /// The filter instance of one guest, created by `init`.
 pub type Slot<F> = RefCell<Option<F>>;
@@ -35,17 +35,36 @@ thread_local! {
 }
 
 /// The WIT `init`: builds the filter from its config (replacing any earlier instance) and
-/// reports what it needs in each batch.
-pub fn init<F: Filter>(slot: &'static LocalKey<Slot<F>>, config: &str) -> Result<Needs, String> {
+/// reports what it needs in each batch and the templates its routes name.
+pub fn init<F: Filter>(slot: &'static LocalKey<Slot<F>>, config: &str) -> Result<Setup, String> {
     slot.with_borrow_mut(|slot| {
         *slot = None;
-        *slot = Some(F::init(config)?);
-        Ok(if F::NEEDS_PAYLOAD {
-            Needs::PAYLOAD
-        } else {
-            Needs::empty()
-        })
+        let filter = F::init(config)?;
+        let templates = filter.templates().into_iter().map(wit_template).collect();
+        *slot = Some(filter);
+        let mut needs = Needs::empty();
+        if F::NEEDS_PAYLOAD {
+            needs |= Needs::PAYLOAD;
+        }
+        if F::NEEDS_PROPERTIES {
+            needs |= Needs::PROPERTIES;
+        }
+        Ok(Setup { needs, templates })
     })
+}
+
+fn wit_template(template: crate::Template) -> Template {
+    Template {
+        bridge: template.bridge,
+        parts: template
+            .parts
+            .into_iter()
+            .map(|part| match part {
+                crate::TemplatePart::Text(text) => TemplatePart::Text(text),
+                crate::TemplatePart::Span(n) => TemplatePart::Span(n),
+            })
+            .collect(),
+    }
 }
 
 /// The WIT `process`. The returned verdicts reuse the allocation of the batch buffer, which

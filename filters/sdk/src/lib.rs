@@ -66,7 +66,10 @@ mod verdict;
 pub use host::{log, now_ms};
 pub use message::{Message, Properties};
 pub use process::{Decision, process_batch};
-pub use tern_filter_abi::{AbiError, Destination, MessageView, RawDestination, RecordRef, bytes};
+pub use tern_filter_abi::{
+    AbiError, AnyDestination, Destination, MessageView, RawDestination, RecordRef, Template,
+    TemplatePart, TemplateRoute, TopicSpan, bytes,
+};
 pub use verdict::{NewMessage, Route, Verdict};
 
 /// A filter: decides each message of a batch in order.
@@ -78,12 +81,27 @@ pub trait Filter: Sized + 'static {
     /// [`Message::payload`] is `None` and batches are smaller.
     const NEEDS_PAYLOAD: bool = false;
 
+    /// Whether batches carry user properties (the WIT `needs.properties`). A filter that
+    /// never reads them can say `false`: the hub then packs none, [`Message::property`]
+    /// finds nothing, and a replacement the filter writes must carry no properties (the
+    /// message keeps its own).
+    const NEEDS_PROPERTIES: bool = true;
+
     /// Builds the filter from the pipeline's config string. An `Err` rejects the deployment
     /// and its text is shown to the operator.
     fn init(config: &str) -> Result<Self, String>;
 
     /// Decides one message.
     fn filter(&mut self, msg: &Message<'_>) -> Verdict;
+
+    /// The topic templates this filter's routes may name by index ([`TemplateRoute`],
+    /// written with [`Decision::route_any`]): the hub renders the topic of such a route
+    /// from spans of the message's topic, which is cheaper than the filter building it.
+    /// Asked once, right after [`init`](Self::init); the hub checks them and refuses the
+    /// deployment if one is invalid.
+    fn templates(&self) -> Vec<Template> {
+        Vec::new()
+    }
 
     /// Decides one message by writing into the verdict buffer directly. The default writes
     /// what [`filter`](Self::filter) returns; override it to route or replace without
@@ -122,7 +140,7 @@ macro_rules! export {
             impl $crate::__private::bindings::Guest for __TernFilterExport {
                 fn init(
                     config: ::std::string::String,
-                ) -> ::core::result::Result<$crate::__private::bindings::Needs, ::std::string::String>
+                ) -> ::core::result::Result<$crate::__private::bindings::Setup, ::std::string::String>
                 {
                     $crate::__private::init(&__TERN_FILTER, &config)
                 }

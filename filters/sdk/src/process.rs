@@ -1,7 +1,10 @@
 //! The batch loop: decode a packed batch, ask the filter about each message, pack the
 //! verdicts. Plain generic Rust, the same code on wasm32 and on the host.
 
-use tern_filter_abi::{AbiError, Batch, Destination, RawDestination, RecordRef, VerdictWriter};
+use tern_filter_abi::{
+    AbiError, AnyDestination, Batch, Destination, RawDestination, RecordRef, TemplateRoute,
+    VerdictWriter,
+};
 
 use crate::{Filter, Message, Route, Verdict};
 
@@ -81,7 +84,7 @@ impl Decision<'_> {
         self,
         destinations: impl IntoIterator<Item = Destination<'d>>,
     ) -> Result<(), AbiError> {
-        self.route_raw(destinations.into_iter().map(RawDestination::from))
+        self.route_any(destinations.into_iter().map(AnyDestination::from))
     }
 
     /// [`route_iter`](Self::route_iter) with topics as bytes the hub checks
@@ -100,6 +103,28 @@ impl Decision<'_> {
             return Ok(());
         }
         self.verdicts.route_raw(self.index, destinations)
+    }
+
+    /// Keeps the message and delivers it to one destination, a route to one of the filter's
+    /// templates: [`route_any`](Self::route_any) with that destination, in one write.
+    pub fn route_template(self, route: TemplateRoute<'_>) -> Result<(), AbiError> {
+        self.verdicts.route_template(self.index, route)
+    }
+
+    /// [`route_raw`](Self::route_raw) for destinations that may also be routes to the
+    /// filter's templates ([`Filter::templates`](crate::Filter::templates)): the hub renders
+    /// their topics, checking each route's template index and spans (a bad one fails the
+    /// whole batch). An empty iterator drops the message.
+    pub fn route_any<'d>(
+        self,
+        destinations: impl IntoIterator<Item = AnyDestination<'d>>,
+    ) -> Result<(), AbiError> {
+        let mut destinations = destinations.into_iter().peekable();
+        if destinations.peek().is_none() {
+            self.verdicts.drop_message(self.index);
+            return Ok(());
+        }
+        self.verdicts.route_any(self.index, destinations)
     }
 
     /// Replaces the message (`rec.payload == None` leaves the payload unchanged; its

@@ -21,7 +21,7 @@
 //! # Ok::<(), String>(())
 //! ```
 
-use tern_filter_abi::{BatchWriter, RecordRef, Verdicts};
+use tern_filter_abi::{BatchWriter, CheckedTemplate, Contents, Destination, RecordRef, Verdicts};
 
 use crate::{Filter, NewMessage, Route};
 
@@ -132,8 +132,15 @@ impl Outcome {
 
 /// Runs `filter` over `messages` as one batch, through the same code the guest runs, and
 /// returns one [`Outcome`] per message. An `Err` is what the guest's `process` would return
-/// (or a verdict buffer the hub would reject).
+/// (or a verdict buffer the hub would reject). Routes to the filter's
+/// [templates](Filter::templates) come back rendered, as the hub renders them.
 pub fn run<F: Filter>(filter: &mut F, messages: &[TestMessage]) -> Result<Vec<Outcome>, String> {
+    let templates = filter
+        .templates()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| CheckedTemplate::new(t).map_err(|e| format!("template {i}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     let batch = pack::<F>(messages)?;
     let verdict_buf = crate::process_batch(filter, &batch, Vec::new())?;
     let verdicts = Verdicts::parse(&verdict_buf, messages.len())
@@ -155,17 +162,60 @@ pub fn run<F: Filter>(filter: &mut F, messages: &[TestMessage]) -> Result<Vec<Ou
             payload: view.payload().map(Into::into),
             ..NewMessage::from(&view)
         });
+        let topic = messages.get(edit.index).map_or("", |m| m.topic.as_str());
         outcome.routes = edit
             .routes
-            .map(|routes| routes.map(Route::from_destination).collect());
+            .map(|routes| {
+                routes
+                    .map(|dest| owned_route(dest, topic, &templates))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|e| {
+                format!(
+                    "message {}: the hub would reject this route: {e}",
+                    edit.index
+                )
+            })?;
     }
     Ok(outcomes)
 }
 
+/// A destination as the hub takes it over: template routes rendered for `topic`.
+fn owned_route(
+    dest: Destination<'_>,
+    topic: &str,
+    templates: &[CheckedTemplate],
+) -> Result<Route, String> {
+    if let Some(route) = Route::from_destination(dest) {
+        return Ok(route);
+    }
+    let Destination::Template { template, spans } = dest else {
+        return Err("a destination without a topic".into());
+    };
+    let checked = templates.get(usize::from(template)).ok_or_else(|| {
+        format!(
+            "template {template} does not exist ({} declared)",
+            templates.len()
+        )
+    })?;
+    let rendered = checked
+        .render(template, topic, spans)
+        .map_err(|e| e.to_string())?;
+    Ok(match checked.bridge() {
+        None => Route::local(rendered),
+        Some(bridge) => Route::bridge(bridge, rendered),
+    })
+}
+
 /// Packs `messages` into one batch as the hub would for `F` (payloads only when
-/// [`Filter::NEEDS_PAYLOAD`]).
+/// [`Filter::NEEDS_PAYLOAD`], user properties only when [`Filter::NEEDS_PROPERTIES`]).
 pub fn pack<F: Filter>(messages: &[TestMessage]) -> Result<Vec<u8>, String> {
-    let mut batch = BatchWriter::new(Vec::new(), F::NEEDS_PAYLOAD);
+    let contents = Contents {
+        payloads: F::NEEDS_PAYLOAD,
+        properties: F::NEEDS_PROPERTIES,
+    };
+    let mut batch = BatchWriter::with_contents(Vec::new(), contents);
     for (index, m) in messages.iter().enumerate() {
         let rec = RecordRef {
             topic: &m.topic,

@@ -52,10 +52,13 @@ impl Route {
         }
     }
 
-    pub(crate) fn from_destination(dest: Destination<'_>) -> Self {
+    /// The route a destination with its own topic names; `None` for a template route,
+    /// which only the filter's templates can render.
+    pub(crate) fn from_destination(dest: Destination<'_>) -> Option<Self> {
         match dest {
-            Destination::Local { topic } => Self::local(topic),
-            Destination::Bridge { bridge, topic } => Self::bridge(bridge, topic),
+            Destination::Local { topic } => Some(Self::local(topic)),
+            Destination::Bridge { bridge, topic } => Some(Self::bridge(bridge, topic)),
+            Destination::Template { .. } => None,
         }
     }
 }

@@ -197,7 +197,10 @@ fn process_before_a_successful_init_is_an_error() {
     );
     assert_eq!(init(&SLOT, "bad").unwrap_err(), "unexpected config \"bad\"");
     assert!(process(&SLOT, batch.clone()).is_err());
-    assert_eq!(init(&SLOT, ""), Ok(Needs::empty()));
+    let setup = init(&SLOT, "").expect("valid config");
+    // The default needs: properties, no payloads; no templates.
+    assert_eq!(setup.needs, Needs::PROPERTIES);
+    assert!(setup.templates.is_empty());
     assert_eq!(process(&SLOT, batch.clone()).unwrap(), [1, 0]);
     // A failed re-init leaves no instance behind.
     assert!(init(&SLOT, "bad").is_err());

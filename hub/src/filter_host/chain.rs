@@ -20,8 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::filter_host::filter::BatchTally;
 use crate::filter_host::guest::Admission;
-use crate::filter_host::verdict::{Decisions, PackedBatch, Route, RouteSet, decide};
-use crate::filter_host::{CallFailure, FailurePolicy, Filtered, LoadedFilter};
+use crate::filter_host::verdict::{Answered, Decisions, PackedBatch, Route, RouteSet, decide};
+use crate::filter_host::{CallFailure, FailurePolicy, Filtered, LoadedFilter, RoutedBatch};
 use crate::message::Message;
 
 /// User property a dead letter carries: `"<filter>: <reason>"`.
@@ -100,6 +100,46 @@ impl Run {
     /// dead letters).
     fn all_local(&self) -> bool {
         self.routes.is_empty() && !self.fates.iter().any(|f| matches!(f, Fate::DeadLetter(_)))
+    }
+
+    /// Whether every message kept goes to one destination (its own topic, or its single
+    /// route) and none is a dead letter: the batch can then be retargeted in place.
+    fn one_destination_each(&self) -> bool {
+        !self.fates.iter().any(|f| matches!(f, Fate::DeadLetter(_)))
+            && !self
+                .routes
+                .iter()
+                .any(|r| matches!(r, Some(RouteSet::Many(_))))
+    }
+
+    /// The outputs when [`one_destination_each`](Self::one_destination_each): the batch's
+    /// own messages, dropped ones removed and routed ones retargeted, in place.
+    fn into_retargeted(self) -> RoutedBatch {
+        let Run {
+            mut messages,
+            fates,
+            mut routes,
+            ..
+        } = self;
+        let mut bridges = Vec::with_capacity(messages.len());
+        let mut index = 0;
+        messages.retain_mut(|message| {
+            let i = index;
+            index += 1;
+            if fates[i] != Fate::Alive {
+                return false;
+            }
+            let route = routes.get_mut(i).and_then(Option::take);
+            bridges.push(match route {
+                Some(RouteSet::One(route)) => match retarget(message, route) {
+                    Target::Local => None,
+                    Target::Bridge { bridge } => Some(bridge),
+                },
+                _ => None,
+            });
+            true
+        });
+        RoutedBatch::from_parts(messages, bridges)
     }
 
     /// The messages not dropped, in order (the batch's own allocation).
@@ -191,7 +231,10 @@ impl Chain {
         if run.all_local() {
             return Filtered::Local(run.into_kept());
         }
-        let mut out = Vec::with_capacity(run.messages.len());
+        if run.one_destination_each() {
+            return Filtered::Routed(run.into_retargeted());
+        }
+        let mut out = RoutedBatch::with_capacity(run.messages.len());
         run.emit(&self.on_failure, &mut |_, routed| out.push(routed));
         Filtered::Routed(out)
     }
@@ -327,8 +370,15 @@ fn call(
     received_ms: u64,
 ) -> Result<Decisions, CallFailure> {
     let count = group.len();
+    let setup = filter.setup();
+    let answered = Answered {
+        messages,
+        group,
+        contents: setup.contents,
+        templates: &setup.templates,
+    };
     let result = filter.process(messages, group, packed, received_ms, |buf| {
-        decide(buf, count)
+        decide(buf, &answered)
     });
     if let Err(failure) = &result {
         filter.shared().count_failure(failure.kind);
@@ -554,7 +604,7 @@ mod tests {
             retain: true,
             content_type: None,
             payload: None,
-            user_properties: vec![("k".into(), "v".into())],
+            user_properties: Some(vec![("k".into(), "v".into())]),
         }
         .apply(&mut replaced);
         let letter = End::DeadLetter {
@@ -580,6 +630,52 @@ mod tests {
                 (DEAD_LETTER_TOPIC_PROPERTY.to_owned(), "in".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn retargeting_in_place_gives_what_emitting_gives() {
+        let run = || Run {
+            messages: vec![message("a"), message("b"), message("c"), message("d")],
+            fates: vec![Fate::Alive, Fate::Dropped, Fate::Alive, Fate::Alive],
+            reasons: Vec::new(),
+            routes: vec![
+                Some(RouteSet::One(Route::Local("x/a".into()))),
+                None,
+                Some(RouteSet::One(Route::Bridge {
+                    bridge: Arc::from("cloud"),
+                    topic: "up/c".into(),
+                })),
+                None,
+            ],
+            published: Vec::new(),
+        };
+        assert!(run().one_destination_each());
+        let in_place: Vec<Routed> = run().into_retargeted().into_iter().collect();
+        let mut emitted = Vec::new();
+        run().emit(&FailurePolicy::Pass, &mut |_, routed| emitted.push(routed));
+        assert_eq!(in_place, emitted);
+        let got: Vec<(&str, &Target)> = in_place
+            .iter()
+            .map(|r| (r.message.topic.as_str(), &r.target))
+            .collect();
+        let cloud = Target::Bridge {
+            bridge: Arc::from("cloud"),
+        };
+        assert_eq!(
+            got,
+            [
+                ("x/a", &Target::Local),
+                ("up/c", &cloud),
+                ("d", &Target::Local)
+            ]
+        );
+        // Several destinations, or a dead letter, need the general path.
+        let mut many = run();
+        many.routes[3] = Some(RouteSet::Many(vec![Route::Local("1".into())]));
+        assert!(!many.one_destination_each());
+        let mut letter = run();
+        letter.fates[3] = Fate::DeadLetter(0);
+        assert!(!letter.one_destination_each());
     }
 
     #[test]

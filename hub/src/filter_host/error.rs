@@ -32,7 +32,7 @@ pub enum FilterError {
     #[error("loading precompiled artifact: {0}")]
     Deserialize(String),
     /// The component does not implement the `tern:filter/filter` world.
-    #[error("does not implement world `tern:filter/filter@0.1.0`: {0}")]
+    #[error("does not implement world `tern:filter/filter@0.2.0`: {0}")]
     World(String),
     /// Instantiating the component failed.
     #[error("instantiating: {0}")]
@@ -48,9 +48,18 @@ pub enum FilterError {
         /// Wasmtime's description.
         detail: String,
     },
-    /// A later instance's `init` asked for different needs than the first one.
-    #[error("init is not deterministic: needs changed between instances")]
+    /// A later instance's `init` asked for different needs, or declared other templates,
+    /// than the first one.
+    #[error("init is not deterministic: needs or templates changed between instances")]
     InitUnstable,
+    /// `init` declared a topic template the hub refuses.
+    #[error("init declared an invalid template {index}: {reason}")]
+    Template {
+        /// Its index in the declared list.
+        index: usize,
+        /// What is wrong with it.
+        reason: tern_filter_abi::TemplateError,
+    },
     /// The engine could not be configured (bad target triple, unsupported setting).
     #[error("engine configuration: {0}")]
     Engine(String),

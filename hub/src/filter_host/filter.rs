@@ -24,12 +24,14 @@ use std::time::Instant;
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
+use tern_filter_abi::{CheckedTemplate, Contents};
+
 use crate::filter_host::guest::{
     FAILURE_LOG_LINES_PER_SEC, Filter, FilterPre, GUEST_LOG_LINES_PER_SEC, GuestLimiter,
-    GuestShared, HostState, Needs, RateLimiter,
+    GuestShared, HostState, Needs, RateLimiter, Setup, TemplatePart,
 };
 use crate::filter_host::load::Digest;
-use crate::filter_host::verdict::PackedBatch;
+use crate::filter_host::verdict::{PackedBatch, RouteTemplate};
 use crate::filter_host::{CallFailure, FailureKind, FilterError, HostInner};
 use crate::message::Message;
 use crate::metrics::Counter;
@@ -137,7 +139,7 @@ pub struct LoadedFilter {
     host: Arc<HostInner>,
     digest: Digest,
     config: String,
-    needs_payload: bool,
+    setup: GuestSetup,
     pool: Mutex<Pool>,
     /// Signalled whenever an instance goes back to the pool or is discarded.
     freed: Condvar,
@@ -147,8 +149,69 @@ impl std::fmt::Debug for LoadedFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedFilter")
             .field("name", &self.shared.name)
-            .field("needs_payload", &self.needs_payload)
+            .field("contents", &self.setup.contents)
+            .field("templates", &self.setup.templates.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// What `init` told the hub about a filter: what its batches carry, and the topic templates
+/// its routes may name (checked, indexed as declared).
+#[derive(Debug, Clone)]
+pub(crate) struct GuestSetup {
+    pub(crate) contents: Contents,
+    pub(crate) templates: Arc<[RouteTemplate]>,
+    /// The declaration as `init` returned it, to compare later instances' with.
+    declared: Vec<tern_filter_abi::Template>,
+}
+
+impl GuestSetup {
+    /// Checks what `init` returned.
+    fn new(setup: Setup) -> Result<Self, FilterError> {
+        let contents = Contents {
+            payloads: setup.needs.contains(Needs::PAYLOAD),
+            properties: setup.needs.contains(Needs::PROPERTIES),
+        };
+        let declared: Vec<tern_filter_abi::Template> = setup
+            .templates
+            .into_iter()
+            .map(|t| tern_filter_abi::Template {
+                bridge: t.bridge,
+                parts: t
+                    .parts
+                    .into_iter()
+                    .map(|part| match part {
+                        TemplatePart::Text(text) => tern_filter_abi::TemplatePart::Text(text),
+                        TemplatePart::Span(n) => tern_filter_abi::TemplatePart::Span(n),
+                    })
+                    .collect(),
+            })
+            .collect();
+        if declared.len() > usize::from(u16::MAX) + 1 {
+            return Err(FilterError::InitRefused(format!(
+                "{} templates declared; routes can name at most 65536",
+                declared.len()
+            )));
+        }
+        let templates = declared
+            .iter()
+            .enumerate()
+            .map(|(index, template)| {
+                CheckedTemplate::new(template.clone())
+                    .map(RouteTemplate::new)
+                    .map_err(|reason| FilterError::Template { index, reason })
+            })
+            .collect::<Result<Arc<[_]>, _>>()?;
+        Ok(Self {
+            contents,
+            templates,
+            declared,
+        })
+    }
+
+    /// Whether another instance's `init` said the same.
+    fn same_as(&self, other: &GuestSetup) -> bool {
+        self.contents == other.contents && self.declared == other.declared
     }
 }
 
@@ -219,14 +282,14 @@ impl LoadedFilter {
             metrics: Arc::clone(&host.metrics),
             clock: host.clock,
         });
-        let (first, needs_payload) = new_instance(host, &shared, &pre, config)?;
+        let (first, setup) = new_instance(host, &shared, &pre, config)?;
         Ok(Self {
             shared,
             pre,
             host: Arc::clone(host),
             digest,
             config: config.to_owned(),
-            needs_payload,
+            setup,
             pool: Mutex::new(Pool {
                 idle: vec![first],
                 live: 1,
@@ -248,7 +311,12 @@ impl LoadedFilter {
 
     /// Whether its batches carry payloads (`init` asked for `needs.payload`).
     pub fn needs_payload(&self) -> bool {
-        self.needs_payload
+        self.setup.contents.payloads
+    }
+
+    /// What `init` declared: batch contents and route templates.
+    pub(crate) fn setup(&self) -> &GuestSetup {
+        &self.setup
     }
 
     /// Its counters.
@@ -291,7 +359,7 @@ impl LoadedFilter {
             });
         };
         let batch = packed
-            .get(messages, group, self.needs_payload, received_ms)
+            .get(messages, group, self.setup.contents, received_ms)
             .map_err(|detail| CallFailure {
                 kind: FailureKind::Error,
                 detail: format!("cannot pack the batch: {detail}"),
@@ -352,12 +420,10 @@ impl LoadedFilter {
                 pool.live += 1;
                 drop(pool);
                 return match new_instance(&self.host, &self.shared, &self.pre, &self.config) {
-                    Ok((instance, needs_payload)) if needs_payload == self.needs_payload => {
-                        Ok(Lease {
-                            filter: self,
-                            instance: Some(instance),
-                        })
-                    }
+                    Ok((instance, setup)) if setup.same_as(&self.setup) => Ok(Lease {
+                        filter: self,
+                        instance: Some(instance),
+                    }),
                     Ok(_) => {
                         self.forget_instance();
                         Err(CallFailure {
@@ -381,13 +447,13 @@ impl LoadedFilter {
     }
 }
 
-/// A new instance of `pre` with `init(config)` done; returns whether it needs payloads.
+/// A new instance of `pre` with `init(config)` done, and what its `init` declared.
 fn new_instance(
     host: &HostInner,
     shared: &Arc<GuestShared>,
     pre: &FilterPre<HostState>,
     config: &str,
-) -> Result<(Instance, bool), FilterError> {
+) -> Result<(Instance, GuestSetup), FilterError> {
     let started = Instant::now();
     let mut store = Store::new(
         &host.engine,
@@ -411,8 +477,8 @@ fn new_instance(
             });
         }
     };
-    let needs = match bindings.call_init(&mut store, config) {
-        Ok(Ok(needs)) => needs,
+    let setup = match bindings.call_init(&mut store, config) {
+        Ok(Ok(setup)) => GuestSetup::new(setup)?,
         Ok(Err(reason)) => {
             return Err(FilterError::InitRefused(truncate_owned(
                 reason,
@@ -434,7 +500,7 @@ fn new_instance(
         micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "filter instance created"
     );
-    Ok((Instance { store, bindings }, needs.contains(Needs::PAYLOAD)))
+    Ok((Instance { store, bindings }, setup))
 }
 
 /// A call failure from an error while creating an instance during a batch.

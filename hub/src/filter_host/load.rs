@@ -20,7 +20,7 @@ use wasmtime::{Config, Engine, Precompiled};
 use crate::filter_host::{FilterError, HostInner};
 
 /// The one interface a filter may import.
-pub(crate) const HOST_INTERFACE: &str = "tern:filter/host@0.1.0";
+pub(crate) const HOST_INTERFACE: &str = "tern:filter/host@0.2.0";
 /// The functions a filter must export.
 const EXPORTS: [&str; 2] = ["init", "process"];
 

@@ -76,7 +76,7 @@ pub use self::config::{
 pub use self::error::{CallFailure, DeployError, FailureKind, FilterError};
 pub use self::filter::{FilterStats, LoadedFilter};
 pub use self::load::precompile;
-pub use self::pipeline::{Filtered, FilteredIter, PipelineSet, Pipelines};
+pub use self::pipeline::{Filtered, FilteredIter, PipelineSet, Pipelines, RoutedBatch};
 
 use self::guest::HostState;
 use crate::metrics::FilterMetrics;

@@ -41,16 +41,104 @@ pub enum Filtered {
     /// messages removed from the batch in place).
     Local(Vec<Message>),
     /// Some message was dropped, routed or dead-lettered: the outputs in order.
-    Routed(Vec<Routed>),
+    Routed(RoutedBatch),
 }
 
 impl Filtered {
     /// Every output as a [`Routed`].
     pub fn into_routed(self) -> Vec<Routed> {
         match self {
-            Filtered::Routed(routed) => routed,
+            Filtered::Routed(routed) => routed.into_iter().collect(),
             Filtered::Local(batch) => batch.into_iter().map(local).collect(),
         }
+    }
+}
+
+/// Filtered messages in output order, each with where it goes: the shape the ingest path
+/// consumes (messages, and per message the bridge it goes to alone), so a chain that routes
+/// each message to one destination hands back its own batch, retargeted in place.
+#[derive(Debug, Default)]
+pub struct RoutedBatch {
+    messages: Vec<Message>,
+    /// `bridges[i]`: the bridge `messages[i]` is forwarded by alone; `None`: local.
+    bridges: Vec<Option<Arc<str>>>,
+}
+
+impl RoutedBatch {
+    /// An empty batch with room for `n` outputs.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self {
+            messages: Vec::with_capacity(n),
+            bridges: Vec::with_capacity(n),
+        }
+    }
+
+    /// From messages and their bridges (same length).
+    pub(crate) fn from_parts(messages: Vec<Message>, bridges: Vec<Option<Arc<str>>>) -> Self {
+        debug_assert_eq!(messages.len(), bridges.len());
+        Self { messages, bridges }
+    }
+
+    /// Appends one output.
+    pub fn push(&mut self, routed: Routed) {
+        let bridge = match routed.target {
+            Target::Local => None,
+            Target::Bridge { bridge } => Some(bridge),
+        };
+        self.messages.push(routed.message);
+        self.bridges.push(bridge);
+    }
+
+    /// Outputs.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The messages in order, and per message the bridge it goes to alone (`None`:
+    /// local).
+    pub fn into_parts(self) -> (Vec<Message>, Vec<Option<Arc<str>>>) {
+        (self.messages, self.bridges)
+    }
+}
+
+fn routed(message: Message, bridge: Option<Arc<str>>) -> Routed {
+    Routed {
+        message,
+        target: match bridge {
+            None => Target::Local,
+            Some(bridge) => Target::Bridge { bridge },
+        },
+    }
+}
+
+/// Iterator over a [`RoutedBatch`].
+type RoutedIter = std::iter::Map<
+    std::iter::Zip<std::vec::IntoIter<Message>, std::vec::IntoIter<Option<Arc<str>>>>,
+    fn((Message, Option<Arc<str>>)) -> Routed,
+>;
+
+impl IntoIterator for RoutedBatch {
+    type Item = Routed;
+    type IntoIter = RoutedIter;
+
+    fn into_iter(self) -> RoutedIter {
+        let pair: fn((Message, Option<Arc<str>>)) -> Routed = |(m, b)| routed(m, b);
+        self.messages.into_iter().zip(self.bridges).map(pair)
+    }
+}
+
+impl FromIterator<Routed> for RoutedBatch {
+    fn from_iter<I: IntoIterator<Item = Routed>>(iter: I) -> Self {
+        let iter = iter.into_iter();
+        let mut batch = Self::with_capacity(iter.size_hint().0);
+        for routed in iter {
+            batch.push(routed);
+        }
+        batch
     }
 }
 
@@ -79,7 +167,7 @@ pub enum FilteredIter {
     /// Messages that go to their own topic.
     Local(std::vec::IntoIter<Message>),
     /// Filtered output.
-    Routed(std::vec::IntoIter<Routed>),
+    Routed(RoutedIter),
 }
 
 impl Iterator for FilteredIter {

@@ -186,6 +186,8 @@ fn whole_batch_failures_apply_the_policy_to_every_message_within_budget() {
         ("err", FailureKind::Error),
         ("garbage", FailureKind::InvalidVerdicts),
         ("wrong-count", FailureKind::InvalidVerdicts),
+        // Routes to a template with a span past the end of the topic.
+        ("bad-span", FailureKind::InvalidVerdicts),
     ] {
         let chain = chain(&host, Guest::Hostile, config, FailurePolicy::Pass);
         let input = batch(16, &[]);
@@ -318,6 +320,15 @@ fn init_failure_refuses_the_deploy_with_its_reason() {
         .expect_err("init-fail deployed");
     assert!(matches!(err, FilterError::InitRefused(_)), "{err}");
     assert_eq!(host.metrics().deploys_refused.get(), 1);
+    let err = host
+        .deploy("templated", &guest(Guest::Hostile), "bad-template")
+        .expect_err("a template with `#` deployed");
+    assert_eq!(
+        err.to_string(),
+        "init declared an invalid template 0: template text \"a/#\" holds `+`, `#` or NUL, \
+         which a topic name cannot"
+    );
+    assert_eq!(host.metrics().deploys_refused.get(), 2);
 
     let wasm = guest(Guest::Hostile);
     let configs = [PipelineConfig {

@@ -1,12 +1,16 @@
 //! The hub's side of the packed ABI: packing [`Message`]s into a batch and turning a verdict
 //! buffer into owned [`Decisions`], checked for what the hub will not accept (invalid or
-//! `$` topics) so a bad verdict fails the call instead of reaching the store.
+//! `$` topics) so a bad verdict fails the call instead of reaching the store. Routes to a
+//! filter's topic templates are rendered here ([`RouteTemplate`]).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tern_filter_abi::bytes::has_wildcard_or_nul;
-use tern_filter_abi::{AbiError, BatchWriter, Destination, MessageView, RecordRef, Verdicts};
+use tern_filter_abi::{
+    AbiError, BatchWriter, CheckedTemplate, Contents, Destination, MessageView, RecordRef, Spans,
+    Verdicts,
+};
 use tern_mqtt::QoS;
 use tern_mqtt::topic::{TopicError, validate_topic_name};
 
@@ -19,8 +23,8 @@ use crate::message::Message;
 #[derive(Debug, Default)]
 pub(crate) struct PackedBatch {
     buf: Vec<u8>,
-    /// What `buf` holds, if it is current: whether it carries payloads.
-    current: Option<bool>,
+    /// What `buf` holds, if it is current: what its records carry.
+    current: Option<Contents>,
 }
 
 thread_local! {
@@ -47,25 +51,25 @@ impl PackedBatch {
         self.current = None;
     }
 
-    /// The batch `group` of `messages`, packed with or without payloads; packs only if the
-    /// buffer does not already hold exactly that.
+    /// The batch `group` of `messages`, packed with `contents`; packs only if the buffer
+    /// does not already hold exactly that.
     pub(crate) fn get(
         &mut self,
         messages: &[Message],
         group: &[usize],
-        include_payloads: bool,
+        contents: Contents,
         received_ms: u64,
     ) -> Result<&[u8], String> {
-        if self.current != Some(include_payloads) {
+        if self.current != Some(contents) {
             self.current = None;
             let buf = std::mem::take(&mut self.buf);
             self.buf = pack(
                 buf,
                 group.iter().map(|&i| &messages[i]),
-                include_payloads,
+                contents,
                 received_ms,
             )?;
-            self.current = Some(include_payloads);
+            self.current = Some(contents);
         }
         Ok(&self.buf)
     }
@@ -85,10 +89,10 @@ impl Drop for PackedBatch {
 pub(crate) fn pack<'m>(
     buf: Vec<u8>,
     batch: impl Iterator<Item = &'m Message>,
-    include_payloads: bool,
+    contents: Contents,
     received_ms: u64,
 ) -> Result<Vec<u8>, String> {
-    let mut writer = BatchWriter::new(buf, include_payloads);
+    let mut writer = BatchWriter::with_contents(buf, contents);
     for (index, message) in batch.enumerate() {
         let record = RecordRef {
             topic: &message.topic,
@@ -188,7 +192,8 @@ pub(crate) struct Replacement {
     pub(crate) content_type: Option<String>,
     /// `None`: the payload is unchanged.
     pub(crate) payload: Option<Bytes>,
-    pub(crate) user_properties: Vec<(String, String)>,
+    /// `None`: unchanged (from a filter that does not receive user properties).
+    pub(crate) user_properties: Option<Vec<(String, String)>>,
 }
 
 impl Replacement {
@@ -201,7 +206,9 @@ impl Replacement {
         if let Some(payload) = self.payload {
             message.payload = payload;
         }
-        message.properties.user_properties = self.user_properties;
+        if let Some(properties) = self.user_properties {
+            message.properties.user_properties = properties;
+        }
     }
 }
 
@@ -214,8 +221,60 @@ pub(crate) enum Route {
     Bridge { bridge: Arc<str>, topic: String },
 }
 
-/// Parses and checks `buf` as the verdicts for `count` messages.
-pub(crate) fn decide(buf: &[u8], count: usize) -> Result<Decisions, String> {
+/// A topic template a filter declared, checked, with its bridge name shared by every route
+/// to it.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteTemplate {
+    template: CheckedTemplate,
+    bridge: Option<Arc<str>>,
+}
+
+impl RouteTemplate {
+    pub(crate) fn new(template: CheckedTemplate) -> Self {
+        Self {
+            bridge: template.bridge().map(Arc::from),
+            template,
+        }
+    }
+
+    /// The route for a message on `topic` (template `index` in errors).
+    fn route(&self, index: u16, topic: &str, spans: Spans<'_>) -> Result<Route, String> {
+        let topic = self
+            .template
+            .render(index, topic, spans)
+            .map_err(|e| e.to_string())?;
+        Ok(match &self.bridge {
+            None => Route::Local(topic),
+            Some(bridge) => Route::Bridge {
+                bridge: Arc::clone(bridge),
+                topic,
+            },
+        })
+    }
+}
+
+/// The batch a verdict buffer answers, as the hub reads it: the messages it was packed
+/// from, in order, and what the filter declared.
+pub(crate) struct Answered<'a> {
+    pub(crate) messages: &'a [Message],
+    /// Indices into `messages`: batch message `i` is `messages[group[i]]`.
+    pub(crate) group: &'a [usize],
+    pub(crate) contents: Contents,
+    pub(crate) templates: &'a [RouteTemplate],
+}
+
+impl Answered<'_> {
+    fn topic(&self, i: usize) -> &str {
+        self.group
+            .get(i)
+            .and_then(|&m| self.messages.get(m))
+            .map_or("", |m| m.topic.as_str())
+    }
+}
+
+/// Parses and checks `buf` as the verdicts for the batch `batch`.
+pub(crate) fn decide(buf: &[u8], batch: &Answered<'_>) -> Result<Decisions, String> {
+    let count = batch.group.len();
     // Destination strings are checked once, as they are read below.
     let verdicts = Verdicts::parse_lazy(buf, count).map_err(|e| e.to_string())?;
     if verdicts.unchanged() {
@@ -224,12 +283,30 @@ pub(crate) fn decide(buf: &[u8], count: usize) -> Result<Decisions, String> {
     let kept = (0..count).map(|i| verdicts.is_kept(i)).collect();
     let mut edits = Vec::with_capacity(verdicts.edits().len());
     let mut bridges = BridgeNames::default();
-    for edit in verdicts.edits() {
+    let mut all = verdicts.edits();
+    loop {
+        // A router's common edit, read in place; anything else takes the general path.
+        if let Some(single) = all.next_single_template() {
+            let route = template_route(batch, single.index, single.template, single.spans)
+                .map_err(|e| format!("message {}: {e}", single.index))?;
+            edits.push(OwnedEdit {
+                index: single.index,
+                replacement: None,
+                routes: Some(RouteSet::One(route)),
+            });
+            continue;
+        }
+        let Some(edit) = all.next() else {
+            break;
+        };
         let index = edit.index;
         let replacement = edit
             .replacement
-            .map(|view| {
-                replacement(&view)
+            .map(|record| {
+                record
+                    .view()
+                    .map_err(|e| e.to_string())
+                    .and_then(|view| replacement(&view, batch.contents.properties))
                     .map(Box::new)
                     .map_err(|e| format!("message {index}: {e}"))
             })
@@ -239,7 +316,7 @@ pub(crate) fn decide(buf: &[u8], count: usize) -> Result<Decisions, String> {
             .map(|mut routes| {
                 let mut owned = |dest: Result<Destination<'_>, AbiError>| {
                     dest.map_err(|e| e.to_string())
-                        .and_then(|dest| route(dest, &mut bridges))
+                        .and_then(|dest| route(dest, batch, index, &mut bridges))
                         .map_err(|e| format!("message {index}: {e}"))
                 };
                 match (routes.len(), routes.next()) {
@@ -286,7 +363,16 @@ fn check_topic_name(topic: &str) -> Result<(), TopicError> {
     }
 }
 
-fn replacement(view: &MessageView<'_>) -> Result<Replacement, String> {
+/// The replacement `view` describes. A filter that receives no user properties
+/// (`properties_sent` false) must send none back; the message keeps its own.
+fn replacement(view: &MessageView<'_>, properties_sent: bool) -> Result<Replacement, String> {
+    if !properties_sent && view.properties().next().is_some() {
+        return Err(
+            "a replacement carries user properties, but the filter does not receive them \
+             (needs.properties)"
+                .into(),
+        );
+    }
     let qos = match view.qos() {
         0 => QoS::AtMostOnce,
         1 => QoS::AtLeastOnce,
@@ -299,10 +385,11 @@ fn replacement(view: &MessageView<'_>) -> Result<Replacement, String> {
         retain: view.retain(),
         content_type: view.content_type().map(str::to_owned),
         payload: view.payload().map(Bytes::copy_from_slice),
-        user_properties: view
-            .properties()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
+        user_properties: properties_sent.then(|| {
+            view.properties()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        }),
     })
 }
 
@@ -325,7 +412,13 @@ impl BridgeNames {
     }
 }
 
-fn route(dest: Destination<'_>, bridges: &mut BridgeNames) -> Result<Route, String> {
+/// The route `dest` names for batch message `index`.
+fn route(
+    dest: Destination<'_>,
+    batch: &Answered<'_>,
+    index: usize,
+    bridges: &mut BridgeNames,
+) -> Result<Route, String> {
     match dest {
         Destination::Local { topic } => Ok(Route::Local(local_topic(topic)?)),
         Destination::Bridge { bridge, topic } => {
@@ -338,20 +431,79 @@ fn route(dest: Destination<'_>, bridges: &mut BridgeNames) -> Result<Route, Stri
                 topic: topic.to_owned(),
             })
         }
+        Destination::Template { template, spans } => template_route(batch, index, template, spans),
+    }
+}
+
+/// The route to template `template` with `spans` for batch message `index`.
+fn template_route(
+    batch: &Answered<'_>,
+    index: usize,
+    template: u16,
+    spans: Spans<'_>,
+) -> Result<Route, String> {
+    match batch.templates.get(usize::from(template)) {
+        Some(declared) => declared.route(template, batch.topic(index), spans),
+        None => Err(format!(
+            "template {template} does not exist ({} declared)",
+            batch.templates.len()
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tern_filter_abi::VerdictWriter;
+    use tern_filter_abi::{
+        AnyDestination, Template, TemplatePart, TemplateRoute, TopicSpan, VerdictWriter,
+    };
+    use tern_mqtt::QoS;
 
     use super::*;
+    use crate::message::{ClientId, MessageProperties};
+
+    fn message(topic: &str) -> Message {
+        Message {
+            topic: topic.into(),
+            payload: Bytes::from_static(b"p"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: MessageProperties::default(),
+            expiry: None,
+            publisher: ClientId::from("dev"),
+        }
+    }
+
+    /// `decide` for a batch of messages on `topics`, from a filter that receives everything
+    /// and declared `templates`.
+    fn decide_for(
+        buf: &[u8],
+        topics: &[&str],
+        templates: &[RouteTemplate],
+    ) -> Result<Decisions, String> {
+        let messages: Vec<Message> = topics.iter().map(|t| message(t)).collect();
+        let group: Vec<usize> = (0..messages.len()).collect();
+        let batch = Answered {
+            messages: &messages,
+            group: &group,
+            contents: Contents::with_properties(true),
+            templates,
+        };
+        decide(buf, &batch)
+    }
+
+    fn template(bridge: Option<&str>, parts: Vec<TemplatePart>) -> RouteTemplate {
+        let declared = Template {
+            bridge: bridge.map(Into::into),
+            parts,
+        };
+        RouteTemplate::new(CheckedTemplate::new(declared).expect("valid template"))
+    }
 
     #[test]
     fn unchanged_verdicts_allocate_nothing() {
         let buf = VerdictWriter::new(Vec::new(), 3).finish();
-        assert!(matches!(decide(&buf, 3), Ok(Decisions::Unchanged)));
-        assert!(decide(&buf, 3).is_ok());
+        let decided = decide_for(&buf, &["a", "b", "c"], &[]);
+        assert!(matches!(decided, Ok(Decisions::Unchanged)));
     }
 
     #[test]
@@ -361,7 +513,10 @@ mod tests {
             w.route(0, &[Destination::Local { topic }])
                 .expect("writable");
             let buf = w.finish();
-            assert!(decide(&buf, 1).is_err(), "{topic:?} accepted");
+            assert!(
+                decide_for(&buf, &["in"], &[]).is_err(),
+                "{topic:?} accepted"
+            );
         }
         let mut w = VerdictWriter::new(Vec::new(), 2);
         w.drop_message(0);
@@ -374,7 +529,7 @@ mod tests {
         )
         .expect("writable");
         let buf = w.finish();
-        let Ok(Decisions::Edited { kept, edits }) = decide(&buf, 2) else {
+        let Ok(Decisions::Edited { kept, edits }) = decide_for(&buf, &["a", "b"], &[]) else {
             panic!("valid verdicts refused");
         };
         assert_eq!(kept, [false, true]);
@@ -385,6 +540,135 @@ mod tests {
                 topic: "up/1".into()
             }))
         );
-        assert!(decide(&buf, 3).is_err(), "wrong count accepted");
+        assert!(
+            decide_for(&buf, &["a", "b", "c"], &[]).is_err(),
+            "wrong count accepted"
+        );
+    }
+
+    /// Verdicts routing message `index` of `count` to template `template` with `spans`.
+    fn template_verdicts(
+        count: usize,
+        index: usize,
+        template: u16,
+        spans: &[TopicSpan],
+    ) -> Vec<u8> {
+        let mut w = VerdictWriter::new(Vec::new(), count);
+        w.route_any(
+            index,
+            [AnyDestination::Template(TemplateRoute { template, spans })],
+        )
+        .expect("writable");
+        w.finish()
+    }
+
+    #[test]
+    fn template_routes_are_rendered_from_each_message_topic() {
+        let templates = [
+            template(
+                None,
+                vec![TemplatePart::Text("local/".into()), TemplatePart::Span(0)],
+            ),
+            template(
+                Some("cloud"),
+                vec![
+                    TemplatePart::Text("site-7/".into()),
+                    TemplatePart::Span(0),
+                    TemplatePart::Text("/temperature".into()),
+                ],
+            ),
+        ];
+        let topics = ["sensors/dev-1/temp", "sensors/dev-22/temp"];
+        let spans = [TopicSpan { start: 8, end: 14 }];
+        let buf = template_verdicts(2, 1, 1, &spans);
+        let Ok(Decisions::Edited { edits, .. }) = decide_for(&buf, &topics, &templates) else {
+            panic!("valid template route refused");
+        };
+        assert_eq!(edits[0].index, 1);
+        assert_eq!(
+            edits[0].routes,
+            Some(RouteSet::One(Route::Bridge {
+                bridge: Arc::from("cloud"),
+                topic: "site-7/dev-22/temperature".into()
+            }))
+        );
+        let buf = template_verdicts(2, 0, 0, &[TopicSpan { start: 8, end: 13 }]);
+        let Ok(Decisions::Edited { edits, .. }) = decide_for(&buf, &topics, &templates) else {
+            panic!("valid template route refused");
+        };
+        assert_eq!(
+            edits[0].routes,
+            Some(RouteSet::One(Route::Local("local/dev-1".into())))
+        );
+    }
+
+    #[test]
+    fn bad_template_routes_fail_the_call() {
+        let templates = [template(None, vec![TemplatePart::Span(0)])];
+        let topics = ["$SYS/x", "é/a"];
+        let cases: [(usize, u16, &[TopicSpan], &str); 5] = [
+            (1, 1, &[TopicSpan { start: 0, end: 1 }], "does not exist"),
+            (1, 0, &[], "takes 1 spans"),
+            (1, 0, &[TopicSpan { start: 0, end: 9 }], "not a range"),
+            (1, 0, &[TopicSpan { start: 0, end: 1 }], "not a range"),
+            (0, 0, &[TopicSpan { start: 0, end: 6 }], "starts with `$`"),
+        ];
+        for (index, template, spans, why) in cases {
+            let buf = template_verdicts(2, index, template, spans);
+            let err = decide_for(&buf, &topics, &templates).expect_err("refused");
+            assert!(err.contains(why), "{err:?} should say {why:?}");
+            assert!(err.starts_with(&format!("message {index}: ")), "{err}");
+        }
+    }
+
+    #[test]
+    fn replacements_from_filters_without_properties_keep_the_message_properties() {
+        let mut w = VerdictWriter::new(Vec::new(), 1);
+        let rec = RecordRef {
+            topic: "new",
+            client_id: "",
+            qos: 0,
+            retain: false,
+            received_ms: 0,
+            content_type: None,
+            payload: None,
+        };
+        w.replace(0, &rec, [].into_iter()).expect("writable");
+        let without = w.finish();
+        let mut w = VerdictWriter::new(Vec::new(), 1);
+        w.replace(0, &rec, [("k", "v")].into_iter())
+            .expect("writable");
+        let with = w.finish();
+        let messages = [message("old")];
+        let no_properties = Contents {
+            payloads: false,
+            properties: false,
+        };
+        let decide_without = |buf: &[u8]| {
+            let batch = Answered {
+                messages: &messages,
+                group: &[0],
+                contents: no_properties,
+                templates: &[],
+            };
+            decide(buf, &batch)
+        };
+        let Ok(Decisions::Edited { mut edits, .. }) = decide_without(&without) else {
+            panic!("replacement refused");
+        };
+        let replacement = edits.remove(0).replacement.expect("a replacement");
+        assert_eq!(replacement.user_properties, None, "properties unchanged");
+        assert!(
+            decide_without(&with).is_err(),
+            "properties from a filter that has none"
+        );
+        let Ok(Decisions::Edited { mut edits, .. }) = decide_for(&with, &["old"], &[]) else {
+            panic!("replacement refused");
+        };
+        let replacement = edits.remove(0).replacement.expect("a replacement");
+        assert_eq!(
+            replacement.user_properties,
+            Some(vec![("k".to_owned(), "v".to_owned())])
+        );
     }
 }

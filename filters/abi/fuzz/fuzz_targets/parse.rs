@@ -5,11 +5,12 @@
 //! uses (`Batch::records`) must never panic either, whatever the strings hold, and its quick
 //! path (`RecordViews::next_quick`) must take only records the checked path accepts. The
 //! host's verdict reader (`Verdicts::parse_lazy`, destination strings checked as they are
-//! read) must decide exactly as the eager `Verdicts::parse`.
+//! read) must decide exactly as the eager `Verdicts::parse`, and its single-template fast
+//! path (`LazyEdits::next_single_template`) must read exactly what the general path reads.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tern_filter_abi::{Batch, BatchWriter, VerdictWriter, Verdicts};
+use tern_filter_abi::{Batch, BatchWriter, Destination, VerdictWriter, Verdicts};
 
 fuzz_target!(|data: &[u8]| {
     let Some((count, buf)) = data.split_first_chunk::<2>() else {
@@ -20,7 +21,35 @@ fuzz_target!(|data: &[u8]| {
     quick_records(buf);
     verdicts(buf, count);
     lazy_verdicts(buf, count);
+    single_templates(buf, count);
 });
+
+/// Reading edits with the single-template fast path first gives the same edits as the
+/// general path alone.
+fn single_templates(buf: &[u8], count: usize) {
+    let Ok(v) = Verdicts::parse_lazy(buf, count) else {
+        return;
+    };
+    let general: Vec<_> = v
+        .edits()
+        .map(|e| (e.index, e.routes.map(|r| r.collect::<Vec<_>>())))
+        .collect();
+    let mut mixed = Vec::new();
+    let mut edits = v.edits();
+    loop {
+        if let Some(single) = edits.next_single_template() {
+            let dest = Destination::Template {
+                template: single.template,
+                spans: single.spans,
+            };
+            mixed.push((single.index, Some(vec![Ok(dest)])));
+            continue;
+        }
+        let Some(e) = edits.next() else { break };
+        mixed.push((e.index, e.routes.map(|r| r.collect::<Vec<_>>())));
+    }
+    assert_eq!(general, mixed, "the single-template path reads differently");
+}
 
 /// The quick record reader agrees with the checked one record by record.
 fn quick_records(buf: &[u8]) {
@@ -82,7 +111,7 @@ fn batch(buf: &[u8]) {
         let _ = format!("{record:?}");
         let _ = record.validate();
     }
-    let mut writer = BatchWriter::new(Vec::new(), batch.payloads_included());
+    let mut writer = BatchWriter::with_contents(Vec::new(), batch.contents());
     for record in batch.iter() {
         let Ok(msg) = record else {
             return;

@@ -3,7 +3,8 @@
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
 use tern_filter_abi::{
-    AbiError, Batch, BatchWriter, Destination, MessageView, RecordRef, VerdictWriter, Verdicts,
+    AbiError, Batch, BatchWriter, Destination, MessageView, RecordRef, Spans, VerdictWriter,
+    Verdicts,
 };
 
 /// An owned message, comparable with what a reader gives back.
@@ -75,6 +76,8 @@ impl Msg {
 pub enum Dest {
     Local(String),
     Bridge(String, String),
+    /// A template route: template index and the encoded spans (4 bytes each).
+    Template(u16, Vec<u8>),
 }
 
 impl Dest {
@@ -82,6 +85,10 @@ impl Dest {
         match self {
             Self::Local(topic) => Destination::Local { topic },
             Self::Bridge(bridge, topic) => Destination::Bridge { bridge, topic },
+            Self::Template(template, spans) => Destination::Template {
+                template: *template,
+                spans: Spans::from_bytes(spans).expect("whole spans"),
+            },
         }
     }
 
@@ -89,6 +96,9 @@ impl Dest {
         match d {
             Destination::Local { topic } => Self::Local(topic.into()),
             Destination::Bridge { bridge, topic } => Self::Bridge(bridge.into(), topic.into()),
+            Destination::Template { template, spans } => {
+                Self::Template(template, spans.as_bytes().to_vec())
+            }
         }
     }
 }
@@ -155,7 +165,7 @@ pub fn read_verdicts(v: &Verdicts<'_>) -> Vec<V> {
 /// exactly one encoding, so the result must equal the input.
 pub fn reencode_batch(buf: &[u8]) -> Option<Vec<u8>> {
     let batch = Batch::parse(buf).ok()?;
-    let mut w = BatchWriter::new(Vec::new(), batch.payloads_included());
+    let mut w = BatchWriter::with_contents(Vec::new(), batch.contents());
     for m in batch.iter() {
         let m = m.ok()?;
         w.push(&m.record(), m.properties())

@@ -16,10 +16,14 @@
 //! | `err` | `process` returns `Err("hostile error")` |
 //! | `log-spam` | logs 10,000 lines per batch, then keeps all |
 //! | `drop-all` | drops every message |
+//! | `bad-template` | `init` declares a template holding `#` (the hub refuses the deployment) |
+//! | `bad-span` | declares template 0 (`t/{0}`) and routes every message to it with a span past the end of its topic |
 //!
 //! Any other config fails `init`; `process` before a successful `init` returns `Err`.
 
-use tern_filter_abi::{Batch, VerdictWriter};
+use tern_filter_abi::{
+    AnyDestination, Batch, Template, TemplatePart, TemplateRoute, TopicSpan, VerdictWriter,
+};
 
 /// Lines `log-spam` writes per batch.
 pub const SPAM_LINES: usize = 10_000;
@@ -40,6 +44,8 @@ pub enum Mode {
     Err,
     LogSpam,
     DropAll,
+    BadTemplate,
+    BadSpan,
 }
 
 impl Mode {
@@ -62,8 +68,28 @@ impl Mode {
             "err" => Self::Err,
             "log-spam" => Self::LogSpam,
             "drop-all" => Self::DropAll,
+            "bad-template" => Self::BadTemplate,
+            "bad-span" => Self::BadSpan,
             other => return Err(format!("unknown hostile config {other:?}")),
         })
+    }
+}
+
+impl Mode {
+    /// The topic templates `init` declares.
+    pub fn templates(&self) -> Vec<Template> {
+        let text = |s: &str| TemplatePart::Text(s.into());
+        match self {
+            Self::BadTemplate => vec![Template {
+                bridge: None,
+                parts: vec![text("a/#")],
+            }],
+            Self::BadSpan => vec![Template {
+                bridge: None,
+                parts: vec![text("t/"), TemplatePart::Span(0)],
+            }],
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -97,6 +123,23 @@ pub fn process(mode: &Mode, batch: &[u8], mut log: impl FnMut(&str)) -> Result<V
             for i in 0..SPAM_LINES {
                 log(&format!("spam line {i} of {SPAM_LINES}"));
             }
+        }
+        Mode::BadTemplate => {}
+        Mode::BadSpan => {
+            let mut w = VerdictWriter::new(Vec::new(), count);
+            let spans = [TopicSpan {
+                start: 0,
+                end: 60_000,
+            }];
+            for i in 0..count {
+                let route = TemplateRoute {
+                    template: 0,
+                    spans: &spans,
+                };
+                w.route_any(i, [AnyDestination::Template(route)])
+                    .map_err(|e| e.to_string())?;
+            }
+            return Ok(w.finish());
         }
         Mode::DropAll => {
             let mut w = VerdictWriter::new(Vec::new(), count);
@@ -139,7 +182,7 @@ mod guest {
     use std::cell::RefCell;
 
     use bindings::tern::filter::host::{self, Level};
-    use bindings::{Guest, Needs};
+    use bindings::{Guest, Needs, Setup};
 
     use super::{Mode, process};
 
@@ -150,10 +193,14 @@ mod guest {
     struct Hostile;
 
     impl Guest for Hostile {
-        fn init(config: String) -> Result<Needs, String> {
+        fn init(config: String) -> Result<Setup, String> {
             let mode = Mode::parse(&config);
             MODE.with_borrow_mut(|slot| *slot = mode.as_ref().ok().cloned());
-            mode.map(|_| Needs::empty())
+            mode.map(|mode| Setup {
+                // The `*-on:<key>` modes read user properties.
+                needs: Needs::PROPERTIES,
+                templates: mode.templates().into_iter().map(wit_template).collect(),
+            })
         }
 
         fn process(batch: Vec<u8>) -> Result<Vec<u8>, String> {
@@ -161,6 +208,20 @@ mod guest {
                 .with_borrow(Clone::clone)
                 .ok_or("process called before a successful init")?;
             process(&mode, &batch, |line| host::log(Level::Warn, line))
+        }
+    }
+
+    fn wit_template(template: super::Template) -> bindings::Template {
+        bindings::Template {
+            bridge: template.bridge,
+            parts: template
+                .parts
+                .into_iter()
+                .map(|part| match part {
+                    super::TemplatePart::Text(text) => bindings::TemplatePart::Text(text),
+                    super::TemplatePart::Span(n) => bindings::TemplatePart::Span(n),
+                })
+                .collect(),
         }
     }
 
