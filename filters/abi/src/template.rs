@@ -106,6 +106,9 @@ pub struct CheckedTemplate {
     /// A local template whose first part is a span: a rendered topic must be checked for a
     /// leading `$` (a span of a `$SYS/...` topic starting at 0).
     check_dollar: bool,
+    /// Every span index below `span_count` appears in a part, so rendering checks every
+    /// span of a route without a separate pass.
+    uses_every_span: bool,
 }
 
 impl CheckedTemplate {
@@ -142,12 +145,18 @@ impl CheckedTemplate {
         {
             return Err(TemplateError::DollarPrefix);
         }
+        let uses_every_span = (0..span_count).all(|n| {
+            parts
+                .iter()
+                .any(|part| matches!(part, TemplatePart::Span(i) if usize::from(*i) == n))
+        });
         Ok(Self {
             bridge,
             parts,
             span_count,
             text_len,
             check_dollar,
+            uses_every_span,
         })
     }
 
@@ -172,13 +181,21 @@ impl CheckedTemplate {
                 found: spans.len(),
             });
         }
-        for span in spans.iter() {
-            span_text(topic, span)?;
+        if !self.uses_every_span {
+            for span in spans.iter() {
+                span_text(topic, span)?;
+            }
         }
+        // `span_count` is 1 + the highest index used, so every index used is in range.
+        let text_of = |n: u8| {
+            spans
+                .get(usize::from(n))
+                .map_or(Ok(""), |span| span_text(topic, span))
+        };
         let mut len = self.text_len;
         for part in &self.parts {
             if let TemplatePart::Span(n) = part {
-                len += spans.get(usize::from(*n)).map_or(0, TopicSpan::len);
+                len += text_of(*n)?.len();
             }
         }
         if len == 0 {
@@ -189,14 +206,10 @@ impl CheckedTemplate {
         }
         let mut out = String::with_capacity(len);
         for part in &self.parts {
-            match part {
-                TemplatePart::Text(text) => out.push_str(text),
-                TemplatePart::Span(n) => {
-                    if let Some(span) = spans.get(usize::from(*n)) {
-                        out.push_str(span_text(topic, span)?);
-                    }
-                }
-            }
+            out.push_str(match part {
+                TemplatePart::Text(text) => text,
+                TemplatePart::Span(n) => text_of(*n)?,
+            });
         }
         if self.check_dollar && out.starts_with('$') {
             return Err(RenderError::DollarPrefix);

@@ -271,15 +271,17 @@ impl VerdictWriter {
         index: usize,
         route: TemplateRoute<'_>,
     ) -> Result<(), AbiError> {
-        let (Ok(count), Ok(index32)) = (u8::try_from(route.spans.len()), u32::try_from(index))
-        else {
+        let after_last = self.marks.last().is_none_or(|last| last.index < index);
+        let (Ok(count), Ok(index32), true, true) = (
+            u8::try_from(route.spans.len()),
+            u32::try_from(index),
+            after_last,
+            self.is_kept(index),
+        ) else {
+            // Out of range, dropped, out of order, extending an edit already written or too
+            // many spans: the general path does it or says what is wrong.
             return self.route_any(index, [AnyDestination::Template(route)]);
         };
-        self.check_editable(index)?;
-        if self.marks.last().is_some_and(|last| last.index == index) {
-            // Extends (or duplicates) an edit already written: the general path says which.
-            return self.route_any(index, [AnyDestination::Template(route)]);
-        }
         let start = self.buf.len();
         let [i0, i1, i2, i3] = index32.to_le_bytes();
         let [t0, t1] = route.template.to_le_bytes();
@@ -520,6 +522,17 @@ impl<'a> Verdicts<'a> {
         let edits = r.rest;
         let mut previous: Option<u32> = None;
         for ordinal in 0..edit_count {
+            // A router's common edit, checked in place; anything else (or anything wrong with
+            // it) takes the general path, which says what is wrong.
+            if let Some((single, after)) = single_template(r.rest) {
+                let index = single.index;
+                let in_order = previous.is_none_or(|p| usize::try_from(p).is_ok_and(|p| p < index));
+                if index < count && in_order && bit(bitmap, index) {
+                    previous = u32::try_from(index).ok();
+                    r.rest = after;
+                    continue;
+                }
+            }
             let mut e = Reader::new(r.rest, Part::Edit(ordinal));
             let index = e.u32(Field::EditIndex)?;
             let at = usize::try_from(index).ok().filter(|&i| i < count);
@@ -961,22 +974,29 @@ impl<'a> LazyEdits<'a> {
         if self.remaining == 0 {
             return None;
         }
-        let (head, rest) = self.rest.split_first_chunk::<11>()?;
-        let [i0, i1, i2, i3, flags, c0, c1, kind, t0, t1, count] = *head;
-        if flags != HAS_ROUTES || [c0, c1] != [1, 0] || kind != KIND_TEMPLATE {
-            return None;
-        }
-        let (bytes, rest) = rest.split_at_checked(4 * usize::from(count))?;
-        let spans = Spans::from_bytes(bytes)?;
+        let (single, rest) = single_template(self.rest)?;
         self.rest = rest;
         self.remaining -= 1;
         self.ordinal += 1;
-        Some(SingleTemplate {
-            index: usize::try_from(u32::from_le_bytes([i0, i1, i2, i3])).ok()?,
-            template: u16::from_le_bytes([t0, t1]),
-            spans,
-        })
+        Some(single)
     }
+}
+
+/// The edit at the front of `buf` if it only routes to one template, and the bytes after it.
+#[inline]
+fn single_template(buf: &[u8]) -> Option<(SingleTemplate<'_>, &[u8])> {
+    let (head, rest) = buf.split_first_chunk::<11>()?;
+    let [i0, i1, i2, i3, flags, c0, c1, kind, t0, t1, count] = *head;
+    if flags != HAS_ROUTES || [c0, c1] != [1, 0] || kind != KIND_TEMPLATE {
+        return None;
+    }
+    let (bytes, rest) = rest.split_at_checked(4 * usize::from(count))?;
+    let single = SingleTemplate {
+        index: usize::try_from(u32::from_le_bytes([i0, i1, i2, i3])).ok()?,
+        template: u16::from_le_bytes([t0, t1]),
+        spans: Spans::from_bytes(bytes)?,
+    };
+    Some((single, rest))
 }
 
 /// The destinations of one [`LazyEdit`], in order (at least one), each string checked for

@@ -6,7 +6,8 @@ mod common;
 use common::{Dest, Msg, V, check_canonical, read_verdicts, write_batch, write_verdicts};
 use proptest::prelude::*;
 use tern_filter_abi::{
-    AbiError, Batch, BatchWriter, Destination, EditPart, RecordRef, VerdictWriter, Verdicts,
+    AbiError, Batch, BatchWriter, Destination, EditPart, RecordRef, TemplateRoute, TopicSpan,
+    VerdictWriter, Verdicts,
 };
 
 fn text() -> impl Strategy<Value = String> {
@@ -352,6 +353,8 @@ enum Op {
     Drop(usize),
     Replace(usize, Msg),
     Route(usize, Vec<Dest>),
+    /// `route_template`: one template route, spans as (start, end).
+    RouteTemplate(usize, u16, Vec<(u16, u16)>),
 }
 
 fn op(n: usize) -> impl Strategy<Value = Op> {
@@ -359,6 +362,12 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
         (0..n).prop_map(Op::Drop),
         (0..n, msg()).prop_map(|(i, m)| Op::Replace(i, m)),
         (0..n, proptest::collection::vec(dest(), 1..3)).prop_map(|(i, d)| Op::Route(i, d)),
+        (
+            0..n,
+            any::<u16>(),
+            proptest::collection::vec(any::<(u16, u16)>(), 0..3)
+        )
+            .prop_map(|(i, t, s)| Op::RouteTemplate(i, t, s)),
     ]
 }
 
@@ -399,6 +408,29 @@ proptest! {
                     prop_assert_eq!(result.is_ok(), ok, "{:?}", result);
                     if ok {
                         edits.entry(i).or_default().1 = Some(d);
+                    }
+                }
+                Op::RouteTemplate(i, template, spans) => {
+                    let extends = last == Some(i)
+                        && edits.get(&i).is_some_and(|(_, routes)| routes.is_none());
+                    let ok = kept[i] && (last.is_none_or(|l| l < i) || extends);
+                    let spans: Vec<TopicSpan> = spans
+                        .into_iter()
+                        .map(|(start, end)| TopicSpan { start, end })
+                        .collect();
+                    let route = TemplateRoute {
+                        template,
+                        spans: &spans,
+                    };
+                    let result = w.route_template(i, route);
+                    prop_assert_eq!(result.is_ok(), ok, "{:?}", result);
+                    if ok {
+                        let bytes = spans
+                            .iter()
+                            .flat_map(|s| [s.start.to_le_bytes(), s.end.to_le_bytes()].concat())
+                            .collect();
+                        let dest = Dest::Template(template, bytes);
+                        edits.entry(i).or_default().1 = Some(vec![dest]);
                     }
                 }
             }

@@ -178,6 +178,21 @@ fn bad_spans_are_render_errors() {
         );
     }
     assert_eq!(render(&t, topic, &[(0, 2)]).as_deref(), Ok("x/é"));
+    // A span the template does not use is checked all the same.
+    let second = checked(None, vec![text("x/"), TemplatePart::Span(1)]).expect("valid");
+    assert_eq!(second.span_count(), 2);
+    assert!(matches!(
+        render(&second, topic, &[(0, 1), (3, 4)]),
+        Err(RenderError::BadSpan {
+            start: 0,
+            end: 1,
+            ..
+        })
+    ));
+    assert_eq!(
+        render(&second, topic, &[(0, 2), (3, 4)]).as_deref(),
+        Ok("x/a")
+    );
 }
 
 #[test]

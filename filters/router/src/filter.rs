@@ -83,7 +83,7 @@ impl Filter for RouterFilter {
                 out.drop_message();
                 Ok(())
             }
-            Decided::Route => match self.rendered.single_template(&self.host) {
+            Decided::Route => match self.rendered.single_template() {
                 Some(route) => out.route_template(route),
                 None => out.route_any(self.rendered.host_destinations(&self.table, &self.host)),
             },

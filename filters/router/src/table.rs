@@ -371,6 +371,9 @@ pub struct Rendered {
     /// For [`RouteTable::route_for_host`]: the spans of the routed message's topic that
     /// routes to host templates give (captures, then the whole topic).
     spans: [TopicSpan; MAX_CAPTURES + 1],
+    /// For [`RouteTable::route_for_host`]: the applied action's only destination, when it
+    /// has one and the hub renders it.
+    single: Option<HostRoute>,
 }
 
 impl Rendered {
@@ -378,6 +381,7 @@ impl Rendered {
         self.text.clear();
         self.ends.clear();
         self.rule = None;
+        self.single = None;
     }
 
     /// The destinations of the last [`Decided::Route`] of `table` (the table that rendered
@@ -421,11 +425,8 @@ impl Rendered {
 
     /// The route of the last [`RouteTable::route_for_host`] decision when it has a single
     /// destination and that destination is a host template (a router's common case).
-    pub(crate) fn single_template(&self, host: &HostRoutes) -> Option<TemplateRoute<'_>> {
-        match host.of(self.rule) {
-            [Some(route)] => Some(self.template_route(route)),
-            _ => None,
-        }
+    pub(crate) fn single_template(&self) -> Option<TemplateRoute<'_>> {
+        self.single.as_ref().map(|route| self.template_route(route))
     }
 
     fn template_route(&self, route: &HostRoute) -> TemplateRoute<'_> {
@@ -606,7 +607,14 @@ impl RouteTable {
             Action::Drop => return Decided::Drop,
             Action::Route(destinations) => destinations,
         };
-        for (destination, route) in destinations.iter().zip(host.of(rule)) {
+        let routes = host.of(rule);
+        let single = match routes {
+            [Some(only)] => Some(*only),
+            _ => None,
+        };
+        // One destination the hub renders and that is surely valid: nothing to check.
+        let checked = single.is_some_and(|only| only.surely_valid(msg.topic.len()));
+        for (destination, route) in destinations.iter().zip(routes).filter(|_| !checked) {
             let checked = match route {
                 Some(route) if route.surely_valid(msg.topic.len()) => continue,
                 Some(_) => destination.template().check(msg, &out.caps),
@@ -643,6 +651,7 @@ impl RouteTable {
         let spans = out.caps.0.iter().take(captures).map(|s| (s.start, s.end));
         fill_spans(&mut out.spans, spans, msg.topic.len());
         out.rule = rule;
+        out.single = single;
         Decided::Route
     }
 
