@@ -547,15 +547,9 @@ impl RouteTable {
 
     /// [`route_into`](Self::route_into) for a message read as bytes (what the guest runs).
     pub(crate) fn route_subject(&self, msg: Subject<'_>, out: &mut Rendered) -> Decided {
-        out.clear();
-        let (rule, action) = match self.find(msg.topic, &mut out.caps) {
-            Some((i, rule)) => (Some(i), &rule.action),
-            None => (None, &self.otherwise),
-        };
-        let destinations = match action {
-            Action::Keep => return Decided::Keep,
-            Action::Drop => return Decided::Drop,
-            Action::Route(destinations) => destinations,
+        let (rule, destinations) = match self.applied_to(msg, out) {
+            Ok(applied) => applied,
+            Err(decided) => return decided,
         };
         for destination in destinations {
             let start = out.text.len();
@@ -597,15 +591,9 @@ impl RouteTable {
         host: &HostRoutes,
         out: &mut Rendered,
     ) -> Decided {
-        out.clear();
-        let (rule, action) = match self.find(msg.topic, &mut out.caps) {
-            Some((i, rule)) => (Some(i), &rule.action),
-            None => (None, &self.otherwise),
-        };
-        let destinations = match action {
-            Action::Keep => return Decided::Keep,
-            Action::Drop => return Decided::Drop,
-            Action::Route(destinations) => destinations,
+        let (rule, destinations) = match self.applied_to(msg, out) {
+            Ok(applied) => applied,
+            Err(decided) => return decided,
         };
         let routes = host.of(rule);
         let single = match routes {
@@ -653,6 +641,26 @@ impl RouteTable {
         out.rule = rule;
         out.single = single;
         Decided::Route
+    }
+
+    /// Clears `out`, finds the action for `msg` (captures into `out`) and returns the
+    /// 0-based rule (`None`: `otherwise`) and its destinations; `Err` with the decision when
+    /// the action keeps or drops.
+    fn applied_to(
+        &self,
+        msg: Subject<'_>,
+        out: &mut Rendered,
+    ) -> Result<(Option<usize>, &[Destination]), Decided> {
+        out.clear();
+        let (rule, action) = match self.find(msg.topic, &mut out.caps) {
+            Some((i, rule)) => (Some(i), &rule.action),
+            None => (None, &self.otherwise),
+        };
+        match action {
+            Action::Keep => Err(Decided::Keep),
+            Action::Drop => Err(Decided::Drop),
+            Action::Route(destinations) => Ok((rule, destinations)),
+        }
     }
 
     /// The first matching rule and its 0-based index; fills `caps` with its captures.

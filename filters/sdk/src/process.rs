@@ -97,12 +97,7 @@ impl Decision<'_> {
         self,
         destinations: impl IntoIterator<Item = RawDestination<'d>>,
     ) -> Result<(), AbiError> {
-        let mut destinations = destinations.into_iter().peekable();
-        if destinations.peek().is_none() {
-            self.verdicts.drop_message(self.index);
-            return Ok(());
-        }
-        self.verdicts.route_raw(self.index, destinations)
+        self.route_any(destinations.into_iter().map(AnyDestination::Raw))
     }
 
     /// Keeps the message and delivers it to one destination, a route to one of the filter's
