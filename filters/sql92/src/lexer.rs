@@ -278,8 +278,10 @@ impl<'s> Lexer<'s> {
         }
     }
 
-    /// `123`, `0x1F`, `1.`, `.5`, `1.5e-3`, `1E3`. A letter or digit glued to the end is an
-    /// error rather than the start of the next token (`1abc`, `0x`, `1e`).
+    /// `123`, `0x1F`, `1.`, `.5`, `1.5e-3`, `1E3`, and Java's type suffixes (JMS literals use
+    /// Java's syntax): `123L` is exact, `1.5f`, `1.5D` and `2d` approximate. A letter or digit
+    /// glued to the end is an error rather than the start of the next token (`1abc`, `0x`,
+    /// `1e`).
     fn number(&mut self) -> Result<Tok<'s>, ParseError> {
         let start = self.pos;
         let bytes = self.src.as_bytes();
@@ -299,7 +301,7 @@ impl<'s> Lexer<'s> {
             if i == start + 2 {
                 return invalid(self, "0x must be followed by hexadecimal digits");
             }
-            self.pos = i;
+            self.pos = i + usize::from(matches!(bytes.get(i), Some(b'l' | b'L')));
             self.reject_glued(start)?;
             return Ok(Tok::Num(NumKind::Hex, &self.src[start + 2..i]));
         }
@@ -326,7 +328,15 @@ impl<'s> Lexer<'s> {
             i = exp_end;
             kind = NumKind::Float;
         }
-        self.pos = i;
+        let suffix = match (bytes.get(i), kind) {
+            (Some(b'l' | b'L'), NumKind::Int) => 1,
+            (Some(b'f' | b'F' | b'd' | b'D'), _) => {
+                kind = NumKind::Float;
+                1
+            }
+            _ => 0,
+        };
+        self.pos = i + suffix;
         self.reject_glued(start)?;
         Ok(Tok::Num(kind, &self.src[start..i]))
     }

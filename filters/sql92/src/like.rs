@@ -5,8 +5,6 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::error::ParseErrorKind;
-
 /// One element of a general pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Part {
@@ -32,9 +30,11 @@ pub(crate) enum Pattern {
 impl Pattern {
     /// Compiles a LIKE pattern with an optional escape character.
     ///
-    /// The escape character makes the next character literal; it must be followed by `%`, `_`
-    /// or itself (anything else is an error, so a typo cannot silently change the pattern).
-    pub(crate) fn like(pattern: &str, escape: Option<char>) -> Result<Self, ParseErrorKind> {
+    /// The escape character makes the next character literal when that is `%`, `_` or the
+    /// escape character itself. Followed by anything else, or ending the pattern, it is an
+    /// ordinary character (a wildcard if it is `%` or `_`): what the JMS brokers
+    /// (ActiveMQ, RocketMQ) do, so their selectors keep their meaning here.
+    pub(crate) fn like(pattern: &str, escape: Option<char>) -> Self {
         let mut parts: Vec<Part> = Vec::new();
         let mut lit = String::new();
         let mut chars = pattern.chars();
@@ -44,20 +44,13 @@ impl Pattern {
             }
         };
         while let Some(c) = chars.next() {
-            if Some(c) == escape {
-                match chars.next() {
-                    Some(n) if n == '%' || n == '_' || Some(n) == escape => lit.push(n),
-                    Some(_) => {
-                        return Err(ParseErrorKind::InvalidPattern(
-                            "the ESCAPE character must be followed by %, _ or itself",
-                        ));
-                    }
-                    None => {
-                        return Err(ParseErrorKind::InvalidPattern(
-                            "the pattern ends with the ESCAPE character",
-                        ));
-                    }
-                }
+            let escaped = chars
+                .clone()
+                .next()
+                .filter(|&n| Some(c) == escape && (n == '%' || n == '_' || Some(n) == escape));
+            if let Some(n) = escaped {
+                chars.next();
+                lit.push(n);
             } else if c == '%' {
                 flush(&mut lit, &mut parts);
                 if parts.last() != Some(&Part::Many) {
@@ -71,7 +64,7 @@ impl Pattern {
             }
         }
         flush(&mut lit, &mut parts);
-        Ok(Self::from_parts(parts))
+        Self::from_parts(parts)
     }
 
     fn from_parts(mut parts: Vec<Part>) -> Self {
@@ -147,7 +140,7 @@ mod tests {
     use super::*;
 
     fn lower(p: &str) -> Pattern {
-        Pattern::like(p, Some('!')).expect("valid pattern")
+        Pattern::like(p, Some('!'))
     }
 
     #[test]

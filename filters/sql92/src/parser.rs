@@ -415,10 +415,9 @@ impl<'s> Parser<'s> {
                 self.node(expr, Ty::Bool, lhs.at, &[lhs.height])
             }
             _ => {
-                let pat_at = self.at;
                 let text = self.string_literal("a string literal pattern")?;
                 let pattern = match kw {
-                    Kw::Like => self.like_pattern(&text, pat_at)?,
+                    Kw::Like => self.like_pattern(&text)?,
                     Kw::Contains => Pattern::Contains(text.into_boxed_str()),
                     Kw::StartsWith => Pattern::Prefix(text.into_boxed_str()),
                     _ => Pattern::Suffix(text.into_boxed_str()),
@@ -461,7 +460,7 @@ impl<'s> Parser<'s> {
     }
 
     /// The pattern text is already read; handles `[ESCAPE 'c']`.
-    fn like_pattern(&mut self, text: &str, pat_at: usize) -> Result<Pattern, ParseError> {
+    fn like_pattern(&mut self, text: &str) -> Result<Pattern, ParseError> {
         let mut escape = None;
         if self.tok == Tok::Kw(Kw::Escape) {
             self.bump()?;
@@ -478,7 +477,7 @@ impl<'s> Parser<'s> {
                 }
             }
         }
-        Pattern::like(text, escape).map_err(|kind| self.err(pat_at, kind))
+        Ok(Pattern::like(text, escape))
     }
 
     /// `( literal (, literal)* )`

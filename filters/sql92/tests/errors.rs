@@ -53,11 +53,6 @@ fn columns_and_expectations() {
             "unknown header `$nope`; headers are $topic, $qos",
         ),
         (
-            "x LIKE 'a!' ESCAPE '!'",
-            8,
-            "the pattern ends with the ESCAPE character",
-        ),
-        (
             "x LIKE 'a' ESCAPE 'ab'",
             19,
             "ESCAPE takes exactly one character",
