@@ -86,6 +86,10 @@ pub struct Mailbox {
     metrics: Arc<QueueMetrics>,
     /// A task waits for a commit the queue's next page needs (at most one at a time).
     waiting_for_commit: Arc<std::sync::atomic::AtomicBool>,
+    /// The queue's overflow policy (fixed at creation), read without its lock.
+    overflow: QueueOverflow,
+    /// The queue's [`SessionQueue::room`], awaited without its lock.
+    room: Arc<Notify>,
 }
 
 /// How long a mailbox whose page read failed waits before it is popped again.
@@ -103,11 +107,11 @@ impl Mailbox {
         metrics: &Arc<QueueMetrics>,
         paged: bool,
     ) -> Self {
+        let queue = SessionQueue::new(QueueLimits::of(&config.session), paged && store.is_some());
         Self {
-            queue: Mutex::new(SessionQueue::new(
-                QueueLimits::of(&config.session),
-                paged && store.is_some(),
-            )),
+            overflow: queue.overflow(),
+            room: queue.room(),
+            queue: Mutex::new(queue),
             notify: Arc::new(Notify::new()),
             dropped: AtomicU64::new(0),
             online: std::sync::atomic::AtomicBool::new(false),
@@ -121,7 +125,7 @@ impl Mailbox {
     fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::Release);
         if !online {
-            self.queue().room().notify_waiters();
+            self.room.notify_waiters();
         }
     }
 
@@ -129,12 +133,19 @@ impl Mailbox {
     /// session stays connected; hands the item back if it could not be queued.
     async fn push_when_room(
         &self,
-        mut item: QueuedMessage,
+        item: QueuedMessage,
         deadline: tokio::time::Instant,
     ) -> Option<QueuedMessage> {
+        // Usually there is room: one lock, no waiter registration.
+        let mut item = match self.queue().try_push(item) {
+            Ok(()) => {
+                self.notify.notify_one();
+                return None;
+            }
+            Err(back) => back,
+        };
         loop {
-            let room = self.queue().room();
-            let notified = room.notified();
+            let notified = self.room.notified();
             tokio::pin!(notified);
             // Registered before the check, so a pop in between is not missed.
             notified.as_mut().enable();
@@ -1462,7 +1473,7 @@ impl Broker {
         for (mailbox, client, item) in scratch.pending.drain(..) {
             // A client's publish to its own full queue cannot wait: its own task drains it.
             let item = if mailbox.online.load(Ordering::Acquire)
-                && mailbox.queue().overflow() == QueueOverflow::Backpressure
+                && mailbox.overflow == QueueOverflow::Backpressure
                 && client != item.message.publisher
             {
                 match mailbox.push_when_room(item, deadline).await {

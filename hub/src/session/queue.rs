@@ -54,7 +54,11 @@
 //!
 //! Under policy `backpressure` a publisher that finds the queue of a connected session full
 //! waits (bounded) for room: [`SessionQueue::try_push`] hands the message back and
-//! [`SessionQueue::room`] is notified whenever a pop takes the queue below its capacity.
+//! [`SessionQueue::room`] is notified once the queue has drained to its resume level
+//! ([`SessionQueue::resume_level`], an eighth of `max_queued_messages` below it). Waking the
+//! waiting publishers at every pop of a full queue woke all of them per delivered message,
+//! for one of them to fill the one free entry; at the resume level each has room for its
+//! batch.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -74,6 +78,10 @@ use crate::store::{DeliveryInfo, QueuedRecord, Seq, Ticket, now_millis};
 const SHRINK_ABOVE: usize = 4096;
 /// Entries of room a queue keeps when it gives back a backlog's room.
 const KEEP_CAPACITY: usize = 256;
+
+/// Publishers waiting for room are woken once the queue is this share of
+/// `max_queued_messages` (at least one entry) below it: `capacity / RESUME_SHARE`.
+const RESUME_SHARE: usize = 8;
 
 /// Most log positions one page read asks the store for. A page also stops at a window's
 /// worth of bytes.
@@ -363,7 +371,8 @@ pub struct PageOutcome {
 pub struct SessionQueue {
     /// Loaded entries, oldest first.
     window: VecDeque<QueuedMessage>,
-    /// Sum of [`QueuedMessage::approx_size`] over `window`.
+    /// Sum of [`QueuedMessage::approx_size`] over `window`; kept only while `paged` (the
+    /// only case that reads it), computed when paging is switched on.
     window_bytes: usize,
     /// Entries behind the window (persistent sessions only).
     spill: Spill,
@@ -407,7 +416,24 @@ impl SessionQueue {
     /// Spills tracked entries from now on (a session that became persistent). Paging is
     /// never switched off: a spilled entry can only be delivered by paging it in.
     pub fn enable_paging(&mut self) {
+        if !self.paged {
+            self.window_bytes = self.window.iter().map(QueuedMessage::approx_size).sum();
+        }
         self.paged = true;
+    }
+
+    /// Adds a loaded entry's size to `window_bytes` (paged queues only).
+    fn count_loaded(&mut self, item: &QueuedMessage) {
+        if self.paged {
+            self.window_bytes += item.approx_size();
+        }
+    }
+
+    /// Takes a loaded entry's size off `window_bytes` (paged queues only).
+    fn uncount_loaded(&mut self, item: &QueuedMessage) {
+        if self.paged {
+            self.window_bytes = self.window_bytes.saturating_sub(item.approx_size());
+        }
     }
 
     /// Most entries the queue holds.
@@ -498,7 +524,7 @@ impl SessionQueue {
                 }
             }
         }
-        self.window_bytes += item.approx_size();
+        self.count_loaded(&item);
         self.window.push_back(item);
         outcome
     }
@@ -538,7 +564,7 @@ impl SessionQueue {
     /// paged in).
     fn drop_oldest(&mut self) -> bool {
         if let Some(old) = self.window.pop_front() {
-            self.window_bytes = self.window_bytes.saturating_sub(old.approx_size());
+            self.uncount_loaded(&old);
             self.discarded.extend(old.seq);
             return true;
         }
@@ -573,13 +599,35 @@ impl SessionQueue {
     /// and counted in `expired`. `None` when the queue is empty, or when the next entry must
     /// be paged in first ([`SessionQueue::page_request`]).
     pub fn pop(&mut self, now: Instant, expired: &mut u64) -> Option<QueuedMessage> {
-        if self.len() >= self.limits.capacity {
-            // Room after this pop: wake publishers waiting for it.
+        let before = self.len();
+        let item = self.take_front(now, expired);
+        self.wake_if_drained(before);
+        item
+    }
+
+    /// The queue length at or below which publishers waiting for room are woken: an
+    /// eighth of `max_queued_messages` (at least one entry) below it.
+    pub fn resume_level(&self) -> usize {
+        let capacity = self.limits.capacity;
+        capacity - (capacity / RESUME_SHARE).max(1)
+    }
+
+    /// Wakes the publishers waiting for room if the queue went from above its resume level
+    /// (`before` entries) to at or below it. A waiter registered while the queue was at
+    /// capacity, above the resume level, so the queue cannot reach room for it without
+    /// crossing the level.
+    fn wake_if_drained(&self, before: usize) {
+        let level = self.resume_level();
+        if before > level && self.len() <= level {
             self.room.notify_waiters();
         }
+    }
+
+    /// [`SessionQueue::pop`] without the wake-up of waiting publishers.
+    fn take_front(&mut self, now: Instant, expired: &mut u64) -> Option<QueuedMessage> {
         loop {
             if let Some(item) = self.window.pop_front() {
-                self.window_bytes = self.window_bytes.saturating_sub(item.approx_size());
+                self.uncount_loaded(&item);
                 if item.message.is_expired(now) {
                     *expired += 1;
                     self.discarded.extend(item.seq);
@@ -597,7 +645,7 @@ impl SessionQueue {
             }
             while self.spill.front_is_held() {
                 if let Some(Spilled::Held(item)) = self.spill.pop_front() {
-                    self.window_bytes += item.approx_size();
+                    self.count_loaded(&item);
                     self.window.push_back(item);
                 }
             }
@@ -635,6 +683,7 @@ impl SessionQueue {
         expired: &mut u64,
     ) -> PageOutcome {
         self.loading = false;
+        let before = self.len();
         let now_ms = now_millis();
         let mut outcome = PageOutcome::default();
         for (record, &wanted) in records.into_iter().zip(&request.seqs) {
@@ -656,7 +705,7 @@ impl SessionQueue {
                         subscription_ids: info.subscription_ids,
                         seq: Some(seq),
                     };
-                    self.window_bytes += item.approx_size();
+                    self.count_loaded(&item);
                     self.window.push_back(item);
                     outcome.loaded += 1;
                 }
@@ -683,6 +732,8 @@ impl SessionQueue {
             }
             _ => None,
         };
+        // Expired and lost positions left the queue without a pop.
+        self.wake_if_drained(before);
         outcome
     }
 
@@ -809,6 +860,35 @@ mod tests {
             assert_eq!(queue.push(item("n", None)), PushOutcome::Queued);
         }
         assert_eq!(queue.push(item("o", None)), PushOutcome::DroppedOldest);
+    }
+
+    #[test]
+    fn waiting_publishers_are_woken_at_the_resume_level_not_at_every_pop() {
+        use std::future::Future as _;
+        use std::task::{Context, Waker};
+
+        let mut queue = SessionQueue::new(limits(16, QueueOverflow::Backpressure), false);
+        for _ in 0..16 {
+            assert!(queue.try_push(item("m", None)).is_ok());
+        }
+        assert!(queue.try_push(item("x", None)).is_err());
+        assert_eq!(queue.resume_level(), 14);
+        let room = queue.room();
+        let mut notified = std::pin::pin!(room.notified());
+        notified.as_mut().enable();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut expired = 0;
+        assert!(queue.pop(Instant::now(), &mut expired).is_some());
+        assert!(notified.as_mut().poll(&mut cx).is_pending());
+        assert!(queue.pop(Instant::now(), &mut expired).is_some());
+        assert!(notified.as_mut().poll(&mut cx).is_ready());
+        // Room for the woken publisher's batch, not for one message.
+        assert!(queue.try_push(item("x", None)).is_ok());
+        assert!(queue.try_push(item("y", None)).is_ok());
+        assert!(queue.try_push(item("z", None)).is_err());
+        // A queue of one wakes its waiter once it is empty.
+        let one = SessionQueue::new(limits(1, QueueOverflow::Backpressure), false);
+        assert_eq!(one.resume_level(), 0);
     }
 
     #[test]

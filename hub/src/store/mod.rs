@@ -19,6 +19,13 @@
 //! ([`Store::committed`]); [`Store::wait_durable`] / [`Store::outcome`] say whether a given
 //! ticket's transaction committed or failed.
 //!
+//! When the writer is idle (nothing submitted before is unresolved, and submissions are not
+//! arriving faster than commits take) and the submission needs no fsync (under
+//! [`FsyncPolicy::Interval`], its journal frame is what makes it durable), `submit` commits
+//! it in the calling thread instead, the same way the writer would, and returns with the
+//! ticket already resolved: no wake-up of the writer thread and none back. Under load
+//! submissions go through the channel and are grouped.
+//!
 //! A session acknowledges a QoS 1/2 PUBLISH only once its ticket is durable. It may keep
 //! reading and submitting meanwhile (pipelining): tickets resolve in submission order.
 //!
@@ -106,7 +113,7 @@ use self::tables::{
 };
 pub use self::tx::{OpenTransaction, TxRecord};
 pub use self::writer::TicketWaiter;
-use self::writer::{Batch, Op, Writer};
+use self::writer::{Batch, Inline, Op, Writer, WriterThread};
 
 /// Version of the on-disk format (tables and record encodings) this build reads and writes.
 /// A store of another version is refused at open ([`StoreError::UnsupportedVersion`]).
@@ -495,6 +502,8 @@ struct SubmitState {
 #[derive(Debug)]
 struct Shared {
     common: Arc<Common>,
+    /// The write path's state; locked before `submit` when both are needed.
+    write: Arc<Mutex<Writer>>,
     submit: Mutex<SubmitState>,
     progress: watch::Receiver<Ticket>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -599,13 +608,13 @@ impl Store {
         });
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let (progress_tx, progress) = watch::channel(Ticket(0));
-        let writer = Writer::new(
+        let write = Arc::new(Mutex::new(Writer::new(
             Arc::clone(&common),
-            rx,
             progress_tx,
             recovered.next_seq,
             generation,
-        )?;
+        )?));
+        let writer = WriterThread::new(Arc::clone(&write), rx)?;
         let handle = std::thread::Builder::new()
             .name("tern-store-writer".into())
             .spawn(move || writer.run())
@@ -616,6 +625,7 @@ impl Store {
         let store = Store {
             shared: Arc::new(Shared {
                 common,
+                write,
                 submit: Mutex::new(SubmitState {
                     tx: Some(tx),
                     next_seq: recovered.next_seq,
@@ -645,7 +655,10 @@ impl Store {
     /// Fails at once with [`StoreError::QuotaExceeded`] when `ops` appends and the budget is
     /// full under [`WhenFull::Refuse`], [`StoreError::Closed`] after [`Store::close`].
     pub async fn submit(&self, ops: Vec<WriteOp>) -> Result<Submitted, StoreError> {
-        let prepared = self.prepare(ops)?;
+        let prepared = match self.commit_inline(self.prepare(ops)?)? {
+            Inline::Done(submitted) => return Ok(submitted),
+            Inline::NotNow(prepared) => prepared,
+        };
         let tx = lock(&self.shared.submit)
             .tx
             .clone()
@@ -662,7 +675,10 @@ impl Store {
 
     /// Like [`Store::submit`] but never waits: [`StoreError::Busy`] if the channel is full.
     pub fn try_submit(&self, ops: Vec<WriteOp>) -> Result<Submitted, StoreError> {
-        let prepared = self.prepare(ops)?;
+        let prepared = match self.commit_inline(self.prepare(ops)?)? {
+            Inline::Done(submitted) => return Ok(submitted),
+            Inline::NotNow(prepared) => prepared,
+        };
         let mut state = lock(&self.shared.submit);
         let tx = state.tx.clone().ok_or(StoreError::Closed)?;
         let permit = tx.try_reserve().map_err(|e| match e {
@@ -672,6 +688,18 @@ impl Store {
         let (batch, submitted) = assign(&mut state, prepared);
         permit.send(batch);
         Ok(submitted)
+    }
+
+    /// Commits `prepared` in this thread if the writer is idle (see [`writer`]); the
+    /// ticket has then resolved. A busy writer (its lock taken, or tickets pending) hands
+    /// the submission back for the channel, without waiting.
+    fn commit_inline(&self, prepared: Prepared) -> Result<Inline, StoreError> {
+        let mut write = match self.shared.write.try_lock() {
+            Ok(write) => write,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(Inline::NotNow(prepared)),
+        };
+        write.commit_inline(&self.shared.submit, prepared)
     }
 
     /// Encodes ops outside the submission lock and applies the quota check.

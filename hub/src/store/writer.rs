@@ -3,7 +3,18 @@
 //! Owns every write transaction of the store. It receives [`Batch`]es (one per submission,
 //! in ticket order), gathers as many as are waiting into one transaction, commits, updates
 //! the shared counters and publishes the last resolved ticket (on the `committed` watch, then
-//! to the [`TicketWaiters`] it concerns). Invariants it keeps:
+//! to the [`TicketWaiters`] it concerns).
+//!
+//! The state of the write path ([`Writer`]) sits behind a mutex shared by the writer thread
+//! ([`WriterThread`]) and the submitters: a submission that finds the writer idle — every
+//! earlier ticket resolved, the lock free, at least as long since the last commit as that
+//! commit took, no checkpoint or retention work due, no fsync needed — is committed by the
+//! submitting task itself ([`Writer::commit_inline`]), without waking the thread and
+//! without the wake-up back. That is the case of a lone publisher waiting for its
+//! acknowledgements. Otherwise it goes through the channel as before: under load the
+//! thread groups submissions, and the runtime's threads stay free for the connections. Tickets still resolve in order: an inline commit holds the lock from
+//! before its ticket is assigned until it has resolved, and the thread commits only under
+//! the lock. Invariants it keeps:
 //!
 //! - the `meta` counters (`next_seq`, `head`, `log_bytes`, `log_count`) describe the log
 //!   exactly, because they are written in the same transaction that changes it;
@@ -516,13 +527,24 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The writer thread's state.
-pub(super) struct Writer {
+/// The writer thread: waits on the submission channel and commits what arrives, under the
+/// [`Writer`] lock; commits nothing itself when submitters commit inline.
+pub(super) struct WriterThread {
+    writer: Arc<std::sync::Mutex<Writer>>,
+    /// The store's shared state (waiters, configuration).
     common: Arc<Common>,
     rx: mpsc::Receiver<Batch>,
-    progress: watch::Sender<Ticket>,
     /// Single-threaded runtime used only to wait on the channel with a timeout.
     rt: tokio::runtime::Runtime,
+    /// [`Writer::nudge`]: wakes the thread for retention work an inline commit left.
+    nudge: Arc<tokio::sync::Notify>,
+}
+
+/// The state of the write path, behind a mutex: used by the writer thread and by
+/// submitters that commit inline.
+pub(super) struct Writer {
+    common: Arc<Common>,
+    progress: watch::Sender<Ticket>,
     /// Counters as last committed.
     meta: Meta,
     /// One past the highest seq seen in any submission, committed or not: seqs are never
@@ -539,20 +561,57 @@ pub(super) struct Writer {
     more_to_trim: bool,
     /// The write-ahead journal, under [`FsyncPolicy::Interval`].
     journal: Option<Journal>,
+    /// The writer thread has ended: nothing is committed inline any more.
+    stopped: bool,
+    /// Notified when an inline commit left retention work (`more_to_trim`) for the thread.
+    nudge: Arc<tokio::sync::Notify>,
+    /// When the last group committed and how long it took (see [`Writer::commit_inline`]).
+    last_commit: Option<CommitTiming>,
 }
 
-impl Drop for Writer {
+/// When a group's commit ended and how long it took.
+#[derive(Debug, Clone, Copy)]
+struct CommitTiming {
+    ended: Instant,
+    took: Duration,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("meta", &self.meta)
+            .field("unsynced", &self.unsynced)
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for WriterThread {
     fn drop(&mut self) {
         // Also on a panic: nobody waits forever for a ticket the writer will never resolve.
+        lock(&self.writer).stopped = true;
         self.common.waiters.close();
     }
 }
 
-/// What [`Writer::poll_waiting`] found in the submission channel.
+/// What [`Writer::commit_inline`] did with a submission.
+pub(super) enum Inline {
+    /// Committed (or failed) and resolved: the submission's seqs and ticket.
+    Done(super::Submitted),
+    /// Not now (the writer is busy, or the work needs the writer thread): the submission,
+    /// for the channel.
+    NotNow(super::Prepared),
+}
+
+/// What [`WriterThread::poll_waiting`] found in the submission channel, or what waiting
+/// on it brought.
 enum Waiting {
     Batch(Batch),
     Empty,
     Closed,
+    /// Nothing arrived within the maintenance interval, or an inline commit left retention
+    /// work: time for [`Writer::maintain`].
+    Idle,
 }
 
 /// The writer's journal state (see [`super::journal`]).
@@ -568,14 +627,15 @@ struct Journal {
     last_checkpoint: Instant,
 }
 
-impl Writer {
+impl WriterThread {
     pub(super) fn new(
-        common: Arc<Common>,
+        writer: Arc<std::sync::Mutex<Writer>>,
         rx: mpsc::Receiver<Batch>,
-        progress: watch::Sender<Ticket>,
-        next_seq: Seq,
-        generation: Generation,
     ) -> Result<Self, StoreError> {
+        let (common, nudge) = {
+            let w = lock(&writer);
+            (Arc::clone(&w.common), Arc::clone(&w.nudge))
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -583,6 +643,124 @@ impl Writer {
                 path: common.path.clone(),
                 source,
             })?;
+        Ok(Self {
+            writer,
+            common,
+            rx,
+            rt,
+            nudge,
+        })
+    }
+
+    /// Runs until every handle is gone (or `close`), committing what was submitted.
+    pub(super) fn run(mut self) {
+        let interval = self
+            .common
+            .cfg
+            .maintenance_interval
+            .max(Duration::from_millis(10));
+        // Read while the lock is held for work anyway: the thread takes the lock only to
+        // commit or maintain, so an idle thread never makes a submitter miss it.
+        let mut more_to_trim = false;
+        loop {
+            // With a retention backlog, keep trimming whenever no submission is waiting.
+            let wait = if more_to_trim {
+                Duration::ZERO
+            } else {
+                interval
+            };
+            let next = match self.poll_waiting() {
+                Waiting::Batch(batch) => Waiting::Batch(batch),
+                Waiting::Closed => Waiting::Closed,
+                Waiting::Empty | Waiting::Idle => {
+                    let rx = &mut self.rx;
+                    let nudge = &self.nudge;
+                    self.rt.block_on(async move {
+                        tokio::select! {
+                            received = tokio::time::timeout(wait, rx.recv()) => match received {
+                                Ok(Some(batch)) => Waiting::Batch(batch),
+                                Ok(None) => Waiting::Closed,
+                                Err(_elapsed) => Waiting::Idle,
+                            },
+                            () = nudge.notified() => Waiting::Idle,
+                        }
+                    })
+                }
+            };
+            match next {
+                Waiting::Empty | Waiting::Idle => {
+                    let mut writer = lock(&self.writer);
+                    writer.maintain();
+                    more_to_trim = writer.more_to_trim;
+                }
+                Waiting::Closed => break,
+                Waiting::Batch(batch) => {
+                    let writer = Arc::clone(&self.writer);
+                    let mut writer = lock(&writer);
+                    let group = self.gather(batch);
+                    writer.commit_group(group);
+                    more_to_trim = writer.more_to_trim;
+                }
+            }
+        }
+        let mut writer = lock(&self.writer);
+        writer.sync();
+        writer.stop();
+    }
+
+    /// The next submission if one is already waiting. Under load it usually is, and taking
+    /// it directly skips entering the wait runtime (timer registration and a park check)
+    /// for every group.
+    fn poll_waiting(&mut self) -> Waiting {
+        match self.rx.try_recv() {
+            Ok(batch) => Waiting::Batch(batch),
+            Err(mpsc::error::TryRecvError::Disconnected) => Waiting::Closed,
+            Err(mpsc::error::TryRecvError::Empty) => Waiting::Empty,
+        }
+    }
+
+    /// Collects the submissions already waiting (and those arriving within the linger).
+    fn gather(&mut self, first: Batch) -> Vec<Batch> {
+        let cfg = &self.common.cfg;
+        let linger = cfg.group_commit_linger.min(MAX_LINGER);
+        let deadline = Instant::now() + linger;
+        let mut messages = first.appends;
+        let mut bytes = first.bytes;
+        let mut group = vec![first];
+        while messages < cfg.group_commit_max_messages && bytes < cfg.group_commit_max_bytes {
+            let next = match self.rx.try_recv() {
+                Ok(b) => b,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    let rx = &mut self.rx;
+                    let wait = async move {
+                        tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), rx.recv())
+                            .await
+                    };
+                    match self.rt.block_on(wait) {
+                        Ok(Some(b)) => b,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            };
+            messages += next.appends;
+            bytes += next.bytes;
+            group.push(next);
+        }
+        group
+    }
+}
+
+impl Writer {
+    pub(super) fn new(
+        common: Arc<Common>,
+        progress: watch::Sender<Ticket>,
+        next_seq: Seq,
+        generation: Generation,
+    ) -> Result<Self, StoreError> {
         let c = &common.counters;
         let meta = Meta {
             next_seq,
@@ -616,9 +794,7 @@ impl Writer {
         };
         Ok(Self {
             common,
-            rx,
             progress,
-            rt,
             meta,
             seen_next_seq: next_seq,
             over_budget: false,
@@ -626,53 +802,62 @@ impl Writer {
             unsynced: false,
             more_to_trim: false,
             journal,
+            stopped: false,
+            nudge: Arc::default(),
+            last_commit: None,
         })
     }
 
-    /// Runs until every handle is gone (or `close`), committing what was submitted.
-    pub(super) fn run(mut self) {
-        let interval = self
-            .common
-            .cfg
-            .maintenance_interval
-            .max(Duration::from_millis(10));
-        loop {
-            // With a retention backlog, keep trimming whenever no submission is waiting.
-            let wait = if self.more_to_trim {
-                Duration::ZERO
-            } else {
-                interval
-            };
-            let first = match self.poll_waiting() {
-                Waiting::Batch(batch) => Ok(Some(batch)),
-                Waiting::Closed => Ok(None),
-                Waiting::Empty => {
-                    let rx = &mut self.rx;
-                    self.rt
-                        .block_on(async move { tokio::time::timeout(wait, rx.recv()).await })
-                }
-            };
-            match first {
-                Err(_elapsed) => self.maintain(),
-                Ok(None) => break,
-                Ok(Some(batch)) => {
-                    let group = self.gather(batch);
-                    self.commit_group(group);
-                }
-            }
+    /// Commits `prepared` in the calling thread when the writer is idle: the writer thread
+    /// is running, every ticket before this one has resolved, at least as long has passed
+    /// since the last commit as that commit took, no linger is configured, and
+    /// the commit needs no fsync, checkpoint, reopen or known retention work (all of which
+    /// stay on the writer thread, which is nudged if the commit's own retention step finds
+    /// more). Called with the writer's lock held, which keeps the thread from committing
+    /// until this ticket has resolved; `submit` is the submission state, locked after the
+    /// writer's. On success the ticket has resolved (committed or failed, see
+    /// [`super::Store::outcome`]) before this returns.
+    pub(super) fn commit_inline(
+        &mut self,
+        submit: &std::sync::Mutex<super::SubmitState>,
+        prepared: super::Prepared,
+    ) -> Result<Inline, StoreError> {
+        let mut state = lock(submit);
+        if state.tx.is_none() {
+            return Err(StoreError::Closed);
         }
-        self.sync();
+        let idle = *self.progress.borrow() == Ticket(state.next_ticket - 1);
+        // Submissions arriving closer together than a commit takes are load: the thread
+        // groups them (and an inline commit would hold up the submitting task's runtime
+        // thread for every one of them). A lone publisher's next batch comes a round trip
+        // after its commit.
+        let spaced = self.last_commit.is_none_or(|c| c.ended.elapsed() >= c.took);
+        let light = !self.stopped
+            && !self.needs_reopen
+            && !self.over_budget
+            && !self.more_to_trim
+            && !self.checkpoint_due()
+            && (self.journal.is_some() || !prepared.immediate);
+        // A linger asks for groups gathered over time: only the thread gathers.
+        let gathering = !self.common.cfg.group_commit_linger.is_zero();
+        if !idle || !spaced || !light || gathering {
+            return Ok(Inline::NotNow(prepared));
+        }
+        let (batch, submitted) = super::assign(&mut state, prepared);
+        drop(state);
+        self.commit_group(vec![batch]);
+        if self.more_to_trim {
+            // The commit's retention step deleted a full batch: the thread goes on.
+            self.nudge.notify_one();
+        }
+        Ok(Inline::Done(submitted))
     }
 
-    /// The next submission if one is already waiting. Under load it usually is, and taking
-    /// it directly skips entering the wait runtime (timer registration and a park check)
-    /// for every group.
-    fn poll_waiting(&mut self) -> Waiting {
-        match self.rx.try_recv() {
-            Ok(batch) => Waiting::Batch(batch),
-            Err(mpsc::error::TryRecvError::Disconnected) => Waiting::Closed,
-            Err(mpsc::error::TryRecvError::Empty) => Waiting::Empty,
-        }
+    /// Ends the write path when the thread ends (after its last [`Writer::sync`]): no more
+    /// inline commits, and the journal (with its fsync thread) closes as before.
+    fn stop(&mut self) {
+        self.stopped = true;
+        self.journal = None;
     }
 
     /// Makes earlier non-durable commits (QoS 0 only, or everything under a journal) durable
@@ -747,42 +932,19 @@ impl Writer {
         })
     }
 
-    /// Collects the submissions already waiting (and those arriving within the linger).
-    fn gather(&mut self, first: Batch) -> Vec<Batch> {
-        let cfg = &self.common.cfg;
-        let linger = cfg.group_commit_linger.min(MAX_LINGER);
-        let deadline = Instant::now() + linger;
-        let mut messages = first.appends;
-        let mut bytes = first.bytes;
-        let mut group = vec![first];
-        while messages < cfg.group_commit_max_messages && bytes < cfg.group_commit_max_bytes {
-            let next = match self.rx.try_recv() {
-                Ok(b) => b,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                    let rx = &mut self.rx;
-                    let wait = async move {
-                        tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), rx.recv())
-                            .await
-                    };
-                    match self.rt.block_on(wait) {
-                        Ok(Some(b)) => b,
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-            };
-            messages += next.appends;
-            bytes += next.bytes;
-            group.push(next);
-        }
-        group
-    }
-
     /// Commits a group; on failure retries its submissions one by one.
     fn commit_group(&mut self, group: Vec<Batch>) {
+        let started = Instant::now();
+        self.commit_group_untimed(group);
+        let ended = Instant::now();
+        self.last_commit = Some(CommitTiming {
+            ended,
+            took: ended - started,
+        });
+    }
+
+    /// [`Writer::commit_group`] without recording its timing.
+    fn commit_group_untimed(&mut self, group: Vec<Batch>) {
         for b in &group {
             for op in &b.ops {
                 if let Op::Append { seq, .. } = op {
