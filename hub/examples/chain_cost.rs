@@ -12,7 +12,10 @@
 //! Subtracting a run of 20 rounds from one of 120 leaves the steady-state instructions of
 //! `Chain::run_filtered` for 100 × 256 messages. `GUEST_DIR` points at another build of the
 //! guests (`tern_filter_<name>.wasm`); `TERN_FILTER_PERFMAP=1` lets `perf` name their
-//! functions.
+//! functions. A third argument replaces the chain's config (`chain_cost router 20000
+//! 'sensors/{device}/temp -> keep'`). It also prints the time per message spent in
+//! `Chain::run_filtered` (the input's clone is outside it), a quick figure between
+//! criterion runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,15 +68,22 @@ fn main() {
         Some(dir) => Path::new(&dir).join(format!("tern_filter_{name}.wasm")),
         None => guest_wasm(guest),
     };
+    let custom = args.next();
+    let config = custom.as_deref().unwrap_or(config);
     let filter = host.deploy(&name, &wasm, config).expect("deploy");
     let chain = Chain::new(vec![filter], FailurePolicy::Pass);
     let input = telemetry::batch(256);
     let mut outputs = 0usize;
+    let mut in_chain = Duration::ZERO;
     for _ in 0..rounds {
-        outputs += chain
-            .run_filtered(std::hint::black_box(input.clone()))
-            .into_iter()
-            .count();
+        let batch = std::hint::black_box(input.clone());
+        let started = std::time::Instant::now();
+        let filtered = chain.run_filtered(batch);
+        in_chain += started.elapsed();
+        outputs += filtered.into_iter().count();
     }
-    println!("{name}: {rounds} batches of 256, {outputs} outputs");
+    let per_message = in_chain.as_secs_f64() * 1e9 / (rounds.max(1) * input.len()) as f64;
+    println!(
+        "{name}: {rounds} batches of 256, {outputs} outputs, {per_message:.1} ns per message in run_filtered"
+    );
 }

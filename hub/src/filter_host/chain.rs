@@ -401,27 +401,32 @@ fn apply(filter: &LoadedFilter, run: &mut Run, group: &[usize], decisions: Decis
         kept: group.len(),
         ..BatchTally::default()
     };
-    if let Decisions::Edited { kept, edits } = decisions {
-        for (&i, kept) in group.iter().zip(kept) {
+    if let Decisions::Edited(edited) = decisions {
+        for (&i, kept) in group.iter().zip(edited.kept) {
             if !kept {
                 run.fates[i] = Fate::Dropped;
                 tally.kept -= 1;
             }
         }
-        for edit in edits {
-            let Some(&i) = group.get(edit.index) else {
+        for (index, replacement) in edited.replacements {
+            let Some(&i) = group.get(index) else {
                 continue;
             };
-            if let Some(replacement) = edit.replacement {
-                tally.replaced += 1;
-                if replacement.topic != run.messages[i].topic {
-                    run.remember_published(i);
-                }
-                (*replacement).apply(&mut run.messages[i]);
+            tally.replaced += 1;
+            if replacement.topic != run.messages[i].topic {
+                run.remember_published(i);
             }
-            if let Some(routes) = edit.routes {
-                tally.routed += 1;
-                run.set_routes(i, routes);
+            replacement.apply(&mut run.messages[i]);
+        }
+        tally.routed = edited.routed;
+        // The whole batch's first routes (a router's case): adopted as they are.
+        if run.routes.is_empty() && group.len() == run.messages.len() {
+            run.routes = edited.routes;
+        } else {
+            for (index, routes) in edited.routes.into_iter().enumerate() {
+                if let (Some(routes), Some(&i)) = (routes, group.get(index)) {
+                    run.set_routes(i, routes);
+                }
             }
         }
     }

@@ -129,20 +129,34 @@ fn qos_byte(qos: QoS) -> u8 {
 pub(crate) enum Decisions {
     /// Every message kept unchanged: the common case, no allocation.
     Unchanged,
-    /// Per message: kept or not; plus the edits of kept messages, ascending by index.
-    Edited {
-        kept: Vec<bool>,
-        edits: Vec<OwnedEdit>,
-    },
+    /// Some message was dropped, replaced or routed.
+    Edited(Edited),
 }
 
-/// One edit, owned. The replacement is boxed: it is rare, and an edit that only routes stays
-/// small to move.
-#[derive(Debug)]
-pub(crate) struct OwnedEdit {
-    pub(crate) index: usize,
-    pub(crate) replacement: Option<Box<Replacement>>,
-    pub(crate) routes: Option<RouteSet>,
+/// The decisions for a batch in which something changed, by batch position. Routes are kept
+/// per message, so a chain adopts a whole batch's routes without touching them one by one.
+#[derive(Debug, Default)]
+pub(crate) struct Edited {
+    /// Per message: kept or not.
+    pub(crate) kept: Vec<bool>,
+    /// The replaced messages and their replacements, ascending.
+    pub(crate) replacements: Vec<(usize, Replacement)>,
+    /// Per message its destinations; empty when the filter routed nothing.
+    pub(crate) routes: Vec<Option<RouteSet>>,
+    /// How many messages have routes.
+    pub(crate) routed: usize,
+}
+
+impl Edited {
+    fn set_routes(&mut self, index: usize, routes: RouteSet) {
+        if self.routes.is_empty() {
+            self.routes.resize_with(self.kept.len(), || None);
+        }
+        if let Some(slot) = self.routes.get_mut(index) {
+            *slot = Some(routes);
+            self.routed += 1;
+        }
+    }
 }
 
 /// The destinations of one message: a single one (the common case) without an allocation of
@@ -280,8 +294,10 @@ pub(crate) fn decide(buf: &[u8], batch: &Answered<'_>) -> Result<Decisions, Stri
     if verdicts.unchanged() {
         return Ok(Decisions::Unchanged);
     }
-    let kept = (0..count).map(|i| verdicts.is_kept(i)).collect();
-    let mut edits = Vec::with_capacity(verdicts.edits().len());
+    let mut edited = Edited {
+        kept: (0..count).map(|i| verdicts.is_kept(i)).collect(),
+        ..Edited::default()
+    };
     let mut bridges = BridgeNames::default();
     let mut all = verdicts.edits();
     loop {
@@ -289,11 +305,7 @@ pub(crate) fn decide(buf: &[u8], batch: &Answered<'_>) -> Result<Decisions, Stri
         if let Some(single) = all.next_single_template() {
             let route = template_route(batch, single.index, single.template, single.spans)
                 .map_err(|e| format!("message {}: {e}", single.index))?;
-            edits.push(OwnedEdit {
-                index: single.index,
-                replacement: None,
-                routes: Some(RouteSet::One(route)),
-            });
+            edited.set_routes(single.index, RouteSet::One(route));
             continue;
         }
         let Some(edit) = all.next() else {
@@ -307,7 +319,6 @@ pub(crate) fn decide(buf: &[u8], batch: &Answered<'_>) -> Result<Decisions, Stri
                     .view()
                     .map_err(|e| e.to_string())
                     .and_then(|view| replacement(&view, batch.contents.properties))
-                    .map(Box::new)
                     .map_err(|e| format!("message {index}: {e}"))
             })
             .transpose()?;
@@ -330,13 +341,14 @@ pub(crate) fn decide(buf: &[u8], batch: &Answered<'_>) -> Result<Decisions, Stri
                 }
             })
             .transpose()?;
-        edits.push(OwnedEdit {
-            index,
-            replacement,
-            routes,
-        });
+        if let Some(replacement) = replacement {
+            edited.replacements.push((index, replacement));
+        }
+        if let Some(routes) = routes {
+            edited.set_routes(index, routes);
+        }
     }
-    Ok(Decisions::Edited { kept, edits })
+    Ok(Decisions::Edited(edited))
 }
 
 /// A topic a filter may give a message that stays in the hub: a valid topic name, not a `$`
@@ -529,12 +541,14 @@ mod tests {
         )
         .expect("writable");
         let buf = w.finish();
-        let Ok(Decisions::Edited { kept, edits }) = decide_for(&buf, &["a", "b"], &[]) else {
+        let Ok(Decisions::Edited(edited)) = decide_for(&buf, &["a", "b"], &[]) else {
             panic!("valid verdicts refused");
         };
-        assert_eq!(kept, [false, true]);
+        assert_eq!(edited.kept, [false, true]);
+        assert_eq!(edited.routed, 1);
+        assert_eq!(edited.routes[0], None);
         assert_eq!(
-            edits[0].routes,
+            edited.routes[1],
             Some(RouteSet::One(Route::Bridge {
                 bridge: Arc::from("cloud"),
                 topic: "up/1".into()
@@ -581,23 +595,23 @@ mod tests {
         let topics = ["sensors/dev-1/temp", "sensors/dev-22/temp"];
         let spans = [TopicSpan { start: 8, end: 14 }];
         let buf = template_verdicts(2, 1, 1, &spans);
-        let Ok(Decisions::Edited { edits, .. }) = decide_for(&buf, &topics, &templates) else {
+        let Ok(Decisions::Edited(edited)) = decide_for(&buf, &topics, &templates) else {
             panic!("valid template route refused");
         };
-        assert_eq!(edits[0].index, 1);
+        assert_eq!(edited.routes[0], None);
         assert_eq!(
-            edits[0].routes,
+            edited.routes[1],
             Some(RouteSet::One(Route::Bridge {
                 bridge: Arc::from("cloud"),
                 topic: "site-7/dev-22/temperature".into()
             }))
         );
         let buf = template_verdicts(2, 0, 0, &[TopicSpan { start: 8, end: 13 }]);
-        let Ok(Decisions::Edited { edits, .. }) = decide_for(&buf, &topics, &templates) else {
+        let Ok(Decisions::Edited(edited)) = decide_for(&buf, &topics, &templates) else {
             panic!("valid template route refused");
         };
         assert_eq!(
-            edits[0].routes,
+            edited.routes[0],
             Some(RouteSet::One(Route::Local("local/dev-1".into())))
         );
     }
@@ -653,19 +667,19 @@ mod tests {
             };
             decide(buf, &batch)
         };
-        let Ok(Decisions::Edited { mut edits, .. }) = decide_without(&without) else {
+        let Ok(Decisions::Edited(mut edited)) = decide_without(&without) else {
             panic!("replacement refused");
         };
-        let replacement = edits.remove(0).replacement.expect("a replacement");
+        let (_, replacement) = edited.replacements.remove(0);
         assert_eq!(replacement.user_properties, None, "properties unchanged");
         assert!(
             decide_without(&with).is_err(),
             "properties from a filter that has none"
         );
-        let Ok(Decisions::Edited { mut edits, .. }) = decide_for(&with, &["old"], &[]) else {
+        let Ok(Decisions::Edited(mut edited)) = decide_for(&with, &["old"], &[]) else {
             panic!("replacement refused");
         };
-        let replacement = edits.remove(0).replacement.expect("a replacement");
+        let (_, replacement) = edited.replacements.remove(0);
         assert_eq!(
             replacement.user_properties,
             Some(vec![("k".to_owned(), "v".to_owned())])
