@@ -304,3 +304,80 @@ fn batches_without_properties_carry_none_and_say_so() {
     buf[1] = 0b100;
     assert!(Batch::parse(&buf).is_err());
 }
+
+mod model {
+    //! Rendering agrees with a naive model for arbitrary templates, topics and spans (one-span
+    //! templates take their own path; the model does not care).
+
+    use proptest::prelude::*;
+    use tern_filter_abi::{CheckedTemplate, Spans, Template, TemplatePart};
+
+    /// What rendering should give: `None` where it must fail.
+    fn naive(
+        parts: &[TemplatePart],
+        local: bool,
+        topic: &str,
+        spans: &[(u16, u16)],
+    ) -> Option<String> {
+        let needed = parts
+            .iter()
+            .filter_map(|p| match p {
+                TemplatePart::Span(n) => Some(usize::from(*n) + 1),
+                TemplatePart::Text(_) => None,
+            })
+            .max()
+            .unwrap_or(0);
+        if spans.len() != needed {
+            return None;
+        }
+        let texts: Vec<&str> = spans
+            .iter()
+            .map(|&(s, e)| topic.get(usize::from(s)..usize::from(e)))
+            .collect::<Option<_>>()?;
+        let out: String = parts
+            .iter()
+            .map(|p| match p {
+                TemplatePart::Text(t) => t.as_str(),
+                TemplatePart::Span(n) => texts[usize::from(*n)],
+            })
+            .collect();
+        let leading_span = matches!(parts.first(), Some(TemplatePart::Span(_)));
+        let ok = !out.is_empty()
+            && out.len() <= 65_535
+            && !(local && leading_span && out.starts_with('$'));
+        ok.then_some(out)
+    }
+
+    fn part() -> impl Strategy<Value = TemplatePart> {
+        prop_oneof![
+            "[a-z/é]{0,4}".prop_map(TemplatePart::Text),
+            (0u8..3).prop_map(TemplatePart::Span),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn render_agrees_with_the_model(
+            parts in proptest::collection::vec(part(), 1..5),
+            local in any::<bool>(),
+            topic in "[a-z/$é]{0,10}",
+            spans in proptest::collection::vec((0u16..14, 0u16..14), 0..4),
+        ) {
+            let declared = Template {
+                bridge: (!local).then(|| "cloud".to_owned()),
+                parts: parts.clone(),
+            };
+            let Ok(template) = CheckedTemplate::new(declared) else {
+                return Ok(());
+            };
+            let bytes: Vec<u8> = spans
+                .iter()
+                .flat_map(|&(s, e)| [s.to_le_bytes(), e.to_le_bytes()].concat())
+                .collect();
+            let got = template
+                .render(0, &topic, Spans::from_bytes(&bytes).expect("whole spans"))
+                .ok();
+            prop_assert_eq!(got, naive(&parts, local, &topic, &spans));
+        }
+    }
+}
