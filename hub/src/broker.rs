@@ -137,7 +137,7 @@ impl Mailbox {
         deadline: tokio::time::Instant,
     ) -> Option<QueuedMessage> {
         // Usually there is room: one lock, no waiter registration.
-        let mut item = match self.queue().try_push(item) {
+        let mut item = match self.queue().try_push(item, Instant::now()) {
             Ok(()) => {
                 self.notify.notify_one();
                 return None;
@@ -149,7 +149,7 @@ impl Mailbox {
             tokio::pin!(notified);
             // Registered before the check, so a pop in between is not missed.
             notified.as_mut().enable();
-            match self.queue().try_push(item) {
+            match self.queue().try_push(item, Instant::now()) {
                 Ok(()) => {
                     self.notify.notify_one();
                     return None;

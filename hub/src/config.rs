@@ -288,6 +288,12 @@ pub struct SessionConfig {
     pub queue_overflow: QueueOverflow,
     /// Under `backpressure`: how long one publish waits in total for room in full queues.
     pub queue_full_wait: HumanDuration,
+    /// Under `backpressure`: the queue length from which publishers to a connected session
+    /// that is draining its queue (it took a message within the last `queue_full_wait`)
+    /// wait for room, so a subscriber slower than its publishers holds little in memory. A
+    /// session that is not taking messages makes them wait only at `max_queued_messages`.
+    /// A value above `max_queued_messages` counts as `max_queued_messages`.
+    pub queue_wait_level: usize,
     /// Keep alive imposed on clients (v5 Server Keep Alive); zero accepts the client's.
     pub server_keep_alive: HumanDuration,
     /// Cap on the session expiry interval a v5 client may ask for.
@@ -317,6 +323,7 @@ impl Default for SessionConfig {
             queue_window: ByteSize(256 * 1024),
             queue_overflow: QueueOverflow::Backpressure,
             queue_full_wait: HumanDuration(Duration::from_secs(1)),
+            queue_wait_level: 2_000,
             server_keep_alive: HumanDuration(Duration::ZERO),
             max_session_expiry: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
             topic_alias_maximum: 64,
@@ -517,6 +524,9 @@ impl Config {
         }
         if s.max_inflight == 0 {
             return Err(("session.max_inflight", "must be at least 1".into()));
+        }
+        if s.queue_wait_level == 0 {
+            return Err(("session.queue_wait_level", "must be at least 1".into()));
         }
         if s.max_queued_messages == 0 {
             return Err(("session.max_queued_messages", "must be at least 1".into()));

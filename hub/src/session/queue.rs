@@ -62,7 +62,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -82,6 +82,12 @@ const KEEP_CAPACITY: usize = 256;
 /// Publishers waiting for room are woken once the queue is this share of
 /// `max_queued_messages` (at least one entry) below it: `capacity / RESUME_SHARE`.
 const RESUME_SHARE: usize = 8;
+
+/// The length at or below which publishers waiting at `limit` are woken: an eighth of it
+/// (at least one entry) below.
+fn resume_level(limit: usize) -> usize {
+    limit - (limit / RESUME_SHARE).max(1)
+}
 
 /// Most log positions one page read asks the store for. A page also stops at a window's
 /// worth of bytes.
@@ -113,6 +119,11 @@ pub struct QueueLimits {
     pub window_bytes: usize,
     /// Policy at the cap.
     pub overflow: QueueOverflow,
+    /// `queue_wait_level`: where publishers start waiting while the session is draining
+    /// its queue (at most `capacity`).
+    pub wait_level: usize,
+    /// `queue_full_wait`: a session that took a message this recently is draining.
+    pub draining_for: Duration,
 }
 
 impl QueueLimits {
@@ -123,6 +134,8 @@ impl QueueLimits {
             backlog: session.max_backlog_messages,
             window_bytes: usize::try_from(session.queue_window.0).unwrap_or(usize::MAX),
             overflow: session.queue_overflow,
+            wait_level: session.queue_wait_level,
+            draining_for: session.queue_full_wait.0,
         }
     }
 }
@@ -391,6 +404,8 @@ pub struct SessionQueue {
     /// Notified when a pop makes room in a full queue (publishers waiting under
     /// `backpressure`).
     room: Arc<Notify>,
+    /// When the session last took a message ([`SessionQueue::pop`]).
+    last_pop: Option<Instant>,
 }
 
 impl SessionQueue {
@@ -403,6 +418,7 @@ impl SessionQueue {
             limits: QueueLimits {
                 capacity: limits.capacity.max(1),
                 backlog: limits.backlog.max(limits.capacity).max(1),
+                wait_level: limits.wait_level.clamp(1, limits.capacity.max(1)),
                 ..limits
             },
             paged,
@@ -410,6 +426,7 @@ impl SessionQueue {
             stall: None,
             discarded: Vec::new(),
             room: Arc::new(Notify::new()),
+            last_pop: None,
         }
     }
 
@@ -445,10 +462,12 @@ impl SessionQueue {
         }
     }
 
-    /// Queues `item` if the queue is below `max_queued_messages`; otherwise hands it back
+    /// Queues `item` if the queue is below the length where publishers wait: the wait
+    /// level while the session is draining its queue (it took a message within
+    /// `queue_full_wait` of `now`), else `max_queued_messages`. Otherwise hands it back
     /// (nothing is dropped).
-    pub fn try_push(&mut self, item: QueuedMessage) -> Result<(), QueuedMessage> {
-        if self.len() < self.limits.capacity {
+    pub fn try_push(&mut self, item: QueuedMessage, now: Instant) -> Result<(), QueuedMessage> {
+        if self.len() < self.wait_limit(now) {
             let outcome = self.push(item);
             debug_assert_eq!(outcome, PushOutcome::Queued);
             Ok(())
@@ -601,24 +620,44 @@ impl SessionQueue {
     pub fn pop(&mut self, now: Instant, expired: &mut u64) -> Option<QueuedMessage> {
         let before = self.len();
         let item = self.take_front(now, expired);
+        if item.is_some() {
+            self.last_pop = Some(now);
+        }
         self.wake_if_drained(before);
         item
+    }
+
+    /// The queue length from which publishers wait for room at `now` (see
+    /// [`try_push`](Self::try_push)).
+    fn wait_limit(&self, now: Instant) -> usize {
+        let draining = self
+            .last_pop
+            .is_some_and(|at| now.saturating_duration_since(at) <= self.limits.draining_for);
+        if draining {
+            self.limits.wait_level
+        } else {
+            self.limits.capacity
+        }
     }
 
     /// The queue length at or below which publishers waiting for room are woken: an
     /// eighth of `max_queued_messages` (at least one entry) below it.
     pub fn resume_level(&self) -> usize {
-        let capacity = self.limits.capacity;
-        capacity - (capacity / RESUME_SHARE).max(1)
+        resume_level(self.limits.capacity)
     }
 
-    /// Wakes the publishers waiting for room if the queue went from above its resume level
-    /// (`before` entries) to at or below it. A waiter registered while the queue was at
-    /// capacity, above the resume level, so the queue cannot reach room for it without
-    /// crossing the level.
+    /// Wakes the publishers waiting for room if the queue went from above a resume level
+    /// (`before` entries) to at or below it: the one below `max_queued_messages`, or the
+    /// one below the wait level of a draining session. A waiter registered while the queue
+    /// was at one of those limits, above its resume level, so the queue cannot reach room
+    /// for it without crossing that level.
     fn wake_if_drained(&self, before: usize) {
-        let level = self.resume_level();
-        if before > level && self.len() <= level {
+        let len = self.len();
+        let crossed = |limit: usize| {
+            let level = resume_level(limit);
+            before > level && len <= level
+        };
+        if crossed(self.limits.capacity) || crossed(self.limits.wait_level) {
             self.room.notify_waiters();
         }
     }
@@ -793,6 +832,8 @@ mod tests {
             backlog: capacity,
             window_bytes: usize::MAX,
             overflow,
+            wait_level: capacity,
+            draining_for: Duration::from_secs(1),
         }
     }
 
@@ -869,9 +910,9 @@ mod tests {
 
         let mut queue = SessionQueue::new(limits(16, QueueOverflow::Backpressure), false);
         for _ in 0..16 {
-            assert!(queue.try_push(item("m", None)).is_ok());
+            assert!(queue.try_push(item("m", None), Instant::now()).is_ok());
         }
-        assert!(queue.try_push(item("x", None)).is_err());
+        assert!(queue.try_push(item("x", None), Instant::now()).is_err());
         assert_eq!(queue.resume_level(), 14);
         let room = queue.room();
         let mut notified = std::pin::pin!(room.notified());
@@ -883,12 +924,61 @@ mod tests {
         assert!(queue.pop(Instant::now(), &mut expired).is_some());
         assert!(notified.as_mut().poll(&mut cx).is_ready());
         // Room for the woken publisher's batch, not for one message.
-        assert!(queue.try_push(item("x", None)).is_ok());
-        assert!(queue.try_push(item("y", None)).is_ok());
-        assert!(queue.try_push(item("z", None)).is_err());
+        assert!(queue.try_push(item("x", None), Instant::now()).is_ok());
+        assert!(queue.try_push(item("y", None), Instant::now()).is_ok());
+        assert!(queue.try_push(item("z", None), Instant::now()).is_err());
         // A queue of one wakes its waiter once it is empty.
         let one = SessionQueue::new(limits(1, QueueOverflow::Backpressure), false);
         assert_eq!(one.resume_level(), 0);
+    }
+
+    #[test]
+    fn a_draining_session_makes_publishers_wait_at_the_wait_level() {
+        use std::future::Future as _;
+        use std::task::{Context, Waker};
+
+        let low = QueueLimits {
+            wait_level: 4,
+            ..limits(16, QueueOverflow::Backpressure)
+        };
+        let mut queue = SessionQueue::new(low, false);
+        let start = Instant::now();
+        // A session that has taken nothing makes publishers wait only at the capacity.
+        for _ in 0..8 {
+            assert!(queue.try_push(item("m", None), start).is_ok());
+        }
+        // Once it takes messages, from the wait level on.
+        let mut expired = 0;
+        assert!(queue.pop(start, &mut expired).is_some());
+        assert!(queue.try_push(item("x", None), start).is_err());
+        // A session that took nothing for longer than `queue_full_wait` is stalled again.
+        let later = start + Duration::from_secs(2);
+        assert!(queue.try_push(item("x", None), later).is_ok());
+        assert_eq!(queue.len(), 8);
+        // Waiters of a draining session wake at the wait level's resume level (3).
+        let room = queue.room();
+        let mut notified = std::pin::pin!(room.notified());
+        notified.as_mut().enable();
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..4 {
+            assert!(queue.pop(later, &mut expired).is_some());
+        }
+        assert!(notified.as_mut().poll(&mut cx).is_pending(), "woken at 4");
+        assert!(queue.pop(later, &mut expired).is_some());
+        assert!(notified.as_mut().poll(&mut cx).is_ready(), "not woken at 3");
+        assert!(queue.try_push(item("y", None), later).is_ok());
+        // A wait level above the capacity counts as the capacity.
+        let high = QueueLimits {
+            wait_level: 100,
+            ..limits(2, QueueOverflow::Backpressure)
+        };
+        let mut queue = SessionQueue::new(high, false);
+        assert!(queue.try_push(item("a", None), start).is_ok());
+        assert!(queue.pop(start, &mut expired).is_some());
+        for _ in 0..2 {
+            assert!(queue.try_push(item("b", None), start).is_ok());
+        }
+        assert!(queue.try_push(item("c", None), start).is_err());
     }
 
     #[test]
@@ -1003,6 +1093,8 @@ mod tests {
                 backlog,
                 window_bytes: size * window_entries,
                 overflow: QueueOverflow::Backpressure,
+                wait_level: capacity,
+                draining_for: Duration::from_secs(1),
             },
             true,
         )
@@ -1134,9 +1226,9 @@ mod tests {
         let mut log = Log::default();
         let mut queue = paged(2, 3, 5);
         for seq in 0..3 {
-            assert!(queue.try_push(log.append(seq)).is_ok());
+            assert!(queue.try_push(log.append(seq), Instant::now()).is_ok());
         }
-        assert!(queue.try_push(log.append(3)).is_err());
+        assert!(queue.try_push(log.append(3), Instant::now()).is_err());
         // After a vain wait (or offline) the store keeps it, up to the backlog cap.
         assert_eq!(queue.push(log.append(3)), PushOutcome::Queued);
         assert_eq!(queue.push(log.append(4)), PushOutcome::Queued);
