@@ -1,5 +1,5 @@
 //! The binary form: `b"TERN"`, a version byte, a flags byte, then the postcard encoding of
-//! [`Envelope`](crate::Envelope). The writer encodes the header fields last but emits them
+//! [`Envelope`]. The writer encodes the header fields last but emits them
 //! first, so it can append messages before it knows their count and `last_seq`.
 //!
 //! Flags (version 1): bit 0 ([`FLAG_ZSTD`]) says the bytes after the prefix are a zstd

@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's one entry point for checks, fuzzing and benchmarks.
 //!
 //! ```text
-//! cargo xtask test [--quick]   prerequisites, fmt, clippy, no_std builds, tests, short fuzz runs
+//! cargo xtask test [--quick]   prerequisites, fmt, clippy, rustdoc, no_std builds, tests, short fuzz runs
 //! cargo xtask build-filters [--out DIR]
 //!                              filter guests as components in DIR (default target/filters)
 //! cargo xtask fuzz [SECS]      every fuzz target for SECS seconds each (default 60)
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str = "usage:
-  cargo xtask test [--quick]   fmt, clippy, no_std builds, tests, short fuzz runs
+  cargo xtask test [--quick]   fmt, clippy, rustdoc, no_std builds, tests, short fuzz runs
   cargo xtask build-filters [--out DIR]
                                build the filter guests as components in DIR
                                (default target/filters)
@@ -216,6 +216,13 @@ fn test(root: &Path, quick: bool, steps: &mut Steps) -> Result<()> {
                 "warnings",
             ]),
         )?;
+        // Module docs are part of the code: broken or private intra-doc links fail.
+        steps.run(
+            "rustdoc",
+            cargo(root)
+                .args(["doc", "--workspace", "--no-deps"])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )?;
     }
     steps.run(
         "no_std build: tern-mqtt",
@@ -283,6 +290,12 @@ fn test(root: &Path, quick: bool, steps: &mut Steps) -> Result<()> {
             steps.run(
                 "filters: clippy (wasm)",
                 cargo(&filters).args(["clippy", "--release", "--", "-D", "warnings"]),
+            )?;
+            steps.run(
+                "filters: rustdoc",
+                cargo(&filters)
+                    .args(["doc", "--no-deps", "--target", &host])
+                    .env("RUSTDOCFLAGS", "-D warnings"),
             )?;
             steps.run(
                 "filters: clippy (host, all targets)",

@@ -2,7 +2,7 @@
 //!
 //! # What it owns
 //!
-//! One tokio task per `[[bridge]]` ([`task`]) with its rumqttc connection ([`upstream`]),
+//! One tokio task per `[[bridge]]` (`task`) with its rumqttc connection ([`upstream`]),
 //! and one durable cursor per bridge in the store (key `bridge:<name>`, the next log
 //! position the bridge still needs; retention keeps everything from there on). The bridge
 //! reads the log through the store's public API only and never touches a session.
@@ -40,7 +40,7 @@
 //! - [`envelope`]: `envelope` mode encoding (`tern-envelope`).
 //! - [`tls`]: rustls client configuration from PEM files.
 //! - [`status`]: counters and gauges, published under `$SYS/broker/bridges/<name>/`.
-//! - [`task`]: the loop tying them together.
+//! - `task`: the loop tying them together.
 //! - [`running`]: the running bridges, each with its own stop handle; reload.
 
 pub mod config;

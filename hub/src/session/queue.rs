@@ -11,7 +11,7 @@
 //!   reading the store;
 //! - the **spill**, behind the window, only for persistent (store-tracked) sessions: entries
 //!   the store already has (the message in the log, the queue record in `queue`) are kept
-//!   as log positions in runs of consecutive seqs ([`Segment`], 16 bytes per run, however
+//!   as log positions in runs of consecutive seqs (`Segment`, 16 bytes per run, however
 //!   long), with their delivery details interned once per distinct value.
 //!
 //! A tracked entry (QoS 1/2 for a persistent session, `seq` set) joins the window while
