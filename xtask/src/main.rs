@@ -13,7 +13,7 @@
 //!                              RSS of a running hub, idle and with idle clients ([`footprint`])
 //! ```
 //!
-//! `--quick` skips clippy and fuzzing. Every step prints a header and its duration; the first
+//! `--quick` skips clippy, rustdoc and fuzzing. Every step prints a header and its duration; the first
 //! failing step stops the run with a non-zero exit status that names it.
 //!
 //! Prerequisites are installed when that is possible and stop the run with a message naming
