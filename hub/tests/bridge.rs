@@ -962,10 +962,14 @@ async fn messages_trimmed_by_the_store_are_counted_and_the_bridge_goes_on() {
         .iter()
         .map(|g| g.text()[1..].parse().expect("m<i>"))
         .collect();
-    assert!(
-        indices.windows(2).all(|w| w[0] < w[1]),
-        "order or duplicates"
-    );
+    if let Some(at) = indices.windows(2).position(|w| w[0] >= w[1]) {
+        let around = &indices[at.saturating_sub(5)..(at + 6).min(indices.len())];
+        panic!(
+            "order or duplicates at {at} of {}: {around:?} (first {:?}, trimmed {trimmed})",
+            indices.len(),
+            &indices[..indices.len().min(30)]
+        );
+    }
     assert_eq!(
         indices[indices.len() - 10..],
         (N..N + 10).collect::<Vec<_>>()
