@@ -487,6 +487,15 @@ impl Common {
             .clone()
             .ok_or(StoreError::Unavailable)
     }
+
+    /// The log table in a new read transaction: what every reader of messages starts with.
+    fn read_log(&self) -> Result<redb::ReadOnlyTable<u64, &'static [u8]>, StoreError> {
+        self.db()?
+            .begin_read()
+            .map_err(|e| StoreError::db("read", e))?
+            .open_table(LOG)
+            .map_err(|e| StoreError::db("read", e))
+    }
 }
 
 /// Submission side: held under one lock so seqs and tickets follow channel order.
@@ -773,11 +782,7 @@ impl Store {
     /// expired. A record that cannot be decoded is an error (logged and counted).
     pub fn get(&self, seq: Seq) -> Result<Option<StoredMessage>, StoreError> {
         let common = &self.shared.common;
-        let txn = common
-            .db()?
-            .begin_read()
-            .map_err(|e| StoreError::db("read", e))?;
-        let log = txn.open_table(LOG).map_err(|e| StoreError::db("read", e))?;
+        let log = common.read_log()?;
         let Some(value) = log.get(seq).map_err(|e| StoreError::db("read", e))? else {
             return Ok(None);
         };
@@ -795,11 +800,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let common = &self.shared.common;
         let now = now_millis();
-        let txn = common
-            .db()?
-            .begin_read()
-            .map_err(|e| StoreError::db("read", e))?;
-        let log = txn.open_table(LOG).map_err(|e| StoreError::db("read", e))?;
+        let log = common.read_log()?;
         for seq in seqs {
             let Some(value) = log.get(seq).map_err(|e| StoreError::db("read", e))? else {
                 continue;
@@ -880,11 +881,7 @@ impl Store {
         let resolved = *self.shared.progress.borrow();
         let head = common.counters.head.load(Ordering::Acquire);
         let now = now_millis();
-        let txn = common
-            .db()?
-            .begin_read()
-            .map_err(|e| StoreError::db("read", e))?;
-        let log = txn.open_table(LOG).map_err(|e| StoreError::db("read", e))?;
+        let log = common.read_log()?;
         let mut bytes = 0usize;
         for &seq in seqs {
             if bytes >= max_bytes && !out.is_empty() {
@@ -921,11 +918,7 @@ impl Store {
     ) -> Result<Seq, StoreError> {
         let common = &self.shared.common;
         let now = now_millis();
-        let txn = common
-            .db()?
-            .begin_read()
-            .map_err(|e| StoreError::db("read", e))?;
-        let log = txn.open_table(LOG).map_err(|e| StoreError::db("read", e))?;
+        let log = common.read_log()?;
         let mut next = from;
         let range = log.range(from..).map_err(|e| StoreError::db("read", e))?;
         for entry in range.take(max) {
