@@ -413,6 +413,7 @@ fn fuzz(root: &Path, secs: u64, steps: &mut Steps) -> Result<()> {
         return Ok(());
     }
     let toolchain = steps.step("fuzz prerequisites", fuzz_prerequisites)?;
+    let fuzz_target_dir = root.join("target").join("fuzz");
     for (dir, target) in targets {
         let mut cmd = Command::new("cargo");
         cmd.current_dir(root);
@@ -424,7 +425,11 @@ fn fuzz(root: &Path, secs: u64, steps: &mut Steps) -> Result<()> {
                 cmd.env("RUSTC_BOOTSTRAP", "1");
             }
         }
-        cmd.args(["fuzz", "run", &target, "--fuzz-dir", &dir, "--"])
+        // One target directory for every fuzz crate: the sanitizer builds of the shared
+        // dependencies (libfuzzer-sys, arbitrary, serde) are made once, not once per crate.
+        cmd.args(["fuzz", "run", &target, "--fuzz-dir", &dir, "--target-dir"])
+            .arg(&fuzz_target_dir)
+            .arg("--")
             .arg(format!("-max_total_time={secs}"));
         steps.run(&format!("fuzz {dir}:{target} ({secs}s)"), &mut cmd)?;
     }
@@ -642,6 +647,36 @@ fn cargo(root: &Path) -> Command {
     cmd
 }
 
+/// Free space on the file system of the current directory, as `df` reports it: builds of
+/// this workspace are large, and a step that fails on a full disk should say so.
+struct FreeDisk(Option<u64>);
+
+impl FreeDisk {
+    /// Asks `df` (POSIX output, KiB blocks); unknown when `df` is missing or says nothing.
+    fn now() -> Self {
+        let kib = Command::new("df")
+            .args(["-Pk", "."])
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| {
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let line = text.lines().nth(1)?.to_owned();
+                line.split_whitespace().nth(3)?.parse::<u64>().ok()
+            });
+        FreeDisk(kib)
+    }
+}
+
+impl std::fmt::Display for FreeDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(kib) => write!(f, "{:.1} GiB free", kib as f64 / (1024.0 * 1024.0)),
+            None => f.write_str("free disk unknown"),
+        }
+    }
+}
+
 /// The steps run so far, with their durations, for the closing summary.
 #[derive(Default)]
 struct Steps {
@@ -657,14 +692,15 @@ impl Steps {
         let start = Instant::now();
         let result = f();
         let took = start.elapsed();
+        let free = FreeDisk::now();
         match result {
             Ok(v) => {
-                println!("<== {name}: ok ({:.1}s)", took.as_secs_f64());
+                println!("<== {name}: ok ({:.1}s, {free})", took.as_secs_f64());
                 self.done.push((name.to_string(), took));
                 Ok(v)
             }
             Err(err) => Err(err.context(format!(
-                "step `{name}` failed after {:.1}s",
+                "step `{name}` failed after {:.1}s ({free})",
                 took.as_secs_f64()
             ))),
         }
