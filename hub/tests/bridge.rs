@@ -965,9 +965,11 @@ async fn messages_trimmed_by_the_store_are_counted_and_the_bridge_goes_on() {
     if let Some(at) = indices.windows(2).position(|w| w[0] >= w[1]) {
         let around = &indices[at.saturating_sub(5)..(at + 6).min(indices.len())];
         panic!(
-            "order or duplicates at {at} of {}: {around:?} (first {:?}, trimmed {trimmed})",
+            "order or duplicates at {at} of {}: {around:?} (first {:?}, trimmed {trimmed}, \
+             mosquitto redeliveries set aside {})",
             indices.len(),
-            &indices[..indices.len().min(30)]
+            &indices[..indices.len().min(30)],
+            cloud.redelivered()
         );
     }
     assert_eq!(

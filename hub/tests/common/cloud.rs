@@ -1,7 +1,15 @@
 //! The cloud side of the bridge tests: an MQTT 5 consumer on mosquitto with a persistent
 //! session, subscribed to `#` at QoS 1, that reconnects by itself while mosquitto restarts
 //! (so messages a bridge delivers meanwhile wait for it in mosquitto).
+//!
+//! Like any QoS 1 consumer it may see a message twice: when mosquitto stops before this
+//! client's PUBACK left, the resumed session redelivers the message with DUP set. Such a
+//! redelivery of a message already received is set aside (and counted), so the tests see
+//! what the bridge sent, once per time it sent it.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::QoS;
@@ -12,7 +20,7 @@ use tokio::sync::mpsc;
 use super::RECV_TIMEOUT;
 
 /// One message as the cloud consumer received it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Got {
     pub topic: String,
     pub payload: Vec<u8>,
@@ -38,6 +46,8 @@ impl Got {
 /// The consumer; its event loop task ends when it is dropped.
 pub struct Cloud {
     rx: mpsc::UnboundedReceiver<Got>,
+    /// Redeliveries (DUP) of messages already received, set aside.
+    redelivered: Arc<AtomicUsize>,
     _client: AsyncClient,
     task: tokio::task::JoinHandle<()>,
 }
@@ -54,17 +64,25 @@ impl Cloud {
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let (suback_tx, mut suback_rx) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::unbounded_channel();
+        let redelivered = Arc::new(AtomicUsize::new(0));
+        let redeliveries = Arc::clone(&redelivered);
         let task = tokio::spawn(async move {
+            let mut seen = HashSet::new();
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let props = p.properties.unwrap_or_default();
-                        let _ = tx.send(Got {
+                        let got = Got {
                             topic: String::from_utf8_lossy(&p.topic).into_owned(),
                             payload: p.payload.to_vec(),
                             user: props.user_properties,
                             content_type: props.content_type,
-                        });
+                        };
+                        if !seen.insert(got.clone()) && p.dup {
+                            redeliveries.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        let _ = tx.send(got);
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         let _ = suback_tx.send(());
@@ -85,9 +103,15 @@ impl Cloud {
             .expect("cloud consumer running");
         Cloud {
             rx,
+            redelivered,
             _client: client,
             task,
         }
+    }
+
+    /// How many redeliveries of messages already received were set aside so far.
+    pub fn redelivered(&self) -> usize {
+        self.redelivered.load(Ordering::Relaxed)
     }
 
     /// Receives until `done` says the collection is complete, or fails after `timeout`.
