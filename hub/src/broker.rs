@@ -1416,15 +1416,9 @@ impl Broker {
                 if !is_stored_topic(&message.topic) {
                     continue;
                 }
-                let mut record = message.to_stored(now, now_ms);
-                if let Some(bridge) = bridge_of(i) {
-                    // Kept for that bridge only: not retained, not routed locally.
-                    record.bridge = Some(bridge.to_owned());
-                    ops.push(WriteOp::Append(record));
-                    stored.push(i);
-                    continue;
-                }
-                if message.retain {
+                let bridge = bridge_of(i);
+                // A message kept for one bridge only is not retained (nor routed locally).
+                if message.retain && bridge.is_none() {
                     ops.push(if message.payload.is_empty() {
                         WriteOp::RetainedClear {
                             topic: message.topic.clone(),
@@ -1432,11 +1426,13 @@ impl Broker {
                     } else {
                         WriteOp::RetainedSet {
                             topic: message.topic.clone(),
-                            message: record.clone(),
+                            message: message.to_stored(now, now_ms),
                         }
                     });
                 }
-                ops.push(WriteOp::Append(record));
+                ops.push(WriteOp::append_encoded(
+                    &message.stored_ref(now, now_ms, bridge),
+                )?);
                 stored.push(i);
             }
             if !ops.is_empty() {

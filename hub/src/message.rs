@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tern_mqtt::QoS;
 
-use crate::store::{DeliveryInfo, Seq, StoredMessage, StoredProperties, UnixMillis};
+use crate::store::{
+    DeliveryInfo, Seq, StoredMessage, StoredMessageRef, StoredProperties, StoredPropertiesRef,
+    UnixMillis,
+};
 
 /// Key of a session in the router and the session registry: the MQTT client identifier.
 pub type ClientId = Arc<str>;
@@ -84,11 +87,7 @@ impl Message {
     /// The record the store keeps: the monotonic expiry becomes a wall-clock deadline
     /// (`now_ms` plus the interval left at `now`), so it keeps counting across restarts.
     pub fn to_stored(&self, now: Instant, now_ms: UnixMillis) -> StoredMessage {
-        let expires_ms = self.expiry.map(|e| {
-            let deadline = e.received_at + Duration::from_secs(u64::from(e.interval_secs));
-            let left = deadline.saturating_duration_since(now);
-            now_ms.saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
-        });
+        let expires_ms = self.expires_ms(now, now_ms);
         let p = &self.properties;
         StoredMessage {
             received_ms: now_ms,
@@ -107,6 +106,43 @@ impl Message {
             expires_ms,
             bridge: None,
         }
+    }
+
+    /// [`Message::to_stored`] borrowed from `self`, for the bridge `bridge` alone if given:
+    /// what the ingest path encodes into the log.
+    pub fn stored_ref<'a>(
+        &'a self,
+        now: Instant,
+        now_ms: UnixMillis,
+        bridge: Option<&'a str>,
+    ) -> StoredMessageRef<'a> {
+        let p = &self.properties;
+        StoredMessageRef {
+            received_ms: now_ms,
+            topic: &self.topic,
+            payload: &self.payload,
+            qos: self.qos,
+            retain: self.retain,
+            properties: StoredPropertiesRef {
+                payload_format_indicator: p.payload_format_indicator,
+                content_type: p.content_type.as_deref(),
+                response_topic: p.response_topic.as_deref(),
+                correlation_data: p.correlation_data.as_deref(),
+                user_properties: &p.user_properties,
+            },
+            publisher: &self.publisher,
+            expires_ms: self.expires_ms(now, now_ms),
+            bridge,
+        }
+    }
+
+    /// When the message expires in Unix milliseconds, given that `now` is `now_ms`.
+    fn expires_ms(&self, now: Instant, now_ms: UnixMillis) -> Option<UnixMillis> {
+        self.expiry.map(|e| {
+            let deadline = e.received_at + Duration::from_secs(u64::from(e.interval_secs));
+            let left = deadline.saturating_duration_since(now);
+            now_ms.saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+        })
     }
 
     /// A message read back from the store; its expiry interval restarts at `now` with what
@@ -190,7 +226,73 @@ impl QueuedMessage {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        "[a-z/é]{0,12}"
+    }
+
+    fn bytes() -> impl Strategy<Value = Bytes> {
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(Bytes::from)
+    }
+
+    prop_compose! {
+        fn any_message()(
+            topic in text(),
+            payload in bytes(),
+            qos in 0u8..3,
+            retain in any::<bool>(),
+            payload_format_indicator in proptest::option::of(0u8..2),
+            content_type in proptest::option::of(text()),
+            response_topic in proptest::option::of(text()),
+            correlation_data in proptest::option::of(bytes()),
+            user_properties in proptest::collection::vec((text(), text()), 0..4),
+            expiry in proptest::option::of(0u32..100_000),
+            publisher in text(),
+        ) -> Message {
+            Message {
+                topic,
+                payload,
+                qos: QoS::from_u8(qos).expect("0..3"),
+                retain,
+                properties: MessageProperties {
+                    payload_format_indicator,
+                    content_type,
+                    response_topic,
+                    correlation_data,
+                    user_properties,
+                },
+                expiry: expiry.map(|interval_secs| Expiry {
+                    received_at: Instant::now(),
+                    interval_secs,
+                }),
+                publisher: ClientId::from(publisher),
+            }
+        }
+    }
+
+    proptest! {
+        /// The ingest path's borrowed encoding is the log record of the owned one, and
+        /// reads back as it.
+        #[test]
+        fn borrowed_record_encodes_as_the_owned_one(
+            message in any_message(),
+            bridge in proptest::option::of(text()),
+        ) {
+            let now = Instant::now();
+            let now_ms = 1_700_000_000_000;
+            let mut owned = message.to_stored(now, now_ms);
+            owned.bridge = bridge.clone();
+            let borrowed = message
+                .stored_ref(now, now_ms, bridge.as_deref())
+                .encode()
+                .expect("encodes");
+            prop_assert_eq!(&borrowed, &postcard::to_stdvec(&owned).expect("encodes"));
+            prop_assert_eq!(StoredMessage::decode(&borrowed).expect("decodes"), owned);
+        }
+    }
 
     #[test]
     fn stored_round_trip_keeps_fields_and_remaining_expiry() {

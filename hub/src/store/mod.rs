@@ -104,8 +104,8 @@ use tracing::{info, warn};
 pub use self::error::StoreError;
 pub use self::record::{
     DeliveryInfo, InflightOut, OutboundState, QueueEntry, Recovered, RecoveredSession, Seq,
-    SessionRecord, StoredMessage, StoredProperties, SubscriptionRecord, UnixMillis, WillRecord,
-    now_millis, serde_bytes_compat,
+    SessionRecord, StoredMessage, StoredMessageRef, StoredProperties, StoredPropertiesRef,
+    SubscriptionRecord, UnixMillis, WillRecord, now_millis, serde_bytes_compat,
 };
 use self::tables::{
     ALL_TABLES, CURSORS, INFLIGHT_IN, INFLIGHT_OUT, KEY_FORMAT_VERSION, KEY_HEAD, KEY_LOG_BYTES,
@@ -230,6 +230,8 @@ impl Default for StoreConfig {
 pub enum WriteOp {
     /// Append a message to the log; it receives the next seq (returned by `submit`).
     Append(StoredMessage),
+    /// [`WriteOp::Append`] for a record already encoded ([`WriteOp::append_encoded`]).
+    AppendEncoded(EncodedMessage),
     /// Create or replace a persistent session.
     SessionUpsert(SessionRecord),
     /// Delete a session with its queue and in-flight state.
@@ -352,6 +354,29 @@ pub enum WriteOp {
         /// Transaction id.
         tx: String,
     },
+}
+
+impl WriteOp {
+    /// An append of `message`, encoded now (in the caller's thread, from borrowed fields).
+    pub fn append_encoded(message: &StoredMessageRef<'_>) -> Result<Self, StoreError> {
+        let record = message.encode().map_err(|source| StoreError::Encode {
+            what: "message",
+            source,
+        })?;
+        Ok(WriteOp::AppendEncoded(EncodedMessage {
+            qos0: message.qos == tern_mqtt::QoS::AtMostOnce,
+            record,
+        }))
+    }
+}
+
+/// A log record encoded by [`WriteOp::append_encoded`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedMessage {
+    /// The message is QoS 0 (its commit may be lazier, see the module docs).
+    qos0: bool,
+    /// The postcard encoding of the message's [`StoredMessage`].
+    record: Vec<u8>,
 }
 
 /// What the log holds for one queued position ([`Store::read_queued`]).
@@ -714,7 +739,9 @@ impl Store {
     /// Encodes ops outside the submission lock and applies the quota check.
     fn prepare(&self, ops: Vec<WriteOp>) -> Result<Prepared, StoreError> {
         let common = &self.shared.common;
-        let mut appends = ops.iter().filter(|op| matches!(op, WriteOp::Append(_)));
+        let mut appends = ops
+            .iter()
+            .filter(|op| matches!(op, WriteOp::Append(_) | WriteOp::AppendEncoded(_)));
         if appends.next().is_some() && common.cfg.when_full == WhenFull::Refuse {
             let used = common.counters.bytes.load(Ordering::Relaxed);
             let limit = common.cfg.max_bytes;

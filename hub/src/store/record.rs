@@ -72,6 +72,74 @@ pub struct StoredMessage {
     pub bridge: Option<String>,
 }
 
+/// A [`StoredMessage`] borrowed from the message it describes: it encodes to the same
+/// bytes, without first copying the topic, properties and publisher (the ingest path writes
+/// one per message). Encode-only; records are read back as [`StoredMessage`].
+#[derive(Debug, Serialize)]
+pub struct StoredMessageRef<'a> {
+    /// As [`StoredMessage::received_ms`].
+    pub received_ms: UnixMillis,
+    /// As [`StoredMessage::topic`].
+    pub topic: &'a str,
+    /// As [`StoredMessage::payload`].
+    #[serde(serialize_with = "serde_bytes_compat::serialize_slice")]
+    pub payload: &'a [u8],
+    /// As [`StoredMessage::qos`].
+    #[serde(with = "qos_serde")]
+    pub qos: QoS,
+    /// As [`StoredMessage::retain`].
+    pub retain: bool,
+    /// As [`StoredMessage::properties`].
+    pub properties: StoredPropertiesRef<'a>,
+    /// As [`StoredMessage::publisher`].
+    pub publisher: &'a str,
+    /// As [`StoredMessage::expires_ms`].
+    pub expires_ms: Option<UnixMillis>,
+    /// As [`StoredMessage::bridge`].
+    pub bridge: Option<&'a str>,
+}
+
+/// [`StoredProperties`] borrowed, for [`StoredMessageRef`].
+#[derive(Debug, Serialize)]
+pub struct StoredPropertiesRef<'a> {
+    /// As [`StoredProperties::payload_format_indicator`].
+    pub payload_format_indicator: Option<u8>,
+    /// As [`StoredProperties::content_type`].
+    pub content_type: Option<&'a str>,
+    /// As [`StoredProperties::response_topic`].
+    pub response_topic: Option<&'a str>,
+    /// As [`StoredProperties::correlation_data`].
+    #[serde(serialize_with = "serde_bytes_compat::option::serialize_slice")]
+    pub correlation_data: Option<&'a [u8]>,
+    /// As [`StoredProperties::user_properties`].
+    pub user_properties: &'a [(String, String)],
+}
+
+impl StoredMessageRef<'_> {
+    /// The log record: the encoding of the equal [`StoredMessage`], in a buffer sized for
+    /// it up front (no regrowing while postcard writes).
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        let p = &self.properties;
+        let strings = self.topic.len()
+            + self.payload.len()
+            + self.publisher.len()
+            + p.content_type.map_or(0, str::len)
+            + p.response_topic.map_or(0, str::len)
+            + p.correlation_data.map_or(0, <[u8]>::len)
+            + self.bridge.map_or(0, str::len)
+            + p.user_properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2 * VARINT_MAX)
+                .sum::<usize>();
+        // Every length prefix and number is a varint of at most `VARINT_MAX` bytes.
+        let capacity = strings + 12 * VARINT_MAX;
+        postcard::to_extend(self, Vec::with_capacity(capacity))
+    }
+}
+
+/// Longest postcard varint (a u64).
+const VARINT_MAX: usize = 10;
+
 impl StoredMessage {
     /// Decodes a record of the log or the retained table, format 3 or format 2 (which ends
     /// where `bridge` begins: decoded as `bridge: None`).
@@ -376,6 +444,11 @@ pub mod serde_bytes_compat {
         s.serialize_bytes(b)
     }
 
+    /// The same for a borrowed slice.
+    pub fn serialize_slice<S: Serializer>(b: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
     /// Deserializes a byte string (or, for self-describing formats, a sequence of bytes).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         d.deserialize_byte_buf(BytesVisitor)
@@ -423,6 +496,15 @@ pub mod serde_bytes_compat {
         /// Deserializes an optional byte string.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
             Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+        }
+
+        /// A borrowed slice, written as [`Wrap`] is.
+        #[derive(Serialize)]
+        struct WrapSlice<'a>(#[serde(serialize_with = "super::serialize_slice")] &'a [u8]);
+
+        /// [`serialize`] for a borrowed slice.
+        pub fn serialize_slice<S: Serializer>(b: &Option<&[u8]>, s: S) -> Result<S::Ok, S::Error> {
+            b.map(WrapSlice).serialize(s)
         }
     }
 }

@@ -44,8 +44,8 @@ use super::tables::{
 };
 use super::tx::TxTables;
 use super::{
-    Common, FAILED_RANGES_KEPT, FailedRange, FsyncPolicy, Seq, StoreError, Ticket, WhenFull,
-    WriteOp, lock,
+    Common, EncodedMessage, FAILED_RANGES_KEPT, FailedRange, FsyncPolicy, Seq, StoreError, Ticket,
+    WhenFull, WriteOp, lock,
 };
 
 /// One encoded write, as the writer applies it (and as the journal stores it).
@@ -143,6 +143,11 @@ impl Op {
                 seq: 0,
                 qos0: msg.qos == tern_mqtt::QoS::AtMostOnce,
                 record: encode("message", &msg)?,
+            },
+            WriteOp::AppendEncoded(EncodedMessage { qos0, record }) => Op::Append {
+                seq: 0,
+                qos0,
+                record,
             },
             WriteOp::SessionUpsert(record) => Op::SessionUpsert {
                 record: encode("session", &record)?,
