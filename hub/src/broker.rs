@@ -804,6 +804,7 @@ impl Broker {
                     retain: flight.delivery.retain,
                     subscription_ids: flight.delivery.subscription_ids,
                     seq: Some(flight.seq),
+                    share: None,
                 };
                 inflight.push((packet_id, item, stage));
                 summary.inflight += 1;
@@ -1218,8 +1219,13 @@ impl Broker {
         let generation = entry.generation;
         if session_expiry == 0 {
             let was_stored = entry.stored;
+            let mailbox = Arc::clone(&entry.mailbox);
             state.sessions.remove(client_id);
             state.router.remove_client(client_id);
+            let mut session_state = session_state;
+            let mut undelivered = session_state.take_unconfirmed_shared();
+            undelivered.extend(mailbox.queue().take_shared());
+            self.redeliver_shared(state, client_id, undelivered);
             let mut ops: Vec<WriteOp> = discard_op.into_iter().collect();
             if was_stored {
                 ops.push(WriteOp::SessionDelete {
@@ -1269,6 +1275,63 @@ impl Broker {
             will: immediate_will,
             expiry_timer: (session_expiry != u32::MAX)
                 .then(|| (generation, Duration::from_secs(u64::from(session_expiry)))),
+        }
+    }
+
+    /// Hands each message that shared subscriptions chose `client_id`'s ending session for,
+    /// and that it did not deliver, to another online member of the same subscription
+    /// (MQTT 5.0 §4.8.2), in the order given. A message whose subscription has no member
+    /// online any more is dropped, counted and logged.
+    fn redeliver_shared(&self, state: &mut State, client_id: &ClientId, items: Vec<QueuedMessage>) {
+        if items.is_empty() {
+            return;
+        }
+        let State {
+            router, sessions, ..
+        } = state;
+        let is_online = |k: &ClientId| sessions.get(k).is_some_and(|e| e.connection.is_some());
+        let mut redistributed = 0u64;
+        let mut dropped = 0u64;
+        for item in items {
+            let delivery = item
+                .share
+                .as_deref()
+                .and_then(|share| router.redeliver_shared(share, &is_online));
+            let Some((delivery, entry)) =
+                delivery.and_then(|d| sessions.get(&d.client).map(|entry| (d, entry)))
+            else {
+                dropped += 1;
+                continue;
+            };
+            let message = item.message;
+            let qos = message.qos.min(delivery.qos);
+            let moved = QueuedMessage {
+                qos,
+                retain: message.retain && delivery.retain_as_published,
+                subscription_ids: delivery.identifiers.iter().map(u32::from).collect(),
+                seq: None,
+                share: delivery.share.filter(|_| qos != QoS::AtMostOnce),
+                message,
+            };
+            let (outcome, discarded) = entry.mailbox.push(moved);
+            if !discarded.is_empty() {
+                // Tracked entries the queue dropped; the session removes their records.
+                entry.mailbox.queue().return_discarded(discarded);
+            }
+            if outcome.dropped() {
+                self.metrics.messages_dropped.inc();
+                if let Some(total) = entry.mailbox.count_drop() {
+                    warn!(client_id = %delivery.client, dropped_total = total, "session queue full; message of a shared subscription dropped");
+                }
+            }
+            redistributed += 1;
+        }
+        self.metrics.messages_redistributed.add(redistributed);
+        self.metrics.messages_dropped.add(dropped);
+        if dropped > 0 {
+            warn!(%client_id, redistributed, dropped, "session ended with undelivered messages of shared subscriptions; no other member online for some");
+        } else {
+            info!(%client_id, redistributed, "session ended; its undelivered messages of shared subscriptions went to other members");
         }
     }
 
@@ -1565,6 +1628,9 @@ impl Broker {
                 retain: message.retain && delivery.retain_as_published,
                 subscription_ids: delivery.identifiers.iter().map(u32::from).collect(),
                 seq: tracked,
+                // Acknowledged deliveries of a shared subscription go to another member if
+                // this session ends first.
+                share: delivery.share.filter(|_| qos != QoS::AtMostOnce),
             };
             if let Some(seq) = tracked {
                 queue_ops.push(WriteOp::QueuePush {
@@ -1611,6 +1677,7 @@ impl Broker {
                     subscription_ids: options.identifier.into_iter().map(u32::from).collect(),
                     message,
                     seq: None,
+                    share: None,
                 };
                 let (outcome, discarded) = mailbox.push(item);
                 if !discarded.is_empty() {

@@ -188,6 +188,9 @@ pub struct QueuedMessage {
     /// for a persistent session): its queue and in-flight records name this seq. `None` for
     /// deliveries that live in memory only (clean sessions, QoS 0, retained-on-subscribe).
     pub seq: Option<Seq>,
+    /// The shared subscription (`$share/{group}/{filter}`) that chose this session, if any:
+    /// should the session end before the message is delivered, another member gets it.
+    pub share: Option<Arc<str>>,
 }
 
 impl QueuedMessage {

@@ -122,6 +122,9 @@ pub struct Metrics {
     pub malformed: Counter,
     /// Messages dropped: queue overflow, expiry, or too big for the client.
     pub messages_dropped: Counter,
+    /// Undelivered messages of a shared subscription handed to another member when the
+    /// chosen member's session ended.
+    pub messages_redistributed: Counter,
     /// Clients disconnected for exceeding 1.5× keep alive.
     pub keepalive_timeouts: Counter,
     /// Publishes refused (store full) or left unacknowledged (commit failed).
@@ -473,6 +476,7 @@ impl Default for Metrics {
             bytes_sent: Counter::default(),
             malformed: Counter::default(),
             messages_dropped: Counter::default(),
+            messages_redistributed: Counter::default(),
             keepalive_timeouts: Counter::default(),
             store_refused: Counter::default(),
             filters: Arc::default(),
@@ -540,6 +544,10 @@ impl Metrics {
             (
                 "$SYS/broker/messages/dropped",
                 self.messages_dropped.get().to_string(),
+            ),
+            (
+                "$SYS/broker/messages/redistributed",
+                self.messages_redistributed.get().to_string(),
             ),
             (
                 "$SYS/broker/messages/retained/count",

@@ -6,6 +6,9 @@ use std::collections::BTreeSet;
 
 use common::*;
 
+/// `$SYS` published every second, so counters can be awaited.
+const SYS_FAST: &str = "sys_interval = \"1s\"\n";
+
 /// Receives every PUBLISH arriving until the hub is quiet, acknowledging each.
 async fn drain(c: &mut RawClient) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
@@ -104,6 +107,81 @@ async fn remaining_members_receive_after_one_leaves() {
     }
     assert_eq!(drain(&mut stay).await.len(), 5);
     leave.expect_no_publish(QUIET).await;
+    hub.finish();
+}
+
+/// MQTT 5.0 §4.8.2: when a member's session ends before it acknowledged or even received
+/// messages the group chose it for, another member gets them: nothing the group accepted
+/// is lost with a consumer that crashed. Counted in `$SYS/broker/messages/redistributed`.
+#[tokio::test]
+async fn messages_of_a_member_that_leaves_go_to_another_member() {
+    let hub = Hub::with_config(&format!("[session]\n{SYS_FAST}"));
+    let (mut stay, _) = RawClient::connect_ok(hub.addr(), Connect::v5("rd-stay")).await;
+    stay.subscribe("$share/g/rd/t", 1).await;
+    // One message in flight at a time: the crashing member holds one unacknowledged and
+    // has the rest of its share queued behind it.
+    let (mut crash, _) = RawClient::connect_ok(
+        hub.addr(),
+        Connect::v5("rd-crash").props(Props::new().u16(prop::RECEIVE_MAXIMUM, 1)),
+    )
+    .await;
+    crash.subscribe("$share/g/rd/t", 1).await;
+    let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v5("rd-pub")).await;
+    for i in 0..10u8 {
+        publ.publish(Pub::new("rd/t", &[i]).qos(1, 0)).await;
+    }
+    let mut got = drain(&mut stay).await;
+    assert_eq!(got.len(), 5, "round-robin: half of them to each member");
+    let unacked = crash.recv_publish().await;
+    assert_eq!(unacked.qos, 1);
+    crash.drop_connection().await;
+    let redelivered = drain(&mut stay).await;
+    assert_eq!(redelivered.len(), 5, "{redelivered:?}");
+    assert_eq!(
+        redelivered[0], unacked.payload,
+        "the one in flight first, then the queue"
+    );
+    assert!(
+        redelivered.windows(2).all(|w| w[0] < w[1]),
+        "in their order: {redelivered:?}"
+    );
+    got.extend(redelivered);
+    got.sort();
+    let want: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i]).collect();
+    assert_eq!(got, want, "every message reached the group once");
+    let redistributed = wait_sys_counter(
+        &hub,
+        "$SYS/broker/messages/redistributed",
+        RECV_TIMEOUT,
+        |v| v >= 5,
+    )
+    .await;
+    assert_eq!(redistributed, Some(5));
+    hub.finish();
+}
+
+/// A member's session that ends with nobody else in the group online: its undelivered
+/// messages are dropped and counted (a persistent member would have kept them).
+#[tokio::test]
+async fn messages_of_the_last_member_are_counted_as_dropped() {
+    let hub = Hub::with_config(&format!("[session]\n{SYS_FAST}"));
+    let (mut only, _) = RawClient::connect_ok(
+        hub.addr(),
+        Connect::v5("rd-only").props(Props::new().u16(prop::RECEIVE_MAXIMUM, 1)),
+    )
+    .await;
+    only.subscribe("$share/g/rd-last/t", 1).await;
+    let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v5("rd-last-pub")).await;
+    for i in 0..3u8 {
+        publ.publish(Pub::new("rd-last/t", &[i]).qos(1, 0)).await;
+    }
+    let _unacked = only.recv_publish().await;
+    only.drop_connection().await;
+    let dropped = wait_sys_counter(&hub, "$SYS/broker/messages/dropped", RECV_TIMEOUT, |v| {
+        v >= 3
+    })
+    .await;
+    assert_eq!(dropped, Some(3));
     hub.finish();
 }
 

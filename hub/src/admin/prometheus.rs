@@ -291,6 +291,13 @@ fn messages(x: &mut Exposition, broker: &Broker) {
             stats.dropped_unconsumed,
         );
     }
+    x.single(
+        "tern_messages_redistributed_total",
+        Kind::Counter,
+        "Undelivered messages of a shared subscription handed to another member when the \
+         chosen member's session ended.",
+        m.messages_redistributed.get(),
+    );
 }
 
 fn store(x: &mut Exposition, broker: &Broker) {

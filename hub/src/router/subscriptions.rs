@@ -19,6 +19,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use tern_mqtt::QoS;
 
@@ -170,6 +171,10 @@ pub struct Delivery<K> {
     pub identifiers: SubscriptionIds,
     /// Ordinary or shared subscription.
     pub kind: DeliveryKind,
+    /// For [`DeliveryKind::Shared`]: the shared subscription as subscribed
+    /// (`$share/{group}/{filter}`), to hand its message to another member if this one's
+    /// session ends first ([`SubscriptionTree::redeliver_shared`]).
+    pub share: Option<Arc<str>>,
 }
 
 impl<K> Delivery<K> {
@@ -180,6 +185,17 @@ impl<K> Delivery<K> {
             retain_as_published: options.retain_as_published,
             identifiers: SubscriptionIds::from_option(options.identifier),
             kind,
+            share: None,
+        }
+    }
+
+    fn shared(member: &SharedMember<K>, share: Arc<str>) -> Self
+    where
+        K: Clone,
+    {
+        Self {
+            share: Some(share),
+            ..Self::new(member.client.clone(), &member.options, DeliveryKind::Shared)
         }
     }
 
@@ -220,6 +236,8 @@ struct SharedMember<K> {
 /// One `$share/{group}/{filter}` group: the members and the round-robin position.
 struct SharedGroup<K> {
     name: Box<str>,
+    /// The subscription as subscribed, `$share/{group}/{filter}`.
+    share: Arc<str>,
     /// Members in subscription order; a re-subscribe keeps its position.
     members: Vec<SharedMember<K>>,
     /// Index of the member to try first for the next message.
@@ -239,6 +257,17 @@ impl<K: Eq> SharedGroup<K> {
             .map(|offset| (start + offset) % len)
             .find(|&i| self.members.get(i).is_some_and(|m| is_online(&m.client)))
             .unwrap_or(start);
+        self.next = (chosen + 1) % len;
+        self.members.get(chosen)
+    }
+
+    /// [`pick`](Self::pick) among online members only; `None` when nobody is online.
+    fn pick_online(&mut self, is_online: &dyn Fn(&K) -> bool) -> Option<&SharedMember<K>> {
+        let len = self.members.len();
+        let start = self.next % len.max(1);
+        let chosen = (0..len)
+            .map(|offset| (start + offset) % len)
+            .find(|&i| self.members.get(i).is_some_and(|m| is_online(&m.client)))?;
         self.next = (chosen + 1) % len;
         self.members.get(chosen)
     }
@@ -279,6 +308,7 @@ impl<K: Clone + Eq + Hash> Subscribers<K> {
 
     fn insert_shared(
         &mut self,
+        share: &str,
         group: &str,
         client: K,
         options: SubscriptionOptions,
@@ -288,6 +318,7 @@ impl<K: Clone + Eq + Hash> Subscribers<K> {
             None => {
                 self.shared.push(SharedGroup {
                     name: group.into(),
+                    share: share.into(),
                     members: Vec::new(),
                     next: 0,
                 });
@@ -459,7 +490,7 @@ impl<K: Clone + Eq + Hash> SubscriptionTree<K> {
         let subscribers = self.node_mut(node).subscribers_mut(slot);
         let previous = match parsed.share_group() {
             None => subscribers.direct.insert(client.clone(), options),
-            Some(group) => subscribers.insert_shared(group, client.clone(), options),
+            Some(group) => subscribers.insert_shared(filter, group, client.clone(), options),
         };
         self.clients
             .entry(client)
@@ -576,6 +607,40 @@ impl<K: Clone + Eq + Hash> SubscriptionTree<K> {
             }
         }
         merge.index.clear();
+    }
+
+    /// Another member for a message of the shared subscription `share` (as subscribed,
+    /// `$share/{group}/{filter}`) whose member's session ended before it was delivered: the
+    /// next online member in the group's round-robin. `None` when the subscription is gone or
+    /// none of its members is online (MQTT 5.0 §4.8.2: the server SHOULD send it to another
+    /// subscribing client).
+    pub fn redeliver_shared(
+        &mut self,
+        share: &str,
+        is_online: &dyn Fn(&K) -> bool,
+    ) -> Option<Delivery<K>> {
+        let parsed = TopicFilter::parse(share).ok()?;
+        let name = parsed.share_group()?;
+        let mut node = ROOT;
+        let mut slot = Slot::Exact;
+        for level in parsed.filter().split('/') {
+            if level == MULTI_LEVEL {
+                slot = Slot::Multi;
+                break;
+            }
+            let current = self.nodes.get(node.0)?;
+            node = if level == SINGLE_LEVEL {
+                current.single?
+            } else {
+                *current.children.get(level)?
+            };
+        }
+        let subscribers = self.nodes.get_mut(node.0)?.slot(slot).as_deref_mut()?;
+        let group = subscribers.shared.iter_mut().find(|g| &*g.name == name)?;
+        let share = Arc::clone(&group.share);
+        group
+            .pick_online(is_online)
+            .map(|member| Delivery::shared(member, share))
     }
 
     fn node_mut(&mut self, id: NodeId) -> &mut Node<K> {
@@ -697,12 +762,9 @@ impl<K: Clone + Eq + Hash> Merge<'_, K> {
             self.collect_direct(&subscribers.direct, publisher, out);
         }
         for group in &mut subscribers.shared {
+            let share = Arc::clone(&group.share);
             if let Some(member) = group.pick(is_online) {
-                out.push(Delivery::new(
-                    member.client.clone(),
-                    &member.options,
-                    DeliveryKind::Shared,
-                ));
+                out.push(Delivery::shared(member, share));
             }
         }
     }
@@ -808,6 +870,35 @@ mod tests {
         let mut ids: Vec<u32> = delivery.identifiers.iter().map(NonZeroU32::get).collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// Each shared delivery names its subscription, and `redeliver_shared` finds the same
+    /// group again by that name: the next online member, or nobody.
+    #[test]
+    fn redelivery_picks_another_online_member_of_the_same_share() {
+        for filter in ["$share/g/a/+/c", "$share/g/#", "$share/g/a/b/c"] {
+            let mut t = tree(&[("m1", filter), ("m2", filter), ("other", "$share/h/a/#")]);
+            let shares: Vec<Option<Arc<str>>> = route_from(&mut t, "a/b/c", NOBODY)
+                .into_iter()
+                .filter(|d| d.client != "other")
+                .map(|d| d.share)
+                .collect();
+            assert_eq!(shares, [Some(Arc::from(filter))], "{filter}");
+            let only_m2 = |c: &&'static str| *c == "m2";
+            for _ in 0..3 {
+                let d = t.redeliver_shared(filter, &only_m2).expect("m2 is online");
+                assert_eq!((d.client, d.share.as_deref()), ("m2", Some(filter)));
+            }
+            assert!(t.redeliver_shared(filter, &|_| false).is_none(), "{filter}");
+            assert!(t.redeliver_shared("$share/x/a/b/c", &online).is_none());
+            assert!(
+                t.redeliver_shared("a/b/c", &online).is_none(),
+                "not a share"
+            );
+            t.remove_client(&"m1");
+            t.remove_client(&"m2");
+            assert!(t.redeliver_shared(filter, &online).is_none(), "group gone");
+        }
     }
 
     #[test]

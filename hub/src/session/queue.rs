@@ -319,7 +319,16 @@ impl Spill {
     }
 
     /// Keeps the held entries `keep` accepts; segments that end up empty go.
-    fn retain_held(&mut self, mut keep: impl FnMut(&QueuedMessage) -> bool) {
+    fn retain_held(&mut self, keep: impl FnMut(&QueuedMessage) -> bool) {
+        self.split_held(keep, drop);
+    }
+
+    /// Keeps the held entries `keep` accepts and hands the others, in order, to `removed`.
+    fn split_held(
+        &mut self,
+        mut keep: impl FnMut(&QueuedMessage) -> bool,
+        mut removed: impl FnMut(QueuedMessage),
+    ) {
         let mut old = std::mem::take(&mut self.held);
         for segment in self.segments.iter_mut().filter(|s| s.delivery == HELD) {
             let mut kept = 0;
@@ -327,6 +336,8 @@ impl Spill {
                 if keep(&item) {
                     self.held.push_back(item);
                     kept += 1;
+                } else {
+                    removed(item);
                 }
             }
             self.len -= (segment.len - kept) as usize;
@@ -743,6 +754,9 @@ impl SessionQueue {
                         retain: info.retain,
                         subscription_ids: info.subscription_ids,
                         seq: Some(seq),
+                        // Paged queues belong to persistent sessions, which keep their
+                        // messages when they go (no redelivery to another share member).
+                        share: None,
                     };
                     self.count_loaded(&item);
                     self.window.push_back(item);
@@ -786,6 +800,22 @@ impl SessionQueue {
         if self.window.capacity() > SHRINK_ABOVE {
             self.window.shrink_to(KEEP_CAPACITY);
         }
+    }
+
+    /// Takes the loaded messages a shared subscription chose this session for
+    /// ([`QueuedMessage::share`]), in queue order: the session is ending, and another member
+    /// should get them.
+    pub fn take_shared(&mut self) -> Vec<QueuedMessage> {
+        let (shared, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.window)
+            .into_iter()
+            .partition(|item| item.share.is_some());
+        self.window = rest;
+        self.window_bytes = self.window.iter().map(QueuedMessage::approx_size).sum();
+        let mut taken = Vec::from(shared);
+        self.spill
+            .split_held(|item| item.share.is_none(), |item| taken.push(item));
+        self.room.notify_waiters();
+        taken
     }
 
     /// Drops every QoS 0 message (they are not kept for an offline session).
@@ -856,6 +886,7 @@ mod tests {
             retain: false,
             subscription_ids: Default::default(),
             seq: None,
+            share: None,
         }
     }
 

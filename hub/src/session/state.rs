@@ -314,6 +314,24 @@ impl SessionState {
         self.inflight.get(&packet_id).map(|f| &f.item)
     }
 
+    /// Takes the outbound messages a shared subscription chose this session for whose
+    /// receipt the client has not confirmed (no PUBACK, no PUBREC yet), in send order: the
+    /// session is ending, and another member should get them (MQTT 5.0 §4.8.2).
+    pub fn take_unconfirmed_shared(&mut self) -> Vec<QueuedMessage> {
+        let mut taken: Vec<InFlight> = Vec::new();
+        self.inflight.retain(|_, flight| {
+            let unconfirmed = flight.stage != OutboundStage::AwaitPubComp;
+            if unconfirmed && flight.item.share.is_some() {
+                taken.push(flight.clone());
+                false
+            } else {
+                true
+            }
+        });
+        taken.sort_by_key(|flight| flight.seq);
+        taken.into_iter().map(|flight| flight.item).collect()
+    }
+
     /// Allocates a packet id not in use by an outbound message in flight.
     fn allocate_packet_id(&mut self) -> Option<u16> {
         if self.inflight.len() >= usize::from(u16::MAX) {
@@ -846,6 +864,7 @@ mod tests {
             retain: false,
             subscription_ids: Default::default(),
             seq: None,
+            share: None,
         }
     }
 
