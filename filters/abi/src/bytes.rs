@@ -54,8 +54,8 @@ pub fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
 }
 
 /// Whether `a` and `b` hold the same bytes. Lengths from 2 on are compared as two
-/// overlapping words (the first and the last 2, 4 or 8 bytes) after the whole words: no loop
-/// for short keys, no per-byte assembly of the tail.
+/// overlapping words (the first and the last 2, 4 or 8 bytes), after the whole words beyond
+/// 16 bytes: no loop for short keys, no per-byte assembly of the tail.
 #[inline]
 pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -66,6 +66,8 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         1 => a.first() == b.first(),
         2..=3 => same_ends::<2>(a, b),
         4..=7 => same_ends::<4>(a, b),
+        // The first and last eight bytes cover it all: no loop.
+        8..=16 => same_ends::<8>(a, b),
         _ => {
             let (a_words, _) = a.as_chunks::<8>();
             let (b_words, _) = b.as_chunks::<8>();

@@ -76,16 +76,20 @@ fn write_record_fields<'p>(
         .content_type
         .map(|ct| len16(ct, Field::ContentType).map(|len| (ct, len)))
         .transpose()?;
+    // The body without its properties. A record without properties (a batch for a filter
+    // that does not read them) is then written front to back with its final length: no
+    // placeholders to patch. With properties, the length and count are patched below.
+    let bare_body = MIN_RECORD_LEN - 4
+        + rec.topic.len()
+        + rec.client_id.len()
+        + content_type.map_or(0, |(ct, _)| 2 + ct.len())
+        + payload.map_or(0, |p| 4 + p.len());
     // Room for everything but the properties, so the writes below do not regrow the buffer.
-    buf.reserve(
-        MIN_RECORD_LEN
-            + rec.topic.len()
-            + rec.client_id.len()
-            + content_type.map_or(0, |(ct, _)| 2 + ct.len())
-            + payload.map_or(0, |p| 4 + p.len()),
-    );
-    // Record length (patched below), flags, received_ms and the topic's length: one write.
+    buf.reserve(4 + bare_body);
+    // Record length, flags, received_ms and the topic's length: one write. A length that
+    // does not fit is reported below, after the payload's own check.
     let mut head = [0u8; 15];
+    head[..4].copy_from_slice(&u32::try_from(bare_body).unwrap_or(0).to_le_bytes());
     head[4] = flags;
     head[5..13].copy_from_slice(&rec.received_ms.to_le_bytes());
     head[13..15].copy_from_slice(&topic_len.to_le_bytes());
@@ -98,7 +102,7 @@ fn write_record_fields<'p>(
         buf.extend_from_slice(ct.as_bytes());
     }
     let count_at = buf.len();
-    buf.extend_from_slice(&[0, 0]); // property count, patched below
+    buf.extend_from_slice(&[0, 0]); // property count, patched below if not 0
     let mut count: u16 = 0;
     for (key, value) in properties {
         count = count.checked_add(1).ok_or(AbiError::TooMany {
@@ -114,17 +118,23 @@ fn write_record_fields<'p>(
         buf.extend_from_slice(&value_len.to_le_bytes());
         buf.extend_from_slice(value.as_bytes());
     }
-    patch_u16(buf, count_at, count);
+    if count != 0 {
+        patch_u16(buf, count_at, count);
+    }
     if let Some(p) = payload {
         put_bytes32(buf, p, Field::Payload)?;
     }
+    // The length written up front is right unless properties were written (or it does not
+    // fit a `u32`, which is then the error).
     let body = buf.len() - start - 4;
-    let body = u32::try_from(body).map_err(|_| AbiError::TooLong {
-        field: Field::Record,
-        len: body,
-        max: crate::wire::U32_MAX,
-    })?;
-    patch_u32(buf, start, body);
+    if body != bare_body || u32::try_from(body).is_err() {
+        let body = u32::try_from(body).map_err(|_| AbiError::TooLong {
+            field: Field::Record,
+            len: body,
+            max: crate::wire::U32_MAX,
+        })?;
+        patch_u32(buf, start, body);
+    }
     Ok(())
 }
 
@@ -164,7 +174,10 @@ fn checked_record_layout<'a>(r: &mut Reader<'a>) -> Result<RecordView<'a>, AbiEr
 /// [`read_record_layout`] without error reporting: the record at the front of `buf` and the
 /// bytes after it, or `None` for anything [`split_body`] would refuse (and nothing else it
 /// accepts is refused here), so the caller then runs the checked path to say what is wrong.
-/// Every batch record takes this path; it is a straight run of slice splits.
+/// Every batch record takes this path; it is a straight run of slice splits. Inline: in a
+/// guest's batch loop the view then stays in locals instead of being copied through memory
+/// on its way out.
+#[inline]
 pub(crate) fn quick_record(buf: &[u8], part: Part) -> Option<(RecordView<'_>, &[u8])> {
     let (len, after) = buf.split_first_chunk::<4>()?;
     let (body, after) = after.split_at_checked(usize::try_from(u32::from_le_bytes(*len)).ok()?)?;

@@ -265,7 +265,9 @@ impl VerdictWriter {
     }
 
     /// Routes message `index` to one template: the same bytes as [`route_any`](Self::route_any)
-    /// with that single destination, written in one step (a router's common case).
+    /// with that single destination, written in one step (a router's common case). Inline:
+    /// its caller already holds the route in locals, and a call would pass it through memory.
+    #[inline]
     pub fn route_template(
         &mut self,
         index: usize,
@@ -286,7 +288,7 @@ impl VerdictWriter {
         let [i0, i1, i2, i3] = index32.to_le_bytes();
         let [t0, t1] = route.template.to_le_bytes();
         // Edit index, flags, route count 1, then the destination's head.
-        self.buf.extend([
+        let head = [
             i0,
             i1,
             i2,
@@ -298,11 +300,22 @@ impl VerdictWriter {
             t0,
             t1,
             count,
-        ]);
-        for span in route.spans {
+        ];
+        if let [span] = route.spans {
+            // One span (a route using one capture, the common case): the whole edit in one
+            // fixed-size write.
             let [s0, s1] = span.start.to_le_bytes();
             let [e0, e1] = span.end.to_le_bytes();
-            self.buf.extend([s0, s1, e0, e1]);
+            let [h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10] = head;
+            self.buf
+                .extend([h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, s0, s1, e0, e1]);
+        } else {
+            self.buf.extend(head);
+            for span in route.spans {
+                let [s0, s1] = span.start.to_le_bytes();
+                let [e0, e1] = span.end.to_le_bytes();
+                self.buf.extend([s0, s1, e0, e1]);
+            }
         }
         self.marks.push(EditMark {
             index,
@@ -583,7 +596,7 @@ impl<'a> Verdicts<'a> {
         }
         r.finish()?;
         let edits = edits.get(..edits.len() - r.rest.len()).unwrap_or_default();
-        let all_kept = (0..count).all(|i| bit(bitmap, i));
+        let all_kept = all_set(bitmap, count);
         Ok(Self {
             count,
             bitmap: Some(bitmap),
@@ -624,6 +637,17 @@ impl<'a> Verdicts<'a> {
             remaining: self.edit_count,
         }
     }
+}
+
+/// Whether the first `count` bits of `bitmap` are all set, a byte at a time (the bits past
+/// `count` are known to be 0).
+fn all_set(bitmap: &[u8], count: usize) -> bool {
+    let (full, partial) = bitmap.split_at((count / 8).min(bitmap.len()));
+    let last = match count % 8 {
+        0 => 0,
+        bits => (1u8 << bits) - 1,
+    };
+    full.iter().all(|&byte| byte == 0xff) && partial.first().copied().unwrap_or(0) == last
 }
 
 fn bit(bitmap: &[u8], index: usize) -> bool {
@@ -900,6 +924,11 @@ impl<'a> LazyVerdicts<'a> {
         self.0.unchanged()
     }
 
+    /// Whether every message is kept (edits may still be present).
+    pub fn all_kept(&self) -> bool {
+        self.0.all_kept()
+    }
+
     /// The edits, ascending by message index, only for kept messages.
     pub fn edits(&self) -> LazyEdits<'a> {
         LazyEdits {
@@ -1023,3 +1052,24 @@ impl<'a> Iterator for CheckedRoutes<'a> {
 }
 
 impl ExactSizeIterator for CheckedRoutes<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_set_agrees_with_every_bit() {
+        for count in 0..40usize {
+            let len = count.div_ceil(8);
+            // Every bit pattern of the bytes is too many; one cleared bit anywhere, or none.
+            for cleared in (0..count).map(Some).chain([None]) {
+                let mut bitmap = alloc::vec![0u8; len];
+                for i in (0..count).filter(|&i| Some(i) != cleared) {
+                    bitmap[i / 8] |= 1 << (i % 8);
+                }
+                let expected = (0..count).all(|i| bit(&bitmap, i));
+                assert_eq!(all_set(&bitmap, count), expected, "{count} {cleared:?}");
+            }
+        }
+    }
+}

@@ -117,7 +117,9 @@ fn put_le<const N: usize>(buf: &mut Vec<u8>, bytes: [u8; N]) {
     }
 }
 
-/// Overwrites the `u32` at `at` (a placeholder written earlier).
+/// Overwrites the `u32` at `at` (a placeholder written earlier). Inline: a call costs as
+/// much as the four-byte store.
+#[inline]
 pub(crate) fn patch_u32(buf: &mut [u8], at: usize, v: u32) {
     if let Some(slot) = buf.get_mut(at..at.saturating_add(4)) {
         slot.copy_from_slice(&v.to_le_bytes());
@@ -125,6 +127,7 @@ pub(crate) fn patch_u32(buf: &mut [u8], at: usize, v: u32) {
 }
 
 /// Overwrites the `u16` at `at` (a placeholder written earlier).
+#[inline]
 pub(crate) fn patch_u16(buf: &mut [u8], at: usize, v: u16) {
     if let Some(slot) = buf.get_mut(at..at.saturating_add(2)) {
         slot.copy_from_slice(&v.to_le_bytes());

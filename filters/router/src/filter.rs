@@ -85,7 +85,7 @@ impl Filter for RouterFilter {
             }
             Decided::Route => match self.rendered.single_template() {
                 Some(route) => out.route_template(route),
-                None => out.route_any(self.rendered.host_destinations(&self.table, &self.host)),
+                None => route_all(&self.rendered, &self.table, &self.host, out),
             },
             Decided::Invalid(invalid) => {
                 log_invalid(msg, &invalid);
@@ -96,6 +96,21 @@ impl Filter for RouterFilter {
     }
 }
 
+/// Routes to every destination of the last decision: the general case, out of line because
+/// inside a guest its code would weigh on the common single-template route's registers.
+#[inline(never)]
+fn route_all(
+    rendered: &Rendered,
+    table: &RouteTable,
+    host: &HostRoutes,
+    out: Decision<'_>,
+) -> Result<(), AbiError> {
+    out.route_any(rendered.host_destinations(table, host))
+}
+
+/// Out of line for the same reason as [`route_all`]; rare.
+#[cold]
+#[inline(never)]
 fn log_invalid(msg: &Message<'_>, invalid: &InvalidRoute) {
     tern_filter::log::warn(&format!(
         "dropped a message on {:?}: {invalid}",

@@ -264,10 +264,7 @@ fn parse_pattern<'a>(
         }
         levels.push(Level::Literal(text.into()));
     }
-    let pattern = Pattern {
-        levels: levels.into_boxed_slice(),
-        tail,
-    };
+    let pattern = Pattern::new(levels.into_boxed_slice(), tail);
     Ok((pattern, names))
 }
 

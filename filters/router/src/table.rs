@@ -52,6 +52,91 @@ pub(crate) enum Tail {
 pub(crate) struct Pattern {
     pub(crate) levels: Box<[Level]>,
     pub(crate) tail: Tail,
+    /// Derived from `levels` and `tail`: the fixed text at both ends.
+    anchors: Anchors,
+}
+
+/// The literal levels at both ends of a pattern as one byte string each, so that matching
+/// compares each end in one step and walks level by level only through the levels between
+/// them (for `sensors/{device}/temp`: `sensors/`, then `{device}`, then `/temp`).
+///
+/// A topic matches a pattern whose tail is exact when it has exactly as many levels as the
+/// pattern and every literal level equals its topic level. The prefix is the leading
+/// literal levels that another level follows, each with its `/`; the suffix (exact tail
+/// only) is the trailing literal levels after at least one other level, each with the `/`
+/// before it. A topic that starts with the prefix and ends with the suffix, the two not
+/// overlapping, holds those levels in place, and the levels between them are walked on the
+/// bytes between: the same levels, at the same offsets, as a walk of the whole topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Anchors {
+    prefix: Box<[u8]>,
+    suffix: Box<[u8]>,
+    /// The levels between them: `levels[middle.0..middle.1]`.
+    middle: (usize, usize),
+    between: Between,
+}
+
+/// How the levels between the anchors are matched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Between {
+    /// One level by one, ([`walk`]).
+    #[default]
+    Levels,
+    /// A single `+` or `{name}` level (its capture, if any) and an exact tail: the bytes
+    /// between the anchors are that level when they hold no `/` (a router's common rule,
+    /// `sensors/{device}/temp`).
+    OneLevel(Option<CaptureId>),
+}
+
+impl Anchors {
+    fn new(levels: &[Level], tail: Tail) -> Self {
+        fn literal(level: &Level) -> Option<&[u8]> {
+            match level {
+                Level::Literal(text) => Some(text.as_bytes()),
+                _ => None,
+            }
+        }
+        let mut prefix = Vec::new();
+        let mut lo = 0;
+        // Each prefix level is followed by another level, so its `/` is always there.
+        while let Some(text) = levels
+            .get(lo)
+            .filter(|_| lo + 1 < levels.len())
+            .and_then(literal)
+        {
+            prefix.extend_from_slice(text);
+            prefix.push(b'/');
+            lo += 1;
+        }
+        let mut hi = levels.len();
+        let mut suffix = Vec::new();
+        if tail == Tail::Exact {
+            // Stop before the last level between: at least one stays for the walk, which then
+            // ends exactly where the suffix starts.
+            while hi > lo + 1 {
+                let Some(text) = levels.get(hi - 1).and_then(literal) else {
+                    break;
+                };
+                let mut level = Vec::with_capacity(1 + text.len() + suffix.len());
+                level.push(b'/');
+                level.extend_from_slice(text);
+                level.extend_from_slice(&suffix);
+                suffix = level;
+                hi -= 1;
+            }
+        }
+        let between = match levels.get(lo..hi) {
+            Some([Level::Any]) if tail == Tail::Exact => Between::OneLevel(None),
+            Some([Level::Capture(id)]) if tail == Tail::Exact => Between::OneLevel(Some(*id)),
+            _ => Between::Levels,
+        };
+        Self {
+            prefix: prefix.into_boxed_slice(),
+            suffix: suffix.into_boxed_slice(),
+            middle: (lo, hi),
+            between,
+        }
+    }
 }
 
 /// Byte range of a capture within the topic.
@@ -100,47 +185,77 @@ impl<'a> From<Incoming<'a>> for Subject<'a> {
 }
 
 impl Pattern {
+    /// The pattern `levels` then `tail`.
+    pub(crate) fn new(levels: Box<[Level]>, tail: Tail) -> Self {
+        let anchors = Anchors::new(&levels, tail);
+        Self {
+            levels,
+            tail,
+            anchors,
+        }
+    }
+
     /// Whether `topic` matches; on success `caps` holds every capture of this pattern.
     fn matches(&self, topic: &[u8], caps: &mut Captures) -> bool {
         // MQTT: a filter starting with a wildcard does not match topics starting with `$`.
         if topic.first() == Some(&b'$') && !matches!(self.levels.first(), Some(Level::Literal(_))) {
             return false;
         }
-        // Start of the next unread level; `None` once the last level has been read.
-        let mut next = Some(0);
-        for level in &self.levels {
-            let Some(start) = next else {
-                return false;
-            };
-            let end = match level {
-                // A literal holds no `/`: the level is the literal when the bytes at `start`
-                // are the literal's and the level ends right after them. No search.
-                Level::Literal(literal) => {
-                    let end = start + literal.len();
-                    let same = topic
-                        .get(start..end)
-                        .is_some_and(|segment| same_bytes(segment, literal.as_bytes()));
-                    if !same || !matches!(topic.get(end), None | Some(b'/')) {
-                        return false;
-                    }
-                    end
-                }
-                Level::Any | Level::Capture(_) => {
-                    let rest = topic.get(start..).unwrap_or_default();
-                    let end = find_byte(rest, b'/').map_or(topic.len(), |i| start + i);
-                    if let Level::Capture(id) = level {
-                        caps.set(*id, Span { start, end });
-                    }
-                    end
-                }
-            };
-            next = (end < topic.len()).then_some(end + 1);
+        let Anchors {
+            prefix,
+            suffix,
+            middle: (lo, hi),
+            between,
+        } = &self.anchors;
+        let starts = topic
+            .get(..prefix.len())
+            .is_some_and(|head| same_bytes(head, prefix));
+        if !starts {
+            return false;
         }
+        // The bytes the middle levels lie in: up to the suffix, which must not overlap the
+        // prefix.
+        let inner = if suffix.is_empty() {
+            topic
+        } else {
+            let at = topic
+                .len()
+                .checked_sub(suffix.len())
+                .filter(|&at| at >= prefix.len());
+            match at.and_then(|at| topic.split_at_checked(at)) {
+                Some((inner, tail)) if same_bytes(tail, suffix) => inner,
+                _ => return false,
+            }
+        };
+        if let Between::OneLevel(capture) = between {
+            let start = prefix.len();
+            // The level ends at the first `/` after its start, which must be the suffix's
+            // (or the topic's end when there is no suffix). Searching on into the suffix
+            // finds it in the level's last word instead of assembling a partial one.
+            let rest = topic.get(start..).unwrap_or_default();
+            let end = find_byte(rest, b'/').map_or(topic.len(), |i| start + i);
+            if end != inner.len() {
+                return false;
+            }
+            if let Some(id) = capture {
+                caps.set(
+                    *id,
+                    Span {
+                        start,
+                        end: inner.len(),
+                    },
+                );
+            }
+            return true;
+        }
+        let levels = self.levels.get(*lo..*hi).unwrap_or_default();
+        let next = walk(levels, inner, prefix.len(), caps);
+        // With a suffix the tail is exact and the walk must end where the suffix starts.
         match self.tail {
-            Tail::Exact => next.is_none(),
-            Tail::Any => true,
+            Tail::Exact => next == Some(None),
+            Tail::Any => next.is_some(),
             Tail::Capture(id) => match next {
-                Some(start) => {
+                Some(Some(start)) => {
                     caps.set(
                         id,
                         Span {
@@ -150,10 +265,50 @@ impl Pattern {
                     );
                     true
                 }
-                None => false,
+                _ => false,
             },
         }
     }
+}
+
+/// Matches `levels` one by one against the levels of `topic` from offset `start` (the start
+/// of a level), recording captures as offsets in `topic`. `None`: no match; `Some(next)`:
+/// the start of the first level after them, `None` when they took the rest of `topic`.
+fn walk(
+    levels: &[Level],
+    topic: &[u8],
+    start: usize,
+    caps: &mut Captures,
+) -> Option<Option<usize>> {
+    // Start of the next unread level; `None` once the last level has been read.
+    let mut next = Some(start);
+    for level in levels {
+        let start = next?;
+        let end = match level {
+            // A literal holds no `/`: the level is the literal when the bytes at `start`
+            // are the literal's and the level ends right after them. No search.
+            Level::Literal(literal) => {
+                let end = start + literal.len();
+                let same = topic
+                    .get(start..end)
+                    .is_some_and(|segment| same_bytes(segment, literal.as_bytes()));
+                if !same || !matches!(topic.get(end), None | Some(b'/')) {
+                    return None;
+                }
+                end
+            }
+            Level::Any | Level::Capture(_) => {
+                let rest = topic.get(start..).unwrap_or_default();
+                let end = find_byte(rest, b'/').map_or(topic.len(), |i| start + i);
+                if let Level::Capture(id) = level {
+                    caps.set(*id, Span { start, end });
+                }
+                end
+            }
+        };
+        next = (end < topic.len()).then_some(end + 1);
+    }
+    Some(next)
 }
 
 /// One piece of a compiled topic template.
@@ -602,38 +757,10 @@ impl RouteTable {
         };
         // One destination the hub renders and that is surely valid: nothing to check.
         let checked = single.is_some_and(|only| only.surely_valid(msg.topic.len()));
-        for (destination, route) in destinations.iter().zip(routes).filter(|_| !checked) {
-            let checked = match route {
-                Some(route) if route.surely_valid(msg.topic.len()) => continue,
-                Some(_) => destination.template().check(msg, &out.caps),
-                None => {
-                    let rendered =
-                        destination
-                            .template()
-                            .render_into(msg, &out.caps, &mut out.text);
-                    if rendered.is_ok() {
-                        out.ends.push(out.text.len());
-                    }
-                    rendered
-                }
-            }
-            .and_then(|()| {
-                // The hub refuses local routes to `$` topics (as in `route_subject`).
-                let local = matches!(destination, Destination::Local(_));
-                let first = destination.template().first_byte(msg, &out.caps);
-                if local && first == Some(b'$') {
-                    Err(InvalidTopic::DollarPrefix)
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(reason) = checked {
-                out.clear();
-                return Decided::Invalid(InvalidRoute {
-                    rule: rule.map(|i| i + 1),
-                    reason,
-                });
-            }
+        // Out of line: the loop is for rules the single-route fast path does not cover, and
+        // inside a guest its code would weigh on every routed message's registers.
+        if !checked && let Err(invalid) = check_destinations(msg, rule, destinations, routes, out) {
+            return Decided::Invalid(invalid);
         }
         let captures = host.captures(rule);
         let spans = out.caps.0.iter().take(captures).map(|s| (s.start, s.end));
@@ -674,6 +801,52 @@ impl RouteTable {
     }
 }
 
+/// Checks (or renders, for the router's own destinations) each destination of the action of
+/// `rule` for `msg`, as [`RouteTable::route_for_host`] decides: the first invalid one, if
+/// any (then `out` is cleared).
+#[inline(never)]
+fn check_destinations(
+    msg: Subject<'_>,
+    rule: Option<usize>,
+    destinations: &[Destination],
+    routes: &[Option<HostRoute>],
+    out: &mut Rendered,
+) -> Result<(), InvalidRoute> {
+    for (destination, route) in destinations.iter().zip(routes) {
+        let checked = match route {
+            Some(route) if route.surely_valid(msg.topic.len()) => continue,
+            Some(_) => destination.template().check(msg, &out.caps),
+            None => {
+                let rendered = destination
+                    .template()
+                    .render_into(msg, &out.caps, &mut out.text);
+                if rendered.is_ok() {
+                    out.ends.push(out.text.len());
+                }
+                rendered
+            }
+        }
+        .and_then(|()| {
+            // The hub refuses local routes to `$` topics (as in `route_subject`).
+            let local = matches!(destination, Destination::Local(_));
+            let first = destination.template().first_byte(msg, &out.caps);
+            if local && first == Some(b'$') {
+                Err(InvalidTopic::DollarPrefix)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(reason) = checked {
+            out.clear();
+            return Err(InvalidRoute {
+                rule: rule.map(|i| i + 1),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Whether `topic` is a valid MQTT topic name: 1–65,535 bytes, no `+`, `#` or NUL.
 pub fn is_valid_topic_name(topic: &str) -> bool {
     !topic.is_empty()
@@ -686,10 +859,7 @@ mod tests {
     use super::*;
 
     fn pattern(levels: Vec<Level>, tail: Tail) -> Pattern {
-        Pattern {
-            levels: levels.into_boxed_slice(),
-            tail,
-        }
+        Pattern::new(levels.into_boxed_slice(), tail)
     }
 
     fn spans(p: &Pattern, topic: &str) -> Option<Vec<(usize, usize)>> {
@@ -729,6 +899,63 @@ mod tests {
         assert_eq!(caps.get(CaptureId(200), b"abc"), b"");
         caps.set(CaptureId(0), Span { start: 5, end: 9 });
         assert_eq!(caps.get(CaptureId(0), b"abc"), b"");
+    }
+
+    /// The whole pattern walked level by level from the topic's start, without anchors:
+    /// what [`Pattern::matches`] must agree with.
+    fn walked(p: &Pattern, topic: &[u8], caps: &mut Captures) -> bool {
+        if topic.first() == Some(&b'$') && !matches!(p.levels.first(), Some(Level::Literal(_))) {
+            return false;
+        }
+        let next = walk(&p.levels, topic, 0, caps);
+        match p.tail {
+            Tail::Exact => next == Some(None),
+            Tail::Any => next.is_some(),
+            Tail::Capture(id) => match next {
+                Some(Some(start)) => {
+                    caps.set(
+                        id,
+                        Span {
+                            start,
+                            end: topic.len(),
+                        },
+                    );
+                    true
+                }
+                _ => false,
+            },
+        }
+    }
+
+    fn any_level() -> impl proptest::strategy::Strategy<Value = Level> {
+        use proptest::prelude::*;
+        prop_oneof![
+            prop::sample::select(vec!["a", "b", "", "ab", "a$"])
+                .prop_map(|text| Level::Literal(text.into())),
+            Just(Level::Any),
+            (0u8..3).prop_map(|id| Level::Capture(CaptureId(id))),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn anchored_matching_agrees_with_walking_every_level(
+            levels in proptest::collection::vec(any_level(), 0..5),
+            tail in proptest::prop_oneof![
+                proptest::strategy::Just(Tail::Exact),
+                proptest::strategy::Just(Tail::Any),
+                proptest::strategy::Just(Tail::Capture(CaptureId(3))),
+            ],
+            topic in "[ab/$]{0,9}",
+        ) {
+            let p = pattern(levels, tail);
+            let (mut fast, mut slow) = (Captures::default(), Captures::default());
+            let matched = p.matches(topic.as_bytes(), &mut fast);
+            proptest::prop_assert_eq!(matched, walked(&p, topic.as_bytes(), &mut slow));
+            if matched {
+                proptest::prop_assert_eq!(&fast.0[..4], &slow.0[..4], "{:?} {:?}", p, topic);
+            }
+        }
     }
 
     #[test]

@@ -102,6 +102,7 @@ impl Decision<'_> {
 
     /// Keeps the message and delivers it to one destination, a route to one of the filter's
     /// templates: [`route_any`](Self::route_any) with that destination, in one write.
+    #[inline]
     pub fn route_template(self, route: TemplateRoute<'_>) -> Result<(), AbiError> {
         self.verdicts.route_template(self.index, route)
     }

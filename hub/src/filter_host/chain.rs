@@ -122,6 +122,17 @@ impl Run {
             ..
         } = self;
         let mut bridges = Vec::with_capacity(messages.len());
+        if !fates.contains(&Fate::Dropped) {
+            // Nothing to remove (a router's common case): one pass, routes taken in order.
+            // `routes` is empty when no message was routed.
+            let mut routes = routes.into_iter();
+            bridges.extend(
+                messages
+                    .iter_mut()
+                    .map(|message| bridge_after(message, routes.next().flatten())),
+            );
+            return RoutedBatch::from_parts(messages, bridges);
+        }
         let mut index = 0;
         messages.retain_mut(|message| {
             let i = index;
@@ -130,13 +141,7 @@ impl Run {
                 return false;
             }
             let route = routes.get_mut(i).and_then(Option::take);
-            bridges.push(match route {
-                Some(RouteSet::One(route)) => match retarget(message, route) {
-                    Target::Local => None,
-                    Target::Bridge { bridge } => Some(bridge),
-                },
-                _ => None,
-            });
+            bridges.push(bridge_after(message, route));
             true
         });
         RoutedBatch::from_parts(messages, bridges)
@@ -402,6 +407,7 @@ fn apply(filter: &LoadedFilter, run: &mut Run, group: &[usize], decisions: Decis
         ..BatchTally::default()
     };
     if let Decisions::Edited(edited) = decisions {
+        // `kept` is empty when every message was kept.
         for (&i, kept) in group.iter().zip(edited.kept) {
             if !kept {
                 run.fates[i] = Fate::Dropped;
@@ -501,6 +507,19 @@ fn emit_one(
                 );
             }
         }
+    }
+}
+
+/// Gives `message` the topic of its single route, if it has one, and returns the bridge it
+/// goes to alone (`None`: local), as [`RoutedBatch`] holds it. Only for messages with at
+/// most one destination.
+fn bridge_after(message: &mut Message, routes: Option<RouteSet>) -> Option<Arc<str>> {
+    match routes {
+        Some(RouteSet::One(route)) => match retarget(message, route) {
+            Target::Local => None,
+            Target::Bridge { bridge } => Some(bridge),
+        },
+        _ => None,
     }
 }
 
@@ -674,6 +693,17 @@ mod tests {
                 ("d", &Target::Local)
             ]
         );
+        // Nothing dropped: the single pass gives the same.
+        let alive = || {
+            let mut run = run();
+            run.fates[1] = Fate::Alive;
+            run
+        };
+        let in_place: Vec<Routed> = alive().into_retargeted().into_iter().collect();
+        let mut emitted = Vec::new();
+        alive().emit(&FailurePolicy::Pass, &mut |_, routed| emitted.push(routed));
+        assert_eq!(in_place, emitted);
+        assert_eq!(in_place.len(), 4);
         // Several destinations, or a dead letter, need the general path.
         let mut many = run();
         many.routes[3] = Some(RouteSet::Many(vec![Route::Local("1".into())]));

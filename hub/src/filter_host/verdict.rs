@@ -137,7 +137,10 @@ pub(crate) enum Decisions {
 /// per message, so a chain adopts a whole batch's routes without touching them one by one.
 #[derive(Debug, Default)]
 pub(crate) struct Edited {
-    /// Per message: kept or not.
+    /// The batch's message count.
+    pub(crate) count: usize,
+    /// Per message: kept or not. Empty (no allocation) when every message is kept, a
+    /// router's common case.
     pub(crate) kept: Vec<bool>,
     /// The replaced messages and their replacements, ascending.
     pub(crate) replacements: Vec<(usize, Replacement)>,
@@ -148,9 +151,11 @@ pub(crate) struct Edited {
 }
 
 impl Edited {
+    /// Inline: it runs once per routed message.
+    #[inline]
     fn set_routes(&mut self, index: usize, routes: RouteSet) {
         if self.routes.is_empty() {
-            self.routes.resize_with(self.kept.len(), || None);
+            self.routes.resize_with(self.count, || None);
         }
         if let Some(slot) = self.routes.get_mut(index) {
             *slot = Some(routes);
@@ -294,8 +299,14 @@ pub(crate) fn decide(buf: &[u8], batch: &Answered<'_>) -> Result<Decisions, Stri
     if verdicts.unchanged() {
         return Ok(Decisions::Unchanged);
     }
+    let kept = if verdicts.all_kept() {
+        Vec::new()
+    } else {
+        (0..count).map(|i| verdicts.is_kept(i)).collect()
+    };
     let mut edited = Edited {
-        kept: (0..count).map(|i| verdicts.is_kept(i)).collect(),
+        count,
+        kept,
         ..Edited::default()
     };
     let mut bridges = BridgeNames::default();
@@ -544,7 +555,7 @@ mod tests {
         let Ok(Decisions::Edited(edited)) = decide_for(&buf, &["a", "b"], &[]) else {
             panic!("valid verdicts refused");
         };
-        assert_eq!(edited.kept, [false, true]);
+        assert_eq!((edited.count, &edited.kept[..]), (2, &[false, true][..]));
         assert_eq!(edited.routed, 1);
         assert_eq!(edited.routes[0], None);
         assert_eq!(
@@ -598,6 +609,10 @@ mod tests {
         let Ok(Decisions::Edited(edited)) = decide_for(&buf, &topics, &templates) else {
             panic!("valid template route refused");
         };
+        assert!(
+            edited.kept.is_empty(),
+            "every message kept: no per-message flags"
+        );
         assert_eq!(edited.routes[0], None);
         assert_eq!(
             edited.routes[1],
