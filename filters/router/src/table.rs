@@ -47,6 +47,25 @@ pub(crate) enum Tail {
     Capture(CaptureId),
 }
 
+impl Tail {
+    /// Whether the tail accepts what is left of a topic of `len` bytes after the fixed
+    /// levels matched up to `next` ([`walk`]'s answer), capturing it if it captures.
+    #[inline]
+    fn accepts(self, next: Option<Option<usize>>, len: usize, caps: &mut Captures) -> bool {
+        match self {
+            Tail::Exact => next == Some(None),
+            Tail::Any => next.is_some(),
+            Tail::Capture(id) => match next {
+                Some(Some(start)) => {
+                    caps.set(id, Span { start, end: len });
+                    true
+                }
+                _ => false,
+            },
+        }
+    }
+}
+
 /// A compiled topic pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pattern {
@@ -251,23 +270,7 @@ impl Pattern {
         let levels = self.levels.get(*lo..*hi).unwrap_or_default();
         let next = walk(levels, inner, prefix.len(), caps);
         // With a suffix the tail is exact and the walk must end where the suffix starts.
-        match self.tail {
-            Tail::Exact => next == Some(None),
-            Tail::Any => next.is_some(),
-            Tail::Capture(id) => match next {
-                Some(Some(start)) => {
-                    caps.set(
-                        id,
-                        Span {
-                            start,
-                            end: topic.len(),
-                        },
-                    );
-                    true
-                }
-                _ => false,
-            },
-        }
+        self.tail.accepts(next, topic.len(), caps)
     }
 }
 
@@ -908,23 +911,7 @@ mod tests {
             return false;
         }
         let next = walk(&p.levels, topic, 0, caps);
-        match p.tail {
-            Tail::Exact => next == Some(None),
-            Tail::Any => next.is_some(),
-            Tail::Capture(id) => match next {
-                Some(Some(start)) => {
-                    caps.set(
-                        id,
-                        Span {
-                            start,
-                            end: topic.len(),
-                        },
-                    );
-                    true
-                }
-                _ => false,
-            },
-        }
+        p.tail.accepts(next, topic.len(), caps)
     }
 
     fn any_level() -> impl proptest::strategy::Strategy<Value = Level> {
