@@ -1131,6 +1131,42 @@ mod tests {
         )
     }
 
+    /// An ending session hands over its loaded shared-subscription entries, in queue order,
+    /// from the window and from behind spilled positions; everything else stays queued.
+    #[test]
+    fn shared_entries_are_taken_in_order_from_window_and_spill() {
+        let shared = |payload: &str| QueuedMessage {
+            share: Some(Arc::from("$share/g/t")),
+            ..item(payload, None)
+        };
+        let payloads = |items: &[QueuedMessage]| -> Vec<String> {
+            items
+                .iter()
+                .map(|q| String::from_utf8_lossy(&q.message.payload).into_owned())
+                .collect()
+        };
+        let mut queue = SessionQueue::new(limits(10, QueueOverflow::DropNew), false);
+        for q in [shared("a"), item("b", None), shared("c")] {
+            queue.push(q);
+        }
+        assert_eq!(payloads(&queue.take_shared()), ["a", "c"]);
+        assert_eq!(queue.len(), 1);
+
+        // Paged: a window of one, tracked entries spilled behind it, untracked ones held.
+        let mut log = Log::default();
+        let mut queue = paged(1, 10, 100);
+        queue.push(shared("w"));
+        queue.push(log.append(1));
+        queue.push(log.append(2));
+        queue.push(shared("h1"));
+        queue.push(item("h2", None));
+        queue.push(shared("h3"));
+        assert!(queue.spilled() > 0, "positions behind the window");
+        let before = queue.len();
+        assert_eq!(payloads(&queue.take_shared()), ["w", "h1", "h3"]);
+        assert_eq!(queue.len(), before - 3);
+    }
+
     #[test]
     fn entries_beyond_the_window_are_spilled_and_paged_in_order() {
         let mut log = Log::default();

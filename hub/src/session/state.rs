@@ -896,6 +896,36 @@ mod tests {
         assert_ne!(c.session.allocate_packet_id(), Some(7));
     }
 
+    /// Only deliveries of a shared subscription whose receipt the client has not confirmed
+    /// leave an ending session, in send order; the rest stay.
+    #[test]
+    fn unconfirmed_shared_deliveries_leave_in_send_order() {
+        let item = |topic, seq, share: Option<&str>| QueuedMessage {
+            seq: Some(seq),
+            share: share.map(Arc::from),
+            ..queued(topic, QoS::ExactlyOnce)
+        };
+        let share = Some("$share/g/t/#");
+        let mut state = SessionState::restore(
+            [
+                (1, item("acked-half", 5, share), OutboundStage::AwaitPubComp),
+                (2, item("second", 30, share), OutboundStage::AwaitPubRec),
+                (3, item("direct", 10, None), OutboundStage::AwaitPubAck),
+                (4, item("first", 20, share), OutboundStage::AwaitPubAck),
+            ],
+            [],
+        );
+        let taken: Vec<String> = state
+            .take_unconfirmed_shared()
+            .iter()
+            .map(|q| q.message.topic.clone())
+            .collect();
+        assert_eq!(taken, ["first", "second"]);
+        assert_eq!(state.inflight_len(), 2);
+        assert_eq!(state.inflight_stage(1), Some(OutboundStage::AwaitPubComp));
+        assert_eq!(state.inflight_stage(3), Some(OutboundStage::AwaitPubAck));
+    }
+
     fn header(topic: &str, qos: QoS, packet_id: Option<u16>) -> PublishHeader<'_> {
         PublishHeader {
             topic,
