@@ -1111,6 +1111,7 @@ impl Broker {
                         let mut ops = Vec::new();
                         if let Some(old) = state.sessions.remove(client_id) {
                             state.router.remove_client(client_id);
+                            self.redeliver_ended(state, client_id, &old.mailbox, old.parked);
                             if old.stored {
                                 ops.push(WriteOp::SessionDelete {
                                     client: client_id.to_string(),
@@ -1222,10 +1223,7 @@ impl Broker {
             let mailbox = Arc::clone(&entry.mailbox);
             state.sessions.remove(client_id);
             state.router.remove_client(client_id);
-            let mut session_state = session_state;
-            let mut undelivered = session_state.take_unconfirmed_shared();
-            undelivered.extend(mailbox.queue().take_shared());
-            self.redeliver_shared(state, client_id, undelivered);
+            self.redeliver_ended(state, client_id, &mailbox, Some(session_state));
             let mut ops: Vec<WriteOp> = discard_op.into_iter().collect();
             if was_stored {
                 ops.push(WriteOp::SessionDelete {
@@ -1276,6 +1274,24 @@ impl Broker {
             expiry_timer: (session_expiry != u32::MAX)
                 .then(|| (generation, Duration::from_secs(u64::from(session_expiry)))),
         }
+    }
+
+    /// For a session that just ended (its entry and subscriptions removed): its messages of
+    /// shared subscriptions not yet delivered — unconfirmed in flight (`parked`), then loaded
+    /// in its queue — go to other members ([`Broker::redeliver_shared`]). Messages a
+    /// persistent session kept only as store positions stay with it.
+    fn redeliver_ended(
+        &self,
+        state: &mut State,
+        client_id: &ClientId,
+        mailbox: &Mailbox,
+        parked: Option<SessionState>,
+    ) {
+        let mut undelivered = parked
+            .map(|mut parked| parked.take_unconfirmed_shared())
+            .unwrap_or_default();
+        undelivered.extend(mailbox.queue().take_shared());
+        self.redeliver_shared(state, client_id, undelivered);
     }
 
     /// Hands each message that shared subscriptions chose `client_id`'s ending session for,
@@ -1374,8 +1390,11 @@ impl Broker {
                 if !current {
                     return;
                 }
-                let ended = state.sessions.remove(&client_id);
+                let mut ended = state.sessions.remove(&client_id);
                 state.router.remove_client(&client_id);
+                if let Some(ended) = ended.as_mut() {
+                    broker.redeliver_ended(state, &client_id, &ended.mailbox, ended.parked.take());
+                }
                 ended
             };
             debug!(%client_id, "session expired");

@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use common::*;
 
@@ -158,6 +159,75 @@ async fn messages_of_a_member_that_leaves_go_to_another_member() {
     .await;
     assert_eq!(redistributed, Some(5));
     hub.finish();
+}
+
+/// The other ways a member's session ends hand its undelivered messages on too: a
+/// persistent session expiring while its client is away, and a clean start over a parked
+/// session.
+#[tokio::test]
+async fn messages_of_an_expired_or_replaced_member_session_go_to_another_member() {
+    let hub = Hub::with_config(&format!("[session]\n{SYS_FAST}"));
+    let (mut stay, _) = RawClient::connect_ok(hub.addr(), Connect::v5("rx-stay")).await;
+    stay.subscribe("$share/g/rx/t", 1).await;
+    let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v5("rx-pub")).await;
+    let member = |id: &str, expiry: u32| {
+        Connect::v5(id)
+            .props(Props::new().u16(prop::RECEIVE_MAXIMUM, 1))
+            .session_expiry(expiry)
+    };
+    // Expiry: the member's session outlives its connection by one second.
+    let (mut expiring, _) = RawClient::connect_ok(hub.addr(), member("rx-exp", 1)).await;
+    expiring.subscribe("$share/g/rx/t", 1).await;
+    for i in 0..6u8 {
+        publ.publish(Pub::new("rx/t", &[i]).qos(1, 0)).await;
+    }
+    let mut got = drain(&mut stay).await;
+    assert_eq!(got.len(), 3);
+    let _unacked = expiring.recv_publish().await;
+    expiring.drop_connection().await;
+    // Parked: the messages wait for the member until its session expires.
+    stay.expect_no_publish(Duration::from_millis(300)).await;
+    let expired = drain_until(&mut stay, 3).await;
+    got.extend(expired);
+    got.sort();
+    assert_eq!(got, (0..6u8).map(|i| vec![i]).collect::<Vec<_>>());
+
+    // Clean start over a parked session (expiry one hour) ends it.
+    let (mut replaced, _) = RawClient::connect_ok(hub.addr(), member("rx-rep", 3600)).await;
+    replaced.subscribe("$share/g/rx/t", 1).await;
+    for i in 10..14u8 {
+        publ.publish(Pub::new("rx/t", &[i]).qos(1, 0)).await;
+    }
+    let mut got = drain(&mut stay).await;
+    assert_eq!(got.len(), 2);
+    let _unacked = replaced.recv_publish().await;
+    replaced.drop_connection().await;
+    stay.expect_no_publish(Duration::from_millis(300)).await;
+    let (again, _) = RawClient::connect_ok(hub.addr(), Connect::v5("rx-rep")).await;
+    got.extend(drain_until(&mut stay, 2).await);
+    got.sort();
+    assert_eq!(got, (10..14u8).map(|i| vec![i]).collect::<Vec<_>>());
+    drop(again);
+    let redistributed = wait_sys_counter(
+        &hub,
+        "$SYS/broker/messages/redistributed",
+        RECV_TIMEOUT,
+        |v| v >= 5,
+    )
+    .await;
+    assert_eq!(redistributed, Some(5));
+    hub.finish();
+}
+
+/// Receives and acknowledges `n` PUBLISHes, each within the receive timeout.
+async fn drain_until(c: &mut RawClient, n: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let p = c.recv_publish().await;
+        c.ack(&p).await;
+        got.push(p.payload);
+    }
+    got
 }
 
 /// A member's session that ends with nobody else in the group online: its undelivered
