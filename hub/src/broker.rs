@@ -1340,7 +1340,9 @@ impl Broker {
                     warn!(client_id = %delivery.client, dropped_total = total, "session queue full; message of a shared subscription dropped");
                 }
             }
-            redistributed += 1;
+            if outcome != PushOutcome::DroppedNew {
+                redistributed += 1;
+            }
         }
         self.metrics.messages_redistributed.add(redistributed);
         self.metrics.messages_dropped.add(dropped);
