@@ -121,11 +121,7 @@ async fn messages_of_a_member_that_leaves_go_to_another_member() {
     stay.subscribe("$share/g/rd/t", 1).await;
     // One message in flight at a time: the crashing member holds one unacknowledged and
     // has the rest of its share queued behind it.
-    let (mut crash, _) = RawClient::connect_ok(
-        hub.addr(),
-        Connect::v5("rd-crash").props(Props::new().u16(prop::RECEIVE_MAXIMUM, 1)),
-    )
-    .await;
+    let (mut crash, _) = RawClient::connect_ok(hub.addr(), one_in_flight("rd-crash")).await;
     crash.subscribe("$share/g/rd/t", 1).await;
     let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v5("rd-pub")).await;
     for i in 0..10u8 {
@@ -150,14 +146,7 @@ async fn messages_of_a_member_that_leaves_go_to_another_member() {
     got.sort();
     let want: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i]).collect();
     assert_eq!(got, want, "every message reached the group once");
-    let redistributed = wait_sys_counter(
-        &hub,
-        "$SYS/broker/messages/redistributed",
-        RECV_TIMEOUT,
-        |v| v >= 5,
-    )
-    .await;
-    assert_eq!(redistributed, Some(5));
+    assert_redistributed(&hub, 5).await;
     hub.finish();
 }
 
@@ -170,11 +159,7 @@ async fn messages_of_an_expired_or_replaced_member_session_go_to_another_member(
     let (mut stay, _) = RawClient::connect_ok(hub.addr(), Connect::v5("rx-stay")).await;
     stay.subscribe("$share/g/rx/t", 1).await;
     let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v5("rx-pub")).await;
-    let member = |id: &str, expiry: u32| {
-        Connect::v5(id)
-            .props(Props::new().u16(prop::RECEIVE_MAXIMUM, 1))
-            .session_expiry(expiry)
-    };
+    let member = |id: &str, expiry: u32| one_in_flight(id).session_expiry(expiry);
     // Expiry: the member's session outlives its connection by one second.
     let (mut expiring, _) = RawClient::connect_ok(hub.addr(), member("rx-exp", 1)).await;
     expiring.subscribe("$share/g/rx/t", 1).await;
@@ -208,15 +193,26 @@ async fn messages_of_an_expired_or_replaced_member_session_go_to_another_member(
     got.sort();
     assert_eq!(got, (10..14u8).map(|i| vec![i]).collect::<Vec<_>>());
     drop(again);
-    let redistributed = wait_sys_counter(
-        &hub,
+    assert_redistributed(&hub, 5).await;
+    hub.finish();
+}
+
+/// A v5 member that takes one message at a time (Receive Maximum 1): the rest of what the
+/// group gives it waits in its queue.
+fn one_in_flight(id: &str) -> Connect {
+    Connect::v5(id).props(Props::new().u16(prop::RECEIVE_MAXIMUM, 1))
+}
+
+/// Asserts that `$SYS/broker/messages/redistributed` reaches `count` (and stays there).
+async fn assert_redistributed(hub: &Hub, count: u64) {
+    let got = wait_sys_counter(
+        hub,
         "$SYS/broker/messages/redistributed",
         RECV_TIMEOUT,
-        |v| v >= 5,
+        |v| v >= count,
     )
     .await;
-    assert_eq!(redistributed, Some(5));
-    hub.finish();
+    assert_eq!(got, Some(count));
 }
 
 /// Receives and acknowledges `n` PUBLISHes, each within the receive timeout.
@@ -235,11 +231,7 @@ async fn drain_until(c: &mut RawClient, n: usize) -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn messages_of_the_last_member_are_counted_as_dropped() {
     let hub = Hub::with_config(&format!("[session]\n{SYS_FAST}"));
-    let (mut only, _) = RawClient::connect_ok(
-        hub.addr(),
-        Connect::v5("rd-only").props(Props::new().u16(prop::RECEIVE_MAXIMUM, 1)),
-    )
-    .await;
+    let (mut only, _) = RawClient::connect_ok(hub.addr(), one_in_flight("rd-only")).await;
     only.subscribe("$share/g/rd-last/t", 1).await;
     let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v5("rd-last-pub")).await;
     for i in 0..3u8 {
