@@ -100,14 +100,21 @@ const PAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
 const PAGES_PER_POP: usize = 8;
 
 impl Mailbox {
-    /// An empty inbox; `paged` for a persistent session (see [`SessionQueue`]).
+    /// An empty inbox for a `persistent` session or a clean one. With a store, a persistent
+    /// session's queue is paged; under `queue_in_store` a clean session's queue is paged
+    /// too, and its publishers wait only at the backlog cap (see [`SessionQueue`]).
     fn new(
         config: &Config,
         store: Option<&Store>,
         metrics: &Arc<QueueMetrics>,
-        paged: bool,
+        persistent: bool,
     ) -> Self {
-        let queue = SessionQueue::new(QueueLimits::of(&config.session), paged && store.is_some());
+        let in_store = config.session.queue_in_store && !persistent;
+        let limits = QueueLimits {
+            in_store,
+            ..QueueLimits::of(&config.session)
+        };
+        let queue = SessionQueue::new(limits, (persistent || in_store) && store.is_some());
         Self {
             overflow: queue.overflow(),
             room: queue.room(),
@@ -477,7 +484,17 @@ struct Target {
 pub struct PublishScratch {
     targets: Vec<Target>,
     /// Deliveries computed but not yet pushed into their mailboxes.
-    pending: Vec<(Arc<Mailbox>, ClientId, QueuedMessage)>,
+    pending: Vec<Pending>,
+}
+
+/// One delivery computed by [`Broker::route`], to push into its session's mailbox.
+#[derive(Debug)]
+struct Pending {
+    mailbox: Arc<Mailbox>,
+    client: ClientId,
+    /// The session is persistent: its queue has records in the store.
+    stored: bool,
+    item: QueuedMessage,
 }
 
 /// Outcome of [`Broker::publish_batch`].
@@ -1550,7 +1567,13 @@ impl Broker {
         // Policy `backpressure`: one deadline for the whole batch, so a stuck subscriber
         // delays a publish by at most `queue_full_wait`.
         let deadline = tokio::time::Instant::now() + self.config.session.queue_full_wait.0;
-        for (mailbox, client, item) in scratch.pending.drain(..) {
+        for Pending {
+            mailbox,
+            client,
+            stored,
+            item,
+        } in scratch.pending.drain(..)
+        {
             // A client's publish to its own full queue cannot wait: its own task drains it.
             let item = if mailbox.online.load(Ordering::Acquire)
                 && mailbox.overflow == QueueOverflow::Backpressure
@@ -1567,9 +1590,12 @@ impl Broker {
                 item
             };
             let (outcome, discarded) = mailbox.push(item);
-            removed.extend(discarded.into_iter().map(|seq| WriteOp::QueueRemove {
-                client: client.to_string(),
-                seq,
+            // Only a persistent session's queue has store records to remove.
+            removed.extend(discarded.into_iter().filter(|_| stored).map(|seq| {
+                WriteOp::QueueRemove {
+                    client: client.to_string(),
+                    seq,
+                }
             }));
             if outcome.dropped() {
                 self.metrics.messages_dropped.inc();
@@ -1642,13 +1668,21 @@ impl Broker {
                 // QoS 0 is not kept for offline sessions (MQTT 5.0 §3.1.2.4 leaves it open).
                 continue;
             }
-            let tracked = seq.filter(|_| stored && qos != QoS::AtMostOnce);
+            // The message's log position: a persistent session's queue records it in the
+            // store (tracked); under `queue_in_store` a clean session's queue pages by it too,
+            // without a record (its session's task never writes store records).
+            let position = seq.filter(|_| qos != QoS::AtMostOnce);
+            let tracked = position.filter(|_| stored);
             let item = QueuedMessage {
                 message: Arc::clone(&message),
                 qos,
                 retain: message.retain && delivery.retain_as_published,
                 subscription_ids: delivery.identifiers.iter().map(u32::from).collect(),
-                seq: tracked,
+                seq: if stored || self.config.session.queue_in_store {
+                    position
+                } else {
+                    None
+                },
                 // Acknowledged deliveries of a shared subscription go to another member if
                 // this session ends first.
                 share: delivery.share.filter(|_| qos != QoS::AtMostOnce),
@@ -1660,7 +1694,12 @@ impl Broker {
                     delivery: item.delivery_info(),
                 });
             }
-            scratch.pending.push((mailbox, delivery.client, item));
+            scratch.pending.push(Pending {
+                mailbox,
+                client: delivery.client,
+                stored,
+                item,
+            });
         }
     }
 

@@ -294,6 +294,13 @@ pub struct SessionConfig {
     /// session that is not taking messages makes them wait only at `max_queued_messages`.
     /// A value above `max_queued_messages` counts as `max_queued_messages`.
     pub queue_wait_level: usize,
+    /// With a store: a clean session's queue beyond `queue_window` waits in the store as log
+    /// positions, as a persistent session's does, and publishers to it wait for room only
+    /// at `max_backlog_messages`: a clean subscriber slower than its publishers no longer
+    /// holds up their acknowledgements. Off: a clean session's queue is in memory, bounded
+    /// by `max_queued_messages`, and publishers wait from `queue_wait_level`. Publishers
+    /// to a connected persistent session wait from `queue_wait_level` either way.
+    pub queue_in_store: bool,
     /// Keep alive imposed on clients (v5 Server Keep Alive); zero accepts the client's.
     pub server_keep_alive: HumanDuration,
     /// Cap on the session expiry interval a v5 client may ask for.
@@ -324,6 +331,7 @@ impl Default for SessionConfig {
             queue_overflow: QueueOverflow::Backpressure,
             queue_full_wait: HumanDuration(Duration::from_secs(1)),
             queue_wait_level: 2_000,
+            queue_in_store: true,
             server_keep_alive: HumanDuration(Duration::ZERO),
             max_session_expiry: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
             topic_alias_maximum: 64,

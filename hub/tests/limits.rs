@@ -298,11 +298,13 @@ async fn invalid_publish_topics_and_properties_rejected() {
 }
 
 /// The queue bound also applies to an online client whose in-flight window is full: with
-/// `drop-oldest`, the messages behind the window are the newest ones.
+/// `drop-oldest`, the messages behind the window are the newest ones. (With the queue in
+/// memory: under `queue_in_store` a clean session's queue is bounded by
+/// `max_backlog_messages`.)
 #[tokio::test]
 async fn online_backlog_bounded_by_queue() {
     let hub = Hub::with_session(&format!(
-        "max_inflight = 1\nmax_queued_messages = 2\nqueue_overflow = \"drop-oldest\"\n{SYS_FAST}"
+        "max_inflight = 1\nmax_queued_messages = 2\nqueue_overflow = \"drop-oldest\"\nqueue_in_store = false\n{SYS_FAST}"
     ));
     let (mut sub, _) = RawClient::connect_ok(hub.addr(), Connect::v4("backlog-sub")).await;
     sub.subscribe("backlog/t", 1).await;
@@ -320,13 +322,14 @@ async fn online_backlog_bounded_by_queue() {
     hub.finish();
 }
 
-/// `queue_overflow = "backpressure"` (the default): a connected subscriber slower than its
-/// publisher loses nothing — the publisher's acknowledgements wait for room instead — while
-/// the same backlog under `drop-oldest` (`online_backlog_bounded_by_queue`) loses messages.
+/// `queue_overflow = "backpressure"` (the default) with the queue in memory
+/// (`queue_in_store = false`): a connected subscriber slower than its publisher loses
+/// nothing — the publisher's acknowledgements wait for room instead — while the same
+/// backlog under `drop-oldest` (`online_backlog_bounded_by_queue`) loses messages.
 #[tokio::test]
 async fn backpressure_keeps_every_message_for_a_slow_subscriber() {
     let hub = Hub::with_session(&format!(
-        "max_inflight = 1\nmax_queued_messages = 2\nqueue_full_wait = \"30s\"\n{SYS_FAST}"
+        "max_inflight = 1\nmax_queued_messages = 2\nqueue_full_wait = \"30s\"\nqueue_in_store = false\n{SYS_FAST}"
     ));
     let (mut sub, _) = RawClient::connect_ok(hub.addr(), Connect::v4("bp-sub")).await;
     sub.subscribe("bp/t", 1).await;
@@ -358,6 +361,38 @@ async fn backpressure_keeps_every_message_for_a_slow_subscriber() {
     )
     .await;
     assert_eq!(dropped, Some(0));
+    hub.finish();
+}
+
+/// `queue_in_store` (the default): a clean subscriber that reads nothing does not hold up
+/// its publisher's acknowledgements — what it has not taken waits in the store, as log
+/// positions beyond a small window — and it still gets every message, in order, once it
+/// reads.
+#[tokio::test]
+async fn a_stalled_clean_subscriber_does_not_hold_up_publishers() {
+    let hub = Hub::with_session(&format!(
+        "max_inflight = 1\nmax_queued_messages = 2\nqueue_wait_level = 1\nqueue_window = \"1KiB\"\nqueue_full_wait = \"30s\"\n{SYS_FAST}"
+    ));
+    let (mut sub, _) = RawClient::connect_ok(hub.addr(), Connect::v4("is-sub")).await;
+    sub.subscribe("is/t", 1).await;
+    let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v4("is-pub")).await;
+    const N: u8 = 200;
+    // Every PUBACK arrives while the subscriber reads nothing (with the queue in memory
+    // the third publish would wait up to `queue_full_wait`, 30 s, for room).
+    let acked = tokio::time::timeout(RECV_TIMEOUT, async {
+        for i in 0..N {
+            assert_eq!(publ.publish(Pub::new("is/t", &[i]).qos(1, 0)).await, 0);
+        }
+    })
+    .await;
+    assert!(acked.is_ok(), "publisher held up by the subscriber");
+    let mut got = Vec::new();
+    while let Some(p) = sub.try_recv_publish(QUIET).await {
+        sub.ack(&p).await;
+        got.push(p.payload[0]);
+    }
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "every message, in order");
+    assert_counter_at_least(&hub, "$SYS/broker/queues/messages_paged", 100).await;
     hub.finish();
 }
 

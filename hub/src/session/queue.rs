@@ -124,6 +124,11 @@ pub struct QueueLimits {
     pub wait_level: usize,
     /// `queue_full_wait`: a session that took a message this recently is draining.
     pub draining_for: Duration,
+    /// `queue_in_store`, for a clean session's queue: publishers to it wait only at
+    /// `backlog` for messages the store holds (they wait in the store, not in memory).
+    /// Persistent sessions' publishers wait as without it: their backlog costs a store
+    /// record per message, and the memory measured under it was over budget.
+    pub in_store: bool,
 }
 
 impl QueueLimits {
@@ -136,6 +141,8 @@ impl QueueLimits {
             overflow: session.queue_overflow,
             wait_level: session.queue_wait_level,
             draining_for: session.queue_full_wait.0,
+            // Per queue: clean sessions only (`Mailbox::new`).
+            in_store: false,
         }
     }
 }
@@ -473,12 +480,19 @@ impl SessionQueue {
         }
     }
 
-    /// Queues `item` if the queue is below the length where publishers wait: the wait
-    /// level while the session is draining its queue (it took a message within
-    /// `queue_full_wait` of `now`), else `max_queued_messages`. Otherwise hands it back
-    /// (nothing is dropped).
+    /// Queues `item` if the queue is below the length where publishers wait: for a message
+    /// the store holds, in a paged queue under `queue_in_store`, `max_backlog_messages`;
+    /// otherwise the wait level while the session is draining its queue (it took a message
+    /// within `queue_full_wait` of `now`), else `max_queued_messages`. Otherwise hands it
+    /// back (nothing is dropped).
     pub fn try_push(&mut self, item: QueuedMessage, now: Instant) -> Result<(), QueuedMessage> {
-        if self.len() < self.wait_limit(now) {
+        let limit = if self.paged && self.limits.in_store && item.seq.is_some() {
+            // Beyond the window it is a log position: the store is where it waits.
+            self.cap()
+        } else {
+            self.wait_limit(now)
+        };
+        if self.len() < limit {
             let outcome = self.push(item);
             debug_assert_eq!(outcome, PushOutcome::Queued);
             Ok(())
@@ -864,6 +878,7 @@ mod tests {
             overflow,
             wait_level: capacity,
             draining_for: Duration::from_secs(1),
+            in_store: false,
         }
     }
 
@@ -1126,6 +1141,7 @@ mod tests {
                 overflow: QueueOverflow::Backpressure,
                 wait_level: capacity,
                 draining_for: Duration::from_secs(1),
+                in_store: false,
             },
             true,
         )
@@ -1305,6 +1321,37 @@ mod tests {
         let got: Vec<Seq> =
             std::iter::from_fn(|| pop_paged(&mut queue, &mut log, &mut expired)).collect();
         assert_eq!(got, [1, 2, 3, 4, 5]);
+    }
+
+    /// `queue_in_store`: publishers do not wait for a paged queue's messages the store
+    /// holds until the backlog cap; messages the store does not hold still wait as before.
+    #[test]
+    fn in_store_publishers_wait_only_at_the_backlog_cap() {
+        let mut log = Log::default();
+        let mut queue = SessionQueue::new(
+            QueueLimits {
+                in_store: true,
+                ..paged(2, 3, 6).limits
+            },
+            true,
+        );
+        let now = Instant::now();
+        for seq in 0..6 {
+            assert!(queue.try_push(log.append(seq), now).is_ok(), "{seq}");
+        }
+        assert!(
+            queue.try_push(log.append(6), now).is_err(),
+            "at the backlog cap"
+        );
+        assert!(queue.spilled() > 0, "beyond the window as positions");
+        assert!(
+            queue.try_push(item("not stored", None), now).is_err(),
+            "past max_queued_messages"
+        );
+        let mut expired = 0;
+        let got: Vec<Seq> =
+            std::iter::from_fn(|| pop_paged(&mut queue, &mut log, &mut expired)).collect();
+        assert_eq!(got, [0, 1, 2, 3, 4, 5]);
     }
 
     #[test]
