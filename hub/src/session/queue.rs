@@ -529,6 +529,11 @@ impl SessionQueue {
                     // Behind spilled entries but within the window's bytes: kept loaded
                     // (a subscriber just behind its publishers reads nothing back).
                     self.spill.push_held(item);
+                } else if item.share.is_some() && self.spill.held.len() < self.limits.capacity {
+                    // A shared subscription's message stays loaded (up to
+                    // `max_queued_messages` of them): a position alone would not say which
+                    // group to hand it to should this session end first.
+                    self.spill.push_held(item);
                 } else {
                     self.spill.push_stored(seq, item.delivery_info());
                 }
@@ -1178,9 +1183,15 @@ mod tests {
         queue.push(item("h2", None));
         queue.push(shared("h3"));
         assert!(queue.spilled() > 0, "positions behind the window");
+        // A tracked shared entry beyond the window stays loaded too.
+        let mut beyond = log.append(3);
+        beyond.share = Some(Arc::from("$share/g/t"));
+        queue.push(beyond);
         let before = queue.len();
-        assert_eq!(payloads(&queue.take_shared()), ["w", "h1", "h3"]);
-        assert_eq!(queue.len(), before - 3);
+        let taken = queue.take_shared();
+        assert_eq!(payloads(&taken), ["w", "h1", "h3", "m3"]);
+        assert_eq!(taken[3].seq, Some(3));
+        assert_eq!(queue.len(), before - 4);
     }
 
     #[test]
