@@ -396,6 +396,45 @@ async fn a_stalled_clean_subscriber_does_not_hold_up_publishers() {
     hub.finish();
 }
 
+/// `queue_in_store`: a clean session's positions are not protected from retention. What
+/// the store deleted before the subscriber read it is counted in
+/// `$SYS/broker/queues/messages_lost`; the rest arrives in order, and nothing is both.
+#[tokio::test]
+async fn a_clean_backlog_older_than_retention_is_counted_as_lost() {
+    let hub = Hub::with_config(&format!(
+        "[store]\nmax_age = \"1s\"\n\n[session]\nmax_inflight = 1\nmax_queued_messages = 2\nqueue_window = \"1KiB\"\n{SYS_FAST}"
+    ));
+    let (mut sub, _) = RawClient::connect_ok(hub.addr(), Connect::v4("il-sub")).await;
+    sub.subscribe("il/t", 1).await;
+    let (mut publ, _) = RawClient::connect_ok(hub.addr(), Connect::v4("il-pub")).await;
+    const N: u8 = 100;
+    for i in 0..N {
+        assert_eq!(publ.publish(Pub::new("il/t", &[i]).qos(1, 0)).await, 0);
+    }
+    // Retention (checked every second) deletes everything older than a second.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got = Vec::new();
+    while let Some(p) = sub.try_recv_publish(QUIET).await {
+        sub.ack(&p).await;
+        got.push(p.payload[0]);
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+    assert!(
+        got.len() < usize::from(N),
+        "the store deleted part of it: {got:?}"
+    );
+    let lost = usize::from(N) - got.len();
+    let counted = wait_sys_counter(
+        &hub,
+        "$SYS/broker/queues/messages_lost",
+        Duration::from_secs(5),
+        |v| v >= lost as u64,
+    )
+    .await;
+    assert_eq!(counted, Some(lost as u64), "received {got:?}");
+    hub.finish();
+}
+
 /// Under `backpressure` an offline persistent session does not hold publishers up: its full
 /// queue drops the oldest message as `drop-oldest` does.
 #[tokio::test]
