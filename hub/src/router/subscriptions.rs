@@ -621,20 +621,7 @@ impl<K: Clone + Eq + Hash> SubscriptionTree<K> {
     ) -> Option<Delivery<K>> {
         let parsed = TopicFilter::parse(share).ok()?;
         let name = parsed.share_group()?;
-        let mut node = ROOT;
-        let mut slot = Slot::Exact;
-        for level in parsed.filter().split('/') {
-            if level == MULTI_LEVEL {
-                slot = Slot::Multi;
-                break;
-            }
-            let current = self.nodes.get(node.0)?;
-            node = if level == SINGLE_LEVEL {
-                current.single?
-            } else {
-                *current.children.get(level)?
-            };
-        }
+        let (node, slot) = self.find_path(parsed.filter(), |_, _| {})?;
         let subscribers = self.nodes.get_mut(node.0)?.slot(slot).as_deref_mut()?;
         let group = subscribers.shared.iter_mut().find(|g| &*g.name == name)?;
         let share = Arc::clone(&group.share);
@@ -688,29 +675,43 @@ impl<K: Clone + Eq + Hash> SubscriptionTree<K> {
         (node, Slot::Exact)
     }
 
+    /// Walks `filter` (validated, no share prefix) from the root without creating nodes:
+    /// where its subscribers are, or `None` if no subscription reaches that far. `step` sees
+    /// each parent passed and the link taken from it, root first.
+    fn find_path<'f>(
+        &self,
+        filter: &'f str,
+        mut step: impl FnMut(NodeId, Link<'f>),
+    ) -> Option<(NodeId, Slot)> {
+        let mut node = ROOT;
+        for level in filter.split('/') {
+            if level == MULTI_LEVEL {
+                return Some((node, Slot::Multi));
+            }
+            let current = self.nodes.get(node.0)?;
+            let (child, link) = if level == SINGLE_LEVEL {
+                (current.single, Link::SingleLevelWildcard)
+            } else {
+                (current.children.get(level).copied(), Link::Level(level))
+            };
+            let child = child?;
+            step(node, link);
+            node = child;
+        }
+        Some((node, Slot::Exact))
+    }
+
     /// Removes the trie entry for (`client`, `filter`) and prunes nodes left empty.
     fn remove_from_trie(&mut self, client: &K, filter: &str) {
         let Ok(parsed) = TopicFilter::parse(filter) else {
             return;
         };
         let mut path: Vec<(NodeId, Link<'_>)> = Vec::new();
-        let mut node = ROOT;
-        let mut slot = Slot::Exact;
-        for level in parsed.filter().split('/') {
-            if level == MULTI_LEVEL {
-                slot = Slot::Multi;
-                break;
-            }
-            let current = self.node_mut(node);
-            let (child, link) = if level == SINGLE_LEVEL {
-                (current.single, Link::SingleLevelWildcard)
-            } else {
-                (current.children.get(level).copied(), Link::Level(level))
-            };
-            let Some(child) = child else { return };
-            path.push((node, link));
-            node = child;
-        }
+        let Some((mut node, slot)) =
+            self.find_path(parsed.filter(), |parent, link| path.push((parent, link)))
+        else {
+            return;
+        };
         if !self
             .node_mut(node)
             .remove(slot, parsed.share_group(), client)
